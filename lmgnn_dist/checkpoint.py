@@ -1,0 +1,67 @@
+"""Per-stage checkpoints, written atomically (temp folder, then rename).
+
+A stage checkpoint is a folder ``<output_dir>/stage<N>/`` with ``metrics.json`` (written
+last inside the temp folder, so its presence means the checkpoint is complete), ``gnn.pt``
+(RGCN + decoder state dicts) when the stage trained a GNN, and ``lm/`` (a Hugging Face
+folder: ``AutoModel.from_pretrained`` loads it) when the stage changed the LM.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+METRICS = "metrics.json"
+
+
+def stage_dir(output_dir: str, stage: str) -> Path:
+    return Path(output_dir) / stage
+
+
+def is_complete(output_dir: str, stage: str) -> bool:
+    return (stage_dir(output_dir, stage) / METRICS).exists()
+
+
+def load_metrics(output_dir: str, stage: str) -> dict:
+    return json.loads((stage_dir(output_dir, stage) / METRICS).read_text())
+
+
+def write_stage(output_dir: str, stage: str, metrics: dict,
+                write_files: Optional[Callable[[Path], None]] = None) -> Path:
+    """Write a stage checkpoint atomically.
+
+    ``write_files(tmp_dir)`` writes the model files into the temp folder; then ``metrics.json``
+    is written and the folder renamed to ``<output_dir>/<stage>`` (replacing an older one).
+    """
+    final = stage_dir(output_dir, stage)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{stage}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        if write_files is not None:
+            write_files(tmp)
+        (tmp / METRICS).write_text(json.dumps(metrics, indent=2))
+        if final.exists():
+            old = final.parent / f".{stage}.old-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return final
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    """``json.dump`` to a temp file beside ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)

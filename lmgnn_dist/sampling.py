@@ -1,0 +1,107 @@
+"""Samplers of the LM-GNN efficiency recipe: joint negatives and trainable-node selection.
+
+Both work on plain id tensors so they are testable without a cluster; the stage code feeds
+them ids from ``DistGraph``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+
+@dataclass
+class JointNegatives:
+    """Output of :func:`joint_negative_sample`.
+
+    Attributes
+    ----------
+    neg_nodes : int64 ``[n]`` node ids (of the destination type), shared by the batch.
+    pair_index : int64 ``[n, k]``: positive ``i`` is scored against
+        ``neg_nodes[pair_index[i]]``.
+    """
+
+    neg_nodes: torch.Tensor
+    pair_index: torch.Tensor
+
+    def negatives_of_positives(self) -> torch.Tensor:
+        """int64 ``[n, k]`` negative node ids per positive."""
+        return self.neg_nodes[self.pair_index]
+
+
+def joint_negative_sample(num_pos: int, k: int, num_dst_nodes: int,
+                          generator: Optional[torch.Generator] = None,
+                          candidates: Optional[torch.Tensor] = None) -> JointNegatives:
+    """Joint negative sampling (LM-GNN §3.2): ``n`` extra nodes for ``n`` positives, paired ``k`` ways.
+
+    Instead of ``k`` fresh negatives per positive (``k*n`` extra nodes to encode with the LM),
+    the batch draws ``n`` negative nodes uniformly and corrupts positive ``i``'s destination
+    with ``k`` distinct ones of them: the batch encodes at most ``3n`` end points (``n``
+    sources, ``n`` destinations, ``n`` negatives) while still giving ``k*n`` negative pairs.
+
+    Parameters
+    ----------
+    num_pos : ``n``, positives in the batch.
+    k : negatives per positive, ``1 <= k <= n``.
+    num_dst_nodes : negatives are drawn from ``[0, num_dst_nodes)`` ...
+    candidates : ... or from this int64 id tensor when given.
+
+    Returns
+    -------
+    JointNegatives with ``neg_nodes`` ``[n]`` and ``pair_index`` ``[n, k]`` (row ``i`` holds k
+    distinct indices into ``neg_nodes``).
+
+    Raises
+    ------
+    ValueError if ``k`` is outside ``[1, n]`` or there is nothing to sample from.
+    """
+    if num_pos < 1:
+        raise ValueError("joint_negative_sample needs at least one positive")
+    if not 1 <= k <= num_pos:
+        raise ValueError(f"k={k} negatives per positive must be in [1, n={num_pos}]")
+    if candidates is None:
+        if num_dst_nodes < 1:
+            raise ValueError("no destination nodes to sample negatives from")
+        neg = torch.randint(0, num_dst_nodes, (num_pos,), generator=generator)
+    else:
+        if len(candidates) == 0:
+            raise ValueError("empty negative candidate set")
+        neg = candidates[torch.randint(0, len(candidates), (num_pos,), generator=generator)]
+    # k distinct cyclic shifts: row i uses (i + shift_j) mod n, shifts distinct -> distinct columns
+    shifts = torch.randperm(num_pos, generator=generator)[:k]
+    pair_index = (torch.arange(num_pos).unsqueeze(1) + shifts.unsqueeze(0)) % num_pos
+    return JointNegatives(neg, pair_index)
+
+
+def select_trainable_nodes(num_input: int, num_seeds: int, max_trainable: int,
+                           generator: Optional[torch.Generator] = None
+                           ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Choose which of a mini-batch's input nodes the LM encodes with gradient.
+
+    Back-prop on samples (LM-GNN §3.3): the seeds come first (DGL puts a block's destination
+    nodes, hence the seeds, at the front of the input nodes), then a uniform random subset of
+    the other sampled nodes, until ``max_trainable`` nodes are chosen. Everything else is an
+    inference node.
+
+    Returns
+    -------
+    (train_idx, infer_idx) : int64 positions into the input nodes, sorted, disjoint,
+    together ``arange(num_input)``; ``len(train_idx) == min(num_input, max(max_trainable,
+    ...))`` is at most ``max_trainable`` (seeds beyond it are inference nodes too).
+    """
+    if num_seeds > num_input:
+        raise ValueError(f"num_seeds={num_seeds} exceeds num_input={num_input}")
+    if max_trainable < 1:
+        raise ValueError("max_trainable must be >= 1")
+    n_seed = min(num_seeds, max_trainable)
+    if n_seed < num_seeds:
+        seeds = torch.randperm(num_seeds, generator=generator)[:n_seed]
+    else:
+        seeds = torch.arange(num_seeds)
+    n_extra = min(max_trainable - n_seed, num_input - num_seeds)
+    extra = num_seeds + torch.randperm(num_input - num_seeds, generator=generator)[:n_extra]
+    chosen = torch.zeros(num_input, dtype=torch.bool)
+    chosen[seeds] = True
+    chosen[extra] = True
+    return torch.nonzero(chosen).squeeze(1), torch.nonzero(~chosen).squeeze(1)

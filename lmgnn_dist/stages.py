@@ -1,0 +1,394 @@
+"""The three LM-GNN stages (Ioannidis et al., 2022, "Efficient and effective training of
+language and graph neural network models"), run by every trainer of a DistDGL job.
+
+1. **Graph-aware pre-fine-tuning** (:meth:`StageRunner.stage1`): the LM alone, trained on link
+   prediction over the graph's edges with DistMult and the logistic loss (eq. 2), negatives
+   from the joint sampler.
+2. **GNN warm-start** (:meth:`StageRunner.stage2`): the LM frozen; its embeddings computed
+   once into the :class:`~lmgnn_dist.emb_table.LMEmbeddingTable`; RGCN (eq. 1) + classifier
+   trained on them. The same routine on the *pre-trained* LM gives the frozen-LM baseline.
+3. **Joint fine-tuning** (:meth:`StageRunner.stage3`): LM + RGCN + classifier, with back-prop on
+   at most ``lm_train_nodes`` sampled nodes per mini-batch (targets first); all other input
+   nodes are inference nodes read from the table (or re-encoded without gradient).
+
+Each stage writes a checkpoint (:mod:`lmgnn_dist.checkpoint`); a later stage starts from the
+previous one's and a completed stage is not run again when ``resume`` is on.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import checkpoint as ckpt
+from .config import RunConfig, to_dict
+from .dataloading import node_batches, num_batches
+from .dist_init import DistContext
+from .emb_table import LMEmbeddingTable
+from .model.joint import GNNNodeClassifier, JointNodeClassifier, LMLinkPredictor
+from .model.lm import LMEncoder
+from .sampling import joint_negative_sample, select_trainable_nodes
+
+STAGE_NAMES = {0: "baseline", 1: "stage1", 2: "stage2", 3: "stage3"}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (``ru_maxrss``)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class StageRunner:
+    """Runs the stages of one :class:`RunConfig` in a trainer process.
+
+    Parameters
+    ----------
+    cfg : the run config.
+    ctx : this trainer's :class:`DistContext`.
+    g : ``dgl.distributed.DistGraph`` of the partitioned TAG.
+    meta : the partitioner's ``lmgnn_meta.json`` (pad id, classes).
+    """
+
+    def __init__(self, cfg: RunConfig, ctx: DistContext, g, meta: dict):
+        self.cfg, self.ctx, self.g, self.meta = cfg, ctx, g, meta
+        self.pad_id = int(meta["pad_token_id"])
+        self.target = cfg.task.target_ntype
+        if self.target not in g.ntypes:
+            raise ValueError(f"task.target_ntype={self.target!r} is not a node type of the "
+                             f"graph: {g.ntypes}")
+        classes = meta["ntypes"][self.target]["classes"]
+        if not classes:
+            raise ValueError(f"node type {self.target!r} has no labels for node classification")
+        self.num_classes = len(classes)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)
+        self.table: Optional[LMEmbeddingTable] = None
+        self.table_lm: Optional[str] = None  # which LM's embeddings the table holds
+        self._split_cache: Dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def log(self, msg: str) -> None:
+        if self.ctx.is_main:
+            print(msg, flush=True)
+
+    def all_reduce(self, t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t, op=op)
+        return t
+
+    def min_over_trainers(self, n: int) -> int:
+        return int(self.all_reduce(torch.tensor([n]), dist.ReduceOp.MIN).item())
+
+    def split_nodes(self, split: str) -> torch.Tensor:
+        """This trainer's share of the target type's ``split`` nodes (DGL ``node_split``)."""
+        import dgl
+
+        if split not in self._split_cache:
+            mask = self.g.nodes[self.target].data[f"{split}_mask"]
+            self._split_cache[split] = dgl.distributed.node_split(
+                mask, self.g.get_partition_book(), ntype=self.target, force_even=True)
+        return self._split_cache[split]
+
+    def load_lm(self, path: Optional[str]) -> LMEncoder:
+        return LMEncoder(path or self.cfg.model.lm, self.pad_id)
+
+    def embedding_table(self, dim: int) -> LMEmbeddingTable:
+        if self.table is None:
+            self.table = LMEmbeddingTable(self.g, dim)
+        return self.table
+
+    def new_head(self, in_dim: int) -> GNNNodeClassifier:
+        torch.manual_seed(self.cfg.seed)  # same init everywhere (DDP also broadcasts rank 0's)
+        m = self.cfg.model
+        return GNNNodeClassifier(in_dim, m.hidden_size, m.num_layers, self.g.canonical_etypes,
+                                 self.num_classes, self.target, m.dropout)
+
+    def labels(self, seeds: torch.Tensor) -> torch.Tensor:
+        return self.g.nodes[self.target].data["label"][seeds]
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, head: GNNNodeClassifier, split: str) -> float:
+        """Accuracy of ``head`` on the target type's ``split`` nodes, over all trainers.
+
+        Uses full neighbourhoods (no sampling) and the current embedding table.
+        """
+        head.eval()
+        correct = torch.zeros(2)
+        ids = self.split_nodes(split)
+        for inp, seeds, blocks in node_batches(self.g, {self.target: ids}, self.cfg.model.fanouts,
+                                               self.cfg.eval_batch_size, shuffle=False,
+                                               full_neighbors=True):
+            pred = head(blocks, self.table.read(inp)).argmax(1)
+            correct += torch.tensor([(pred == self.labels(seeds[self.target])).sum().item(),
+                                     len(pred)])
+        head.train()
+        total = self.all_reduce(correct)
+        return float(total[0] / total[1]) if total[1] else float("nan")
+
+    # ------------------------------------------------------------------ stage 2 / baseline
+    def train_gnn(self, name: str) -> tuple:
+        """Train RGCN + classifier on the (fixed) embedding table; best-val model kept.
+
+        Returns ``(head, metrics)`` with val/test accuracy of the best-validation epoch.
+        """
+        s = self.cfg.stage2
+        head = self.new_head(self.table.dim)
+        model = DDP(head)
+        opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        train_ids = self.split_nodes("train")
+        steps = self.min_over_trainers(num_batches(len(train_ids), s.batch_size))
+        best_val, best_state, best_epoch, epoch_losses = -1.0, None, -1, []
+        for epoch in range(s.epochs):
+            total = 0.0
+            for step, (inp, seeds, blocks) in enumerate(node_batches(
+                    self.g, {self.target: train_ids}, self.cfg.model.fanouts, s.batch_size,
+                    shuffle=True)):
+                if step >= steps:
+                    break
+                logits = model(blocks, self.table.read(inp))
+                loss = F.cross_entropy(logits, self.labels(seeds[self.target]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item()
+            epoch_losses.append(total / max(1, steps))
+            val = self.evaluate(head, "val")
+            if val > best_val:
+                best_val, best_epoch = val, epoch
+                best_state = copy.deepcopy(head.state_dict())
+            if epoch % 5 == 0 or epoch == s.epochs - 1:
+                self.log(f"[{name}] epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
+                         f"val_acc {val:.4f}")
+        head.load_state_dict(best_state)
+        metrics = {"val_acc": best_val, "test_acc": self.evaluate(head, "test"),
+                   "best_epoch": best_epoch, "epochs": s.epochs, "steps_per_epoch": steps,
+                   "losses": epoch_losses}
+        return head, metrics
+
+    def run_gnn_stage(self, name: str, lm_path: Optional[str]) -> dict:
+        """Encode all nodes with the LM at ``lm_path`` (frozen), then :meth:`train_gnn`."""
+        t0 = time.time()
+        lm = self.load_lm(lm_path)
+        table = self.embedding_table(lm.out_dim)
+        enc = table.encode_all(lm, self.cfg.encode_batch_size, self.ctx.is_main)
+        self.table_lm = lm_path or self.cfg.model.lm
+        self.log(f"[{name}] encoded all nodes with the frozen LM in {enc['seconds']:.1f}s")
+        head, metrics = self.train_gnn(name)
+        metrics.update(lm=lm_path or self.cfg.model.lm, encode_s=enc["seconds"],
+                       seconds=time.time() - t0)
+        self.finish(name, metrics, head=head)
+        return metrics
+
+    # ------------------------------------------------------------------ stage 1
+    def stage1(self) -> dict:
+        """Graph-aware LM pre-fine-tuning on link prediction with joint negatives (eq. 2)."""
+        import dgl
+
+        s, t0 = self.cfg.stage1, time.time()
+        lm = self.load_lm(None)
+        model = LMLinkPredictor(lm, self.g.canonical_etypes)
+        # unused each step: the LM's pooler and the other relations' DistMult vectors
+        ddp = DDP(model, find_unused_parameters=True)
+        opt = torch.optim.AdamW([
+            {"params": lm.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
+            {"params": model.decoder.parameters(), "lr": s.decoder_lr}])
+        pb = self.g.get_partition_book()
+        local_edges = {c: dgl.distributed.edge_split(
+            torch.ones(self.g.num_edges(c), dtype=torch.bool), pb, etype=c, force_even=True)
+            for c in self.g.canonical_etypes}
+        cetypes = [c for c in local_edges if len(local_edges[c]) >= s.batch_size]
+        if not cetypes:
+            raise ValueError(f"stage1.batch_size={s.batch_size} exceeds every relation's edges")
+        weights = torch.tensor([float(len(local_edges[c])) for c in cetypes])
+        losses, encoded = [], 0
+        lm.train()
+        for step in range(s.max_steps):
+            c = cetypes[int(torch.multinomial(weights, 1, generator=self.gen))]
+            edges = local_edges[c]
+            eids = edges[torch.randint(0, len(edges), (s.batch_size,), generator=self.gen)]
+            src, dst = self.g.find_edges(eids, etype=c)
+            neg = joint_negative_sample(s.batch_size, s.num_negatives, self.g.num_nodes(c[2]),
+                                        generator=self.gen)
+            tokens, (src_pos, dst_pos, neg_nodes_pos) = self._gather_tokens(
+                [(c[0], src), (c[2], dst), (c[2], neg.neg_nodes)])
+            loss, _ = ddp(tokens, src_pos, dst_pos, neg_nodes_pos[neg.pair_index], c)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            encoded += len(tokens)
+            if step % 10 == 0 or step == s.max_steps - 1:
+                self.log(f"[stage1] step {step:4d}/{s.max_steps}  loss {loss.item():.4f}  "
+                         f"({len(tokens)} LM encodings for {s.batch_size} positives x "
+                         f"{s.num_negatives} negatives)")
+        k = max(1, len(losses) // 5)
+        metrics = {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
+                   "losses": losses, "steps": s.max_steps,
+                   "lm_encodings_per_step": encoded / max(1, s.max_steps),
+                   "seconds": time.time() - t0}
+        self.finish("stage1", metrics, lm=lm)
+        return metrics
+
+    def _gather_tokens(self, groups):
+        """Token rows of the unique ``(ntype, ids)`` nodes of ``groups``.
+
+        Returns ``tokens`` ``[U, L]`` and, per group, int64 positions into it. Nodes appearing
+        in several groups (or twice in one) are encoded once.
+        """
+        by_type: Dict[str, list] = {}
+        for nt, ids in groups:
+            by_type.setdefault(nt, []).append(ids)
+        tokens, offset, pos_of = [], 0, {}
+        for nt, parts in by_type.items():
+            uniq, inv = torch.unique(torch.cat(parts), return_inverse=True)
+            tokens.append(self.g.nodes[nt].data["input_ids"][uniq])
+            pos_of[nt] = (offset, inv, [len(p) for p in parts])
+            offset += len(uniq)
+        positions, seen = [], {nt: 0 for nt in by_type}
+        for nt, ids in groups:
+            base, inv, sizes = pos_of[nt]
+            start = sum(sizes[:seen[nt]])
+            positions.append(base + inv[start:start + len(ids)])
+            seen[nt] += 1
+        return torch.cat(tokens), positions
+
+    # ------------------------------------------------------------------ stage 3
+    def stage3(self, lm_path: Optional[str], head_state: Optional[dict]) -> dict:
+        """Joint LM + GNN fine-tuning with back-prop on sampled nodes, then a full re-encode.
+
+        Starts from the stage-1 LM (``lm_path``) and the stage-2 RGCN + classifier
+        (``head_state``); the embedding table must hold the stage-2 embeddings.
+        """
+        s, t0 = self.cfg.stage3, time.time()
+        lm = self.load_lm(lm_path)
+        table = self.embedding_table(lm.out_dim)
+        head = self.new_head(lm.out_dim)
+        if head_state is not None:
+            head.load_state_dict(head_state)
+        model = JointNodeClassifier(lm, head)
+        ddp = DDP(model, find_unused_parameters=True)  # the LM's pooler is unused
+        opt = torch.optim.AdamW([
+            {"params": lm.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
+            {"params": head.parameters(), "lr": s.gnn_lr, "weight_decay": s.weight_decay}])
+        train_ids = self.split_nodes("train")
+        tokens_of = self.g.nodes[self.target].data["input_ids"]
+        losses = []
+        counts = {"with_grad": 0, "no_grad": 0, "from_table": 0}
+        batches = self._endless_batches(train_ids, s.batch_size)
+        model.train()
+        for step in range(s.max_steps):
+            inp, seeds, blocks = next(batches)
+            ids = inp[self.target]
+            train_idx, infer_idx = select_trainable_nodes(
+                len(ids), len(seeds[self.target]), s.lm_train_nodes, generator=self.gen)
+            if s.inference_source == "cache":
+                h_infer = table.read({self.target: ids[infer_idx]})[self.target]
+                counts["from_table"] += len(infer_idx)
+            else:
+                h_infer = lm.encode_no_grad(tokens_of[ids[infer_idx]], s.lm_infer_batch_size)
+                counts["no_grad"] += len(infer_idx)
+            h_other = table.read({nt: v for nt, v in inp.items() if nt != self.target})
+            logits, h_train = ddp(blocks, tokens_of[ids[train_idx]], train_idx, infer_idx,
+                                  h_infer, h_other)
+            loss = F.cross_entropy(logits, self.labels(seeds[self.target]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            table.write(self.target, ids[train_idx], h_train)
+            counts["with_grad"] += len(train_idx)
+            losses.append(loss.item())
+            if step % 10 == 0 or step == s.max_steps - 1:
+                self.log(f"[stage3] step {step:4d}/{s.max_steps}  loss {loss.item():.4f}  "
+                         f"(input nodes {len(ids)}: {len(train_idx)} with grad, "
+                         f"{len(infer_idx)} inference)")
+        train_s = time.time() - t0
+        enc = table.encode_all(lm, self.cfg.encode_batch_size, self.ctx.is_main)
+        self.log(f"[stage3] re-encoded all nodes with the fine-tuned LM in {enc['seconds']:.1f}s")
+        k = max(1, len(losses) // 5)
+        counts = {key: int(v) for key, v in zip(counts, self.all_reduce(
+            torch.tensor(list(counts.values()))).tolist())}
+        metrics = {"val_acc": self.evaluate(head, "val"), "test_acc": self.evaluate(head, "test"),
+                   "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
+                   "losses": losses, "steps": s.max_steps, "lm_encodings": counts,
+                   "train_s": train_s, "encode_s": enc["seconds"], "seconds": time.time() - t0}
+        self.finish("stage3", metrics, lm=lm, head=head)
+        return metrics
+
+    def _endless_batches(self, train_ids, batch_size):
+        while True:
+            yield from node_batches(self.g, {self.target: train_ids}, self.cfg.model.fanouts,
+                                    batch_size, shuffle=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    def finish(self, name: str, metrics: dict, lm: Optional[LMEncoder] = None,
+               head: Optional[GNNNodeClassifier] = None) -> None:
+        """Record peak memory, write the stage checkpoint on rank 0, then a barrier."""
+        rss = self.all_reduce(torch.tensor([peak_rss_mb()]), dist.ReduceOp.MAX)
+        metrics["peak_rss_mb_max_trainer"] = float(rss.item())
+        if self.ctx.is_main:
+            def write_files(tmp):
+                if lm is not None:
+                    lm.save_pretrained(str(tmp / "lm"), tokenizer_source=self.cfg.model.lm)
+                if head is not None:
+                    torch.save(head.state_dict(), tmp / "gnn.pt")
+            ckpt.write_stage(self.cfg.output_dir, name, metrics, write_files)
+            acc = (f"  val_acc {metrics['val_acc']:.4f}  test_acc {metrics['test_acc']:.4f}"
+                   if "val_acc" in metrics else "")
+            print(f"[{name}] done in {metrics['seconds']:.1f}s{acc}", flush=True)
+        dist.barrier()
+
+    # ------------------------------------------------------------------ the pipeline
+    def run(self) -> Dict[str, dict]:
+        """Run the configured stages in order, skipping completed ones when ``resume``."""
+        cfg, out = self.cfg, self.cfg.output_dir
+        results: Dict[str, dict] = {}
+
+        def done(name):
+            return cfg.resume and ckpt.is_complete(out, name)
+
+        def lm_of(name):
+            path = ckpt.stage_dir(out, name) / "lm"
+            return str(path) if path.exists() else None
+
+        if cfg.baseline:
+            results["baseline"] = (ckpt.load_metrics(out, "baseline") if done("baseline")
+                                   else self.run_gnn_stage("baseline", None))
+        if 1 in cfg.stages:
+            results["stage1"] = ckpt.load_metrics(out, "stage1") if done("stage1") else self.stage1()
+        stage1_lm = lm_of("stage1")
+        if 2 in cfg.stages:
+            if done("stage2"):
+                results["stage2"] = ckpt.load_metrics(out, "stage2")
+            else:
+                results["stage2"] = self.run_gnn_stage("stage2", stage1_lm)
+        if 3 in cfg.stages:
+            if done("stage3"):
+                results["stage3"] = ckpt.load_metrics(out, "stage3")
+            else:
+                if not ckpt.is_complete(out, "stage2"):
+                    raise RuntimeError("stage 3 needs the stage-2 checkpoint; run stage 2 first")
+                head_state = torch.load(ckpt.stage_dir(out, "stage2") / "gnn.pt")
+                if self.table_lm != (stage1_lm or cfg.model.lm):
+                    # the table must hold the embeddings of the LM that stage 3 starts from
+                    lm = self.load_lm(stage1_lm)
+                    self.embedding_table(lm.out_dim).encode_all(lm, cfg.encode_batch_size,
+                                                                self.ctx.is_main)
+                    self.table_lm = stage1_lm or cfg.model.lm
+                    del lm
+                results["stage3"] = self.stage3(stage1_lm, head_state)
+        if self.ctx.is_main:
+            summary = {"config": to_dict(cfg), "stages": results}
+            ckpt.write_json_atomic(f"{out}/results.json", summary)
+        return results
+
+
+def dumps_short(results: Dict[str, dict]) -> str:
+    """Results without per-step loss lists (for logs)."""
+    return json.dumps({k: {m: v for m, v in r.items() if m != "losses"} for k, r in results.items()})

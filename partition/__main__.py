@@ -1,0 +1,4 @@
+"""``python -m partition``: tokenise and partition a TAG folder (see :mod:`partition.build`)."""
+from .cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""Command line of the partitioner.
+
+``python -m partition --tag examples/cora/tag --out work/cora_parts --num-parts 2``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from .build import PartitionOptions, partition_tag
+from .tag import TAGFormatError
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    d = PartitionOptions()
+    p = argparse.ArgumentParser(prog="python -m partition",
+                                description="Tokenise a Parquet TAG and partition it with DGL.")
+    p.add_argument("--tag", required=True, help="TAG folder (nodes/, edges/, metadata.json)")
+    p.add_argument("--out", required=True, help="output folder for the partitions")
+    p.add_argument("--num-parts", type=int, default=d.num_parts)
+    p.add_argument("--method", choices=["metis", "random"], default=d.method)
+    p.add_argument("--num-trainers-per-machine", type=int, default=d.num_trainers_per_machine)
+    p.add_argument("--model", default=d.model, help="tokenizer: alias, local folder or HF id")
+    p.add_argument("--max-seq-len", type=int, default=d.max_seq_len)
+    p.add_argument("--graph-name", default=d.graph_name)
+    args = p.parse_args(argv)
+    opts = PartitionOptions(args.num_parts, args.method, args.num_trainers_per_machine,
+                            args.model, args.max_seq_len, args.graph_name)
+    try:
+        meta = partition_tag(args.tag, args.out, opts)
+    except (TAGFormatError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps({"out": args.out, "times": meta["times"]}, indent=None))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Converters from public dataset formats into the project's Parquet TAG format."""
