@@ -13,6 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
+from partition.atomic import write_json_atomic
+
+__all__ = ["write_stage", "is_complete", "load_metrics", "stage_dir", "write_json_atomic"]
+
 METRICS = "metrics.json"
 
 
@@ -56,12 +60,3 @@ def write_stage(output_dir: str, stage: str, metrics: dict,
         if tmp.exists():
             shutil.rmtree(tmp)
     return final
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    """``json.dump`` to a temp file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)

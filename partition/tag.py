@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -40,6 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from .atomic import write_json_atomic, write_parquet_atomic
 
 SPLITS = ("train", "val", "test")
 #: integer code of each split in :attr:`NodeTable.split` / :attr:`EdgeTable.split`; 0 = none.
@@ -302,20 +303,8 @@ def _read_edge_table(
     return EdgeTable(cetype, ends["src"], ends["dst"], label, split, classes)
 
 
-def _atomic_write_parquet(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _split_strings(codes: Optional[np.ndarray]) -> Optional[pa.Array]:
+def split_strings(codes: Optional[np.ndarray]) -> Optional[pa.Array]:
+    """int8 split codes (:data:`SPLIT_CODE`, 0 = none) -> string column (null = none)."""
     if codes is None:
         return None
     names = [None, *SPLITS]
@@ -342,8 +331,8 @@ def write_tag(tag: TAG, root: os.PathLike) -> None:
         if t.label is not None:
             cols["label"] = pa.array(t.label, pa.int64(), mask=t.label < 0)
         if t.split is not None:
-            cols["split"] = _split_strings(t.split)
-        _atomic_write_parquet(pa.table(cols), root / "nodes" / f"{ntype}.parquet")
+            cols["split"] = split_strings(t.split)
+        write_parquet_atomic(pa.table(cols), root / "nodes" / f"{ntype}.parquet")
     for cetype, t in tag.edges.items():
         cols = {
             "src": pa.array(tag.nodes[cetype[0]].ids[t.src], pa.int64()),
@@ -352,12 +341,9 @@ def write_tag(tag: TAG, root: os.PathLike) -> None:
         if t.label is not None:
             cols["label"] = pa.array(t.label, pa.int64(), mask=t.label < 0)
         if t.split is not None:
-            cols["split"] = _split_strings(t.split)
-        _atomic_write_parquet(pa.table(cols), root / "edges" / f"{etype_file_name(cetype)}.parquet")
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".metadata.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, root / "metadata.json")
+            cols["split"] = split_strings(t.split)
+        write_parquet_atomic(pa.table(cols), root / "edges" / f"{etype_file_name(cetype)}.parquet")
+    write_json_atomic(root / "metadata.json", meta)
 
 
 def random_split(n: int, fractions: Tuple[float, float, float], seed: int) -> np.ndarray:

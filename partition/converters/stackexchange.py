@@ -54,7 +54,6 @@ import argparse
 import json
 import os
 import re
-import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -62,9 +61,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..tag import SPLITS, random_split
+from ..atomic import write_json_atomic, write_parquet_atomic
+from ..tag import SPLITS, random_split, split_strings
 
 DEFAULT_SITE = "quantumcomputing.stackexchange.com"
 LICENSE = (
@@ -174,47 +173,6 @@ def html_to_text(html: Optional[str]) -> str:
 
 
 # --------------------------------------------------------------------------------- writing
-def _file_mode() -> int:
-    """``0o666`` minus the umask: what a plain ``open(path, "w")`` would give (mkstemp: 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write_parquet(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_json(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _split_array(codes: np.ndarray) -> pa.Array:
-    names = [None, *SPLITS]
-    return pa.array([names[c] for c in codes.tolist()], type=pa.string())
-
-
 def _edge_arrays(pairs: Dict[Tuple[int, int], int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted ``(src, dst, value)`` arrays of a ``{(src, dst): value}`` dict."""
     keys = sorted(pairs)
@@ -446,7 +404,7 @@ def convert_stackexchange(
         cols = {"id": pa.array(ids, pa.int64()), "text": pa.array(texts, pa.string())}
         if ntype == "question":
             codes = random_split(len(ids), split, seed)
-            cols["split"] = _split_array(codes)
+            cols["split"] = split_strings(codes)
             split_sizes["question"] = {s: int((codes == i + 1).sum()) for i, s in enumerate(SPLITS)}
         node_tables[ntype] = pa.table(cols)
 
@@ -457,7 +415,7 @@ def convert_stackexchange(
         if rel == RELATIONS[0]:
             cols["label"] = pa.array(val, pa.int64())
             codes = random_split(len(src), split, seed + 1)
-            cols["split"] = _split_array(codes)
+            cols["split"] = split_strings(codes)
             split_sizes[rel_name(rel)] = {s: int((codes == i + 1).sum())
                                           for i, s in enumerate(SPLITS)}
         elif rel == RELATIONS[5]:
@@ -476,10 +434,10 @@ def convert_stackexchange(
                          "remove them or choose an empty output folder")
 
     for ntype, table in node_tables.items():
-        _atomic_write_parquet(table, out / "nodes" / f"{ntype}.parquet")
+        write_parquet_atomic(table, out / "nodes" / f"{ntype}.parquet", compression="zstd")
         log(f"wrote nodes/{ntype}.parquet: {table.num_rows} rows")
     for ename, table in edge_tables.items():
-        _atomic_write_parquet(table, out / "edges" / f"{ename}.parquet")
+        write_parquet_atomic(table, out / "edges" / f"{ename}.parquet", compression="zstd")
         log(f"wrote edges/{ename}.parquet: {table.num_rows} rows")
 
     accepted = int(sum(edges[RELATIONS[0]].values()))
@@ -513,8 +471,8 @@ def convert_stackexchange(
     }
     meta["edge_types"][rel_name(RELATIONS[0])] = {"classes": ACCEPTED_CLASSES}
     meta["edge_types"][rel_name(RELATIONS[5])] = {"classes": LINK_CLASSES}
-    _atomic_write_json(meta, out / "metadata.json")
-    log(f"wrote metadata.json; dropped unresolved edges: "
+    write_json_atomic(out / "metadata.json", meta)
+    log("wrote metadata.json; dropped unresolved edges: "
         + ", ".join(f"{k}={v}" for k, v in dropped.items()))
     return counts
 
