@@ -85,3 +85,43 @@ def test_failing_trainer_stops_everything(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_remote_host_without_ssh_says_so(tmp_path, monkeypatch):
+    import launch.run_dist as rd
+
+    monkeypatch.setattr(rd.shutil, "which", lambda name: None)
+    launcher = rd.Launcher([Host("10.9.9.9", 30050)], str(tmp_path / "g.json"), ["true"],
+                           ip_config=str(tmp_path / "ips.txt"))
+    with pytest.raises(LaunchError, match="host 10.9.9.9 is remote but no 'ssh' client"):
+        launcher.start()
+
+
+def test_remote_command_is_built_for_ssh(tmp_path, monkeypatch):
+    import launch.run_dist as rd
+
+    seen = []
+
+    class FakePopen:
+        def __init__(self, cmd, **kw):
+            seen.append(cmd)
+            self.stdout, self.pid = None, 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(rd.shutil, "which", lambda name: "/usr/bin/ssh")
+    monkeypatch.setattr(rd.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(rd.threading.Thread, "start", lambda self: None)
+    launcher = rd.Launcher([Host("10.0.0.1", 30050), Host("10.0.0.2", 30050)],
+                           str(tmp_path / "g.json"), ["python", "-m", "x"], ssh_port=2222,
+                           ssh_user="me", ip_config=str(tmp_path / "ips.txt"))
+    launcher.start()
+    assert len(seen) == 4  # 2 servers + 2 trainers
+    for cmd in seen:
+        assert cmd[:7] == ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "BatchMode=yes", "-p", "2222"]
+    server0, trainer1 = seen[0], seen[3]
+    assert server0[7] == "me@10.0.0.1" and "DGL_ROLE=server" in server0[8]
+    assert trainer1[7] == "me@10.0.0.2" and "RANK=1" in trainer1[8] and "MASTER_ADDR=10.0.0.1" in trainer1[8]
+    assert "LMGNN_MACHINE_IP" not in trainer1[8]  # real hosts are not isolated
+    assert trainer1[8].endswith("python -m x")
