@@ -127,8 +127,14 @@ class Stage3Config:
     batch_size : target nodes per mini-batch per trainer.
     lm_train_nodes : at most this many sampled nodes (targets first) are encoded with gradient.
     lm_infer_batch_size : sub-batch size of no-grad encoding of inference nodes.
-    inference_source : ``cache`` (read inference nodes from the LM-embedding table, refreshed by
+    inference_source : ``cache`` (read inference nodes from the LM-embedding cache, refreshed by
         every with-grad encoding) or ``encode`` (re-encode them without gradient each step).
+    trainable_policy : ``random`` (seeds, then random others), ``targets`` (seeds only) or
+        ``degree`` (seeds, then others of degree > ``deg_threshold``, highest first).
+    cache_max_staleness : a cached row written more than this many steps ago is a stale miss
+        and is re-encoded (``null``: rows never go stale).
+    refresh_batch_size : LEADING's second pipeline: this many random nodes re-encoded without
+        gradient each step to keep the cache fresh (0 disables).
     lm_lr, gnn_lr : learning rates.
     """
 
@@ -137,6 +143,10 @@ class Stage3Config:
     lm_train_nodes: int = 16
     lm_infer_batch_size: int = 64
     inference_source: str = "cache"
+    trainable_policy: str = "random"
+    deg_threshold: int = 0
+    cache_max_staleness: Optional[int] = None
+    refresh_batch_size: int = 0
     lm_lr: float = 1e-5
     gnn_lr: float = 1e-4
     weight_decay: float = 0.0
@@ -172,6 +182,8 @@ class RunConfig:
     baseline : also train the GNN on the *pre-trained* (not fine-tuned) LM's embeddings.
     eval_batch_size : target nodes per evaluation batch (full neighbourhoods).
     encode_batch_size : sub-batch size of the no-grad full-graph encoding.
+    pipeline_depth : FIFO depth of the asynchronous fetch -> encode pipeline of every no-grad
+        encoding (0: synchronous).
     """
 
     seed: int = 0
@@ -181,6 +193,7 @@ class RunConfig:
     resume: bool = True
     eval_batch_size: int = 256
     encode_batch_size: int = 64
+    pipeline_depth: int = 1
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -202,6 +215,11 @@ class RunConfig:
         if self.stage3.inference_source not in ("cache", "encode"):
             raise ConfigError("stage3.inference_source must be 'cache' or 'encode', got "
                               f"{self.stage3.inference_source!r}")
+        if self.stage3.trainable_policy not in ("random", "targets", "degree"):
+            raise ConfigError("stage3.trainable_policy must be random|targets|degree, got "
+                              f"{self.stage3.trainable_policy!r}")
+        if self.stage3.cache_max_staleness is not None and self.stage3.cache_max_staleness < 0:
+            raise ConfigError("stage3.cache_max_staleness must be >= 0 or null")
         if self.stage3.lm_train_nodes < 1:
             raise ConfigError("stage3.lm_train_nodes must be >= 1")
         if self.stage1.num_negatives > self.stage1.batch_size:

@@ -1,29 +1,58 @@
-"""LM-embedding table in DGL's distributed KV store, and full-graph no-grad encoding.
+"""Sharded LM-embedding cache in DGL's distributed KV store, and full-graph no-grad encoding.
 
-One ``DistTensor`` per node type, partitioned with the graph's node partition policy, so each
-server holds the rows of its own partition and any trainer reads/writes any row. Stage 2 fills
-it once with the frozen LM; stage 3 reads inference nodes from it and writes back every
-with-grad encoding (detached), which keeps it fresh between full re-encodings.
+One ``DistTensor`` of embeddings per node type, partitioned with the graph's node partition
+policy, so each server holds the rows of its own partition and any trainer reads/writes any
+row; beside it a ``DistTensor`` of the training step at which each row was written (``-1``:
+never). Stage 2 fills it once with the frozen LM. Stage 3 reads inference nodes from it with
+bounded staleness (LEADING / DyLGNN): a row written more than ``max_staleness`` steps ago
+counts as a *stale miss* and is re-encoded; every with-grad encoding is written back detached.
 """
 from __future__ import annotations
 
 import time
-from typing import Dict
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
 
 from .model.lm import LMEncoder
+from .subbatch import encode_pipelined
+
+
+@dataclass
+class CacheStats:
+    """Counters of one trainer's cache traffic (rows, not requests)."""
+
+    hits: int = 0
+    misses: int = 0        # never written
+    stale_misses: int = 0  # written, but more than max_staleness steps ago
+    rows_written: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses + self.stale_misses
+        return self.hits / total if total else float("nan")
+
+    def as_dict(self) -> dict:
+        return dict(asdict(self), hit_rate=self.hit_rate)
+
+
+def _never_written(shape, dtype):
+    """``init_func`` of the step tensors (module-level: DGL pickles it to the servers)."""
+    return torch.full(shape, -1, dtype=dtype)
 
 
 class LMEmbeddingTable:
-    """``DistTensor`` ``[num_nodes(ntype), dim]`` float32 per node type.
+    """Embeddings float32 ``[num_nodes(ntype), dim]`` + write steps int64 ``[num_nodes, 1]``.
 
     Parameters
     ----------
     g : ``DistGraph``.
     dim : embedding width (the LM's hidden size).
-    name : prefix of the KV-store names (``<name>_<ntype>``).
+    name : prefix of the KV-store names (``<name>_<ntype>``, ``<name>_step_<ntype>``).
+
+    Creating it is collective (every trainer must construct it, in the same order).
     """
 
     def __init__(self, g, dim: int, name: str = "lm_emb"):
@@ -31,30 +60,60 @@ class LMEmbeddingTable:
 
         self.g = g
         self.dim = dim
-        self.tables: Dict[str, "dgl.distributed.DistTensor"] = {
-            nt: dgl.distributed.DistTensor((g.num_nodes(nt), dim), torch.float32,
-                                           name=f"{name}_{nt}",
-                                           part_policy=g.get_node_partition_policy(nt),
-                                           persistent=True)
-            for nt in g.ntypes}
-        self.rows_written = 0
+        self.stats = CacheStats()
+
+        self.tables: Dict[str, "dgl.distributed.DistTensor"] = {}
+        self.steps: Dict[str, "dgl.distributed.DistTensor"] = {}
+        for nt in g.ntypes:
+            policy = g.get_node_partition_policy(nt)
+            self.tables[nt] = dgl.distributed.DistTensor(
+                (g.num_nodes(nt), dim), torch.float32, name=f"{name}_{nt}", part_policy=policy,
+                persistent=True)
+            self.steps[nt] = dgl.distributed.DistTensor(
+                (g.num_nodes(nt), 1), torch.int64, name=f"{name}_step_{nt}", part_policy=policy,
+                init_func=_never_written, persistent=True)
 
     def read(self, ids: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """ntype -> float32 ``[len(ids[nt]), dim]`` rows (over RPC for remote partitions)."""
+        """ntype -> float32 ``[len(ids[nt]), dim]`` rows, whatever their age (GNN stages, eval)."""
         return {nt: self.tables[nt][i] for nt, i in ids.items()}
 
-    def write(self, ntype: str, ids: torch.Tensor, emb: torch.Tensor) -> None:
-        """Write rows ``ids`` (int64 ``[B]``) of ``ntype`` with ``emb`` (``[B, dim]``, detached)."""
+    def write(self, ntype: str, ids: torch.Tensor, emb: torch.Tensor, step: int) -> None:
+        """Write rows ``ids`` (int64 ``[B]``) with ``emb`` (``[B, dim]``, detached) at ``step``."""
         if len(ids):
             self.tables[ntype][ids] = emb.detach().float()
-            self.rows_written += len(ids)
+            self.steps[ntype][ids] = torch.full((len(ids), 1), int(step), dtype=torch.int64)
+            self.stats.rows_written += len(ids)
 
-    def encode_all(self, lm: LMEncoder, batch_size: int, show_progress: bool,
-                   chunk_size: int = 512) -> Dict[str, float]:
+    def lookup(self, ntype: str, ids: torch.Tensor, step: int,
+               max_staleness: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Read rows with bounded staleness.
+
+        Returns
+        -------
+        (emb, hit) : float32 ``[B, dim]`` rows and bool ``[B]``; ``hit[i]`` is False if row
+        ``i`` was never written, or (``max_staleness`` not None) was written before
+        ``step - max_staleness``. Miss rows of ``emb`` are meaningless; counters are updated.
+        """
+        emb = self.tables[ntype][ids]
+        written = self.steps[ntype][ids][:, 0]
+        never = written < 0
+        stale = ~never & (step - written > max_staleness) if max_staleness is not None \
+            else torch.zeros_like(never)
+        hit = ~never & ~stale
+        self.stats.hits += int(hit.sum())
+        self.stats.misses += int(never.sum())
+        self.stats.stale_misses += int(stale.sum())
+        return emb, hit
+
+    def encode_all(self, lm: LMEncoder, batch_size: int, show_progress: bool, step: int = 0,
+                   chunk_size: int = 512, pipeline_depth: int = 1) -> Dict[str, float]:
         """Encode every node once without gradient; each trainer takes its ``node_split`` share.
 
+        Nodes are grouped by token length (``seq_len``) so sub-batches carry little padding, and
+        token fetch overlaps encoding (:func:`~lmgnn_dist.subbatch.encode_pipelined`).
         Collective: all trainers must call it; ends with a barrier so the table is complete
-        everywhere on return. Returns ``{"nodes": this trainer's count, "seconds": wall}``.
+        everywhere on return. Rows are marked as written at ``step``. Returns
+        ``{"nodes": this trainer's count, "seconds": wall}``.
         """
         import dgl
 
@@ -64,12 +123,14 @@ class LMEmbeddingTable:
         for nt in self.g.ntypes:
             mine = dgl.distributed.node_split(torch.ones(self.g.num_nodes(nt), dtype=torch.bool),
                                               pb, ntype=nt, force_even=True)
+            mine = mine[torch.argsort(self.g.nodes[nt].data["seq_len"][mine], stable=True)]
             tokens = self.g.nodes[nt].data["input_ids"]
             bar = tqdm(total=len(mine), desc=f"encode {nt} (no grad)", unit="node",
                        disable=not show_progress, mininterval=10.0, ascii=True)
             for start in range(0, len(mine), chunk_size):
                 ids = mine[start:start + chunk_size]
-                self.write(nt, ids, lm.encode_no_grad(tokens[ids], batch_size))
+                emb = encode_pipelined(lm, tokens.__getitem__, ids, batch_size, pipeline_depth)
+                self.write(nt, ids, emb, step)
                 bar.update(len(ids))
             bar.close()
             total += len(mine)

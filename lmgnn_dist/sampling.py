@@ -74,22 +74,43 @@ def joint_negative_sample(num_pos: int, k: int, num_dst_nodes: int,
     return JointNegatives(neg, pair_index)
 
 
+POLICIES = ("random", "targets", "degree")
+
+
 def select_trainable_nodes(num_input: int, num_seeds: int, max_trainable: int,
-                           generator: Optional[torch.Generator] = None
+                           generator: Optional[torch.Generator] = None, policy: str = "random",
+                           degrees: Optional[torch.Tensor] = None, deg_threshold: int = 0
                            ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Choose which of a mini-batch's input nodes the LM encodes with gradient.
 
-    Back-prop on samples (LM-GNN §3.3): the seeds come first (DGL puts a block's destination
-    nodes, hence the seeds, at the front of the input nodes), then a uniform random subset of
-    the other sampled nodes, until ``max_trainable`` nodes are chosen. Everything else is an
-    inference node.
+    DGL puts a block's destination nodes, hence the seeds, first among the input nodes, so
+    positions ``0..num_seeds-1`` are the seeds. Policies (at most ``max_trainable`` nodes):
+
+    - ``random`` (LM-GNN §3.3, back-prop on samples): the seeds, then a uniform random subset
+      of the other input nodes;
+    - ``targets`` (LEADING): the seeds only;
+    - ``degree`` (DyLGNN Algorithm 1, ``splitNode``): the seeds, then the other input nodes
+      whose degree is above ``deg_threshold``, highest degree first.
+
+    If there are more seeds than ``max_trainable``, a uniform random subset of the seeds is
+    chosen. Everything not chosen is an inference node.
+
+    Parameters
+    ----------
+    degrees : int64 ``[num_input]`` node degrees (``degree`` policy only).
 
     Returns
     -------
-    (train_idx, infer_idx) : int64 positions into the input nodes, sorted, disjoint,
-    together ``arange(num_input)``; ``len(train_idx) == min(num_input, max(max_trainable,
-    ...))`` is at most ``max_trainable`` (seeds beyond it are inference nodes too).
+    (train_idx, infer_idx) : int64 positions into the input nodes, sorted, disjoint, together
+    ``arange(num_input)``.
+
+    Raises
+    ------
+    ValueError on an unknown policy, ``num_seeds > num_input``, ``max_trainable < 1``, or a
+    ``degree`` policy without ``degrees`` of length ``num_input``.
     """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown trainable-node policy {policy!r}; expected one of {POLICIES}")
     if num_seeds > num_input:
         raise ValueError(f"num_seeds={num_seeds} exceeds num_input={num_input}")
     if max_trainable < 1:
@@ -99,8 +120,19 @@ def select_trainable_nodes(num_input: int, num_seeds: int, max_trainable: int,
         seeds = torch.randperm(num_seeds, generator=generator)[:n_seed]
     else:
         seeds = torch.arange(num_seeds)
-    n_extra = min(max_trainable - n_seed, num_input - num_seeds)
-    extra = num_seeds + torch.randperm(num_input - num_seeds, generator=generator)[:n_extra]
+    room = max_trainable - n_seed
+    others = torch.arange(num_seeds, num_input)
+    if policy == "targets" or room == 0:
+        extra = others[:0]
+    elif policy == "random":
+        extra = others[torch.randperm(len(others), generator=generator)[:room]]
+    else:
+        if degrees is None or len(degrees) != num_input:
+            raise ValueError("the 'degree' policy needs degrees for every input node")
+        deg = degrees[others]
+        keep = others[deg > deg_threshold]
+        order = torch.argsort(degrees[keep], descending=True, stable=True)
+        extra = keep[order][:room]
     chosen = torch.zeros(num_input, dtype=torch.bool)
     chosen[seeds] = True
     chosen[extra] = True

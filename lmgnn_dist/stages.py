@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from contextlib import contextmanager
 from typing import Dict, Optional
 
 import torch
@@ -30,12 +31,31 @@ from . import checkpoint as ckpt
 from .config import RunConfig, to_dict
 from .dataloading import node_batches, num_batches
 from .dist_init import DistContext
-from .emb_table import LMEmbeddingTable
+from .emb_table import CacheStats, LMEmbeddingTable
 from .model.joint import GNNNodeClassifier, JointNodeClassifier, LMLinkPredictor
 from .model.lm import LMEncoder
 from .sampling import joint_negative_sample, select_trainable_nodes
+from .subbatch import encode_pipelined
 
 STAGE_NAMES = {0: "baseline", 1: "stage1", 2: "stage2", 3: "stage3"}
+
+
+class PhaseTimer:
+    """Wall seconds per named phase: ``with timer("sampling"): ...`` or ``timer.add(name, s)``."""
+
+    def __init__(self):
+        self.seconds: Dict[str, float] = {}
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    @contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - t0)
 
 
 def peak_rss_mb() -> float:
@@ -177,7 +197,8 @@ class StageRunner:
         t0 = time.time()
         lm = self.load_lm(lm_path)
         table = self.embedding_table(lm.out_dim)
-        enc = table.encode_all(lm, self.cfg.encode_batch_size, self.ctx.is_main)
+        enc = table.encode_all(lm, self.cfg.encode_batch_size, self.ctx.is_main,
+                               pipeline_depth=self.cfg.pipeline_depth)
         self.table_lm = lm_path or self.cfg.model.lm
         self.log(f"[{name}] encoded all nodes with the frozen LM in {enc['seconds']:.1f}s")
         head, metrics = self.train_gnn(name)
@@ -264,7 +285,8 @@ class StageRunner:
         """Joint LM + GNN fine-tuning with back-prop on sampled nodes, then a full re-encode.
 
         Starts from the stage-1 LM (``lm_path``) and the stage-2 RGCN + classifier
-        (``head_state``); the embedding table must hold the stage-2 embeddings.
+        (``head_state``); the embedding cache must hold the stage-1 LM's embeddings (written at
+        step 0). Step ``t`` (1-based) writes its encodings at ``t``.
         """
         s, t0 = self.cfg.stage3, time.time()
         lm = self.load_lm(lm_path)
@@ -277,49 +299,125 @@ class StageRunner:
         opt = torch.optim.AdamW([
             {"params": lm.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
             {"params": head.parameters(), "lr": s.gnn_lr, "weight_decay": s.weight_decay}])
-        train_ids = self.split_nodes("train")
-        tokens_of = self.g.nodes[self.target].data["input_ids"]
+        self.timer = PhaseTimer()
+        self.counts = {"with_grad": 0, "no_grad": 0, "from_cache": 0, "refresh": 0}
+        table.stats = CacheStats()
         losses = []
-        counts = {"with_grad": 0, "no_grad": 0, "from_table": 0}
-        batches = self._endless_batches(train_ids, s.batch_size)
+        batches = self._endless_batches(self.split_nodes("train"), s.batch_size)
         model.train()
-        for step in range(s.max_steps):
-            inp, seeds, blocks = next(batches)
-            ids = inp[self.target]
-            train_idx, infer_idx = select_trainable_nodes(
-                len(ids), len(seeds[self.target]), s.lm_train_nodes, generator=self.gen)
-            if s.inference_source == "cache":
-                h_infer = table.read({self.target: ids[infer_idx]})[self.target]
-                counts["from_table"] += len(infer_idx)
-            else:
-                h_infer = lm.encode_no_grad(tokens_of[ids[infer_idx]], s.lm_infer_batch_size)
-                counts["no_grad"] += len(infer_idx)
-            h_other = table.read({nt: v for nt, v in inp.items() if nt != self.target})
-            logits, h_train = ddp(blocks, tokens_of[ids[train_idx]], train_idx, infer_idx,
-                                  h_infer, h_other)
-            loss = F.cross_entropy(logits, self.labels(seeds[self.target]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            table.write(self.target, ids[train_idx], h_train)
-            counts["with_grad"] += len(train_idx)
-            losses.append(loss.item())
-            if step % 10 == 0 or step == s.max_steps - 1:
-                self.log(f"[stage3] step {step:4d}/{s.max_steps}  loss {loss.item():.4f}  "
-                         f"(input nodes {len(ids)}: {len(train_idx)} with grad, "
-                         f"{len(infer_idx)} inference)")
+        for step in range(1, s.max_steps + 1):
+            with self.timer("sampling"):
+                inp, seeds, blocks = next(batches)
+            loss, n_in, n_train = self._joint_step(ddp, model, opt, table, inp, seeds, blocks, step)
+            losses.append(loss)
+            if step % 10 == 1 or step == s.max_steps:
+                self.log(f"[stage3] step {step:4d}/{s.max_steps}  loss {loss:.4f}  "
+                         f"(input nodes {n_in}: {n_train} with grad, {n_in - n_train} inference)")
         train_s = time.time() - t0
-        enc = table.encode_all(lm, self.cfg.encode_batch_size, self.ctx.is_main)
+        stats = self._stage3_stats(table, train_s)
+        enc = table.encode_all(lm, self.cfg.encode_batch_size, self.ctx.is_main,
+                               step=s.max_steps, pipeline_depth=self.cfg.pipeline_depth)
         self.log(f"[stage3] re-encoded all nodes with the fine-tuned LM in {enc['seconds']:.1f}s")
         k = max(1, len(losses) // 5)
-        counts = {key: int(v) for key, v in zip(counts, self.all_reduce(
-            torch.tensor(list(counts.values()))).tolist())}
         metrics = {"val_acc": self.evaluate(head, "val"), "test_acc": self.evaluate(head, "test"),
                    "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
-                   "losses": losses, "steps": s.max_steps, "lm_encodings": counts,
+                   "losses": losses, "steps": s.max_steps, **stats,
                    "train_s": train_s, "encode_s": enc["seconds"], "seconds": time.time() - t0}
         self.finish("stage3", metrics, lm=lm, head=head)
         return metrics
+
+    def _joint_step(self, ddp, model, opt, table, inp, seeds, blocks, step: int):
+        """One stage-3 optimizer step; returns ``(loss, #input nodes, #with-grad nodes)``."""
+        s, nt, timer = self.cfg.stage3, self.target, self.timer
+        ids = inp[nt]
+        with timer("communication"):
+            degrees = (self.g.nodes[nt].data["in_degree"][ids]
+                       if s.trainable_policy == "degree" else None)
+            labels = self.labels(seeds[nt])
+            h_other = table.read({t: v for t, v in inp.items() if t != nt})
+        train_idx, infer_idx = select_trainable_nodes(
+            len(ids), len(seeds[nt]), s.lm_train_nodes, generator=self.gen,
+            policy=s.trainable_policy, degrees=degrees, deg_threshold=s.deg_threshold)
+        h_infer = self._inference_embeddings(model.lm, table, ids[infer_idx], step)
+        with timer("communication"):
+            tokens = self.g.nodes[nt].data["input_ids"][ids[train_idx]]
+        model.timings.clear()
+        logits, h_train = ddp(blocks, tokens, train_idx, infer_idx, h_infer, h_other)
+        timer.add("lm_grad_forward", model.timings["lm"])
+        timer.add("gnn_forward", model.timings["head"])
+        with timer("backward_optimizer"):
+            loss = F.cross_entropy(logits, labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with timer("communication"):
+            table.write(nt, ids[train_idx], h_train, step)
+        self.counts["with_grad"] += len(train_idx)
+        if s.refresh_batch_size > 0:
+            self._refresh(model.lm, table, step)
+        return loss.item(), len(ids), len(train_idx)
+
+    def _inference_embeddings(self, lm: LMEncoder, table: LMEmbeddingTable, ids: torch.Tensor,
+                              step: int) -> torch.Tensor:
+        """No-grad embeddings of inference nodes: cache hits, misses re-encoded (and cached)."""
+        s, nt = self.cfg.stage3, self.target
+        tokens = self.g.nodes[nt].data["input_ids"]
+        if s.inference_source == "encode":
+            with self.timer("lm_no_grad"):
+                emb = encode_pipelined(lm, tokens.__getitem__, ids, s.lm_infer_batch_size,
+                                       self.cfg.pipeline_depth)
+            self.counts["no_grad"] += len(ids)
+            return emb
+        with self.timer("communication"):
+            emb, hit = table.lookup(nt, ids, step, s.cache_max_staleness)
+        miss = ids[~hit]
+        self.counts["from_cache"] += int(hit.sum())
+        if len(miss):
+            with self.timer("lm_no_grad"):
+                fresh = encode_pipelined(lm, tokens.__getitem__, miss, s.lm_infer_batch_size,
+                                         self.cfg.pipeline_depth)
+            emb[~hit] = fresh
+            self.counts["no_grad"] += len(miss)
+            with self.timer("communication"):
+                table.write(nt, miss, fresh, step)
+        return emb
+
+    def _refresh(self, lm: LMEncoder, table: LMEmbeddingTable, step: int) -> None:
+        """LEADING's second pipeline: re-encode random nodes without gradient into the cache."""
+        s, nt = self.cfg.stage3, self.target
+        n = self.g.num_nodes(nt)
+        ids = torch.randint(0, n, (min(s.refresh_batch_size, n),), generator=self.gen).unique()
+        with self.timer("lm_no_grad"):
+            emb = encode_pipelined(lm, self.g.nodes[nt].data["input_ids"].__getitem__, ids,
+                                   s.lm_infer_batch_size, self.cfg.pipeline_depth)
+        with self.timer("communication"):
+            table.write(nt, ids, emb, step)
+        self.counts["refresh"] += len(ids)
+
+    def _stage3_stats(self, table: LMEmbeddingTable, train_s: float) -> dict:
+        """Instrumentation summed over trainers: LM encodings (total and per node of the target
+        type, per epoch of the training targets), cache counters, time split (seconds, max over
+        trainers), peak RSS."""
+        s = self.cfg.stage3
+        keys = list(self.counts)
+        counts = dict(zip(keys, (int(v) for v in self.all_reduce(
+            torch.tensor([self.counts[k] for k in keys])).tolist())))
+        c = table.stats
+        cache = dict(zip(["hits", "misses", "stale_misses", "rows_written"], (int(v) for v in
+                     self.all_reduce(torch.tensor([c.hits, c.misses, c.stale_misses,
+                                                   c.rows_written])).tolist())))
+        looked_up = cache["hits"] + cache["misses"] + cache["stale_misses"]
+        cache["hit_rate"] = cache["hits"] / looked_up if looked_up else None
+        phases = sorted(self.timer.seconds)
+        split = dict(zip(phases, self.all_reduce(torch.tensor(
+            [self.timer.seconds[p] for p in phases]), dist.ReduceOp.MAX).tolist()))
+        n_train = int(self.all_reduce(torch.tensor([len(self.split_nodes("train"))])).item())
+        epochs = s.max_steps * s.batch_size * self.ctx.world_size / max(1, n_train)
+        n_nodes = self.g.num_nodes(self.target)
+        per_node_epoch = {k: v / n_nodes / epochs for k, v in counts.items()} if epochs else {}
+        return {"lm_encodings": counts, "epochs": epochs,
+                "lm_encodings_per_node_per_epoch": per_node_epoch, "cache": cache,
+                "time_split_s": split, "train_step_s": train_s / max(1, s.max_steps)}
 
     def _endless_batches(self, train_ids, batch_size):
         while True:
@@ -378,8 +476,9 @@ class StageRunner:
                 if self.table_lm != (stage1_lm or cfg.model.lm):
                     # the table must hold the embeddings of the LM that stage 3 starts from
                     lm = self.load_lm(stage1_lm)
-                    self.embedding_table(lm.out_dim).encode_all(lm, cfg.encode_batch_size,
-                                                                self.ctx.is_main)
+                    self.embedding_table(lm.out_dim).encode_all(
+                        lm, cfg.encode_batch_size, self.ctx.is_main,
+                        pipeline_depth=cfg.pipeline_depth)
                     self.table_lm = stage1_lm or cfg.model.lm
                     del lm
                 results["stage3"] = self.stage3(stage1_lm, head_state)

@@ -7,6 +7,8 @@ name            dtype / shape             meaning
 ==============  ========================  ==========================================
 ``input_ids``   int32 ``[N, max_seq_len]`` token ids, padded (see :mod:`.tokenize`)
 ``orig_id``     int64 ``[N]``              the user's id from ``nodes/<ntype>.parquet``
+``seq_len``     int64 ``[N]``              real tokens in ``input_ids`` (incl. [CLS]/[SEP])
+``in_degree``   int64 ``[N]``              in-edges over all relations (degree policies)
 ``label``       int64 ``[N]``              class id, ``-1`` unlabelled (if labelled)
 ``train_mask``  uint8 ``[N]``              1 if ``split == "train"`` (also ``val_mask``,
                                            ``test_mask``; only if the table has a split)
@@ -33,7 +35,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from .tag import SPLIT_CODE, TAG, read_tag
-from .tokenize import load_tokenizer, tokenize_texts
+from .tokenize import load_tokenizer, token_lengths, tokenize_texts
 
 META_FILE = "lmgnn_meta.json"
 
@@ -77,7 +79,7 @@ def _split_masks(split: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
     return {f"{name}_mask": (split == code).astype(np.uint8) for name, code in SPLIT_CODE.items()}
 
 
-def build_graph(tag: TAG, input_ids: Dict[str, np.ndarray]):
+def build_graph(tag: TAG, input_ids: Dict[str, np.ndarray], pad_token_id: int):
     """Build the ``dgl.DGLGraph`` (heterograph) of a TAG with the node/edge data listed above.
 
     ``input_ids[ntype]`` must have one row per node of that type.
@@ -94,7 +96,10 @@ def build_graph(tag: TAG, input_ids: Dict[str, np.ndarray]):
             raise ValueError(f"input_ids for {ntype} has {input_ids[ntype].shape[0]} rows, "
                              f"expected {t.num_nodes}")
         nd["input_ids"] = torch.from_numpy(input_ids[ntype])
-        nd["orig_id"] = torch.from_numpy(t.ids)
+        nd["orig_id"] = torch.from_numpy(t.ids.copy())
+        nd["seq_len"] = torch.from_numpy(token_lengths(input_ids[ntype], pad_token_id))
+        nd["in_degree"] = sum((g.in_degrees(etype=c) for c in g.canonical_etypes if c[2] == ntype),
+                              torch.zeros(t.num_nodes, dtype=torch.int64))
         if t.label is not None:
             nd["label"] = torch.from_numpy(t.label)
         for k, v in _split_masks(t.split).items():
@@ -144,7 +149,7 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
     times["tokenize_s"] = time.time() - t0
 
     t0 = time.time()
-    g = build_graph(tag, input_ids)
+    g = build_graph(tag, input_ids, tokenizer.pad_token_id)
     times["build_s"] = time.time() - t0
 
     balance = None

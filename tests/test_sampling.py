@@ -88,3 +88,58 @@ def test_encode_no_grad_equals_batched_forward(tiny_bert_dir):
         ref = torch.cat([lm(tokens[i:i + 1]) for i in range(7)])
     got = lm.encode_no_grad(tokens, batch_size=3)
     assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_policies_choose_exactly_their_definition():
+    # hand-made block: 3 seeds (positions 0-2) and 7 sampled neighbours (positions 3-9)
+    degrees = torch.tensor([1, 9, 2, 5, 0, 8, 3, 8, 1, 6])
+    gen = torch.Generator().manual_seed(0)
+    tr, inf = select_trainable_nodes(10, 3, 6, gen, policy="targets")
+    assert tr.tolist() == [0, 1, 2] and inf.tolist() == list(range(3, 10))
+    # degree: seeds, then neighbours with degree > 2 by degree (8, 8, 6 fill the 3 free slots;
+    # the tie between positions 5 and 7 keeps position order)
+    tr, _ = select_trainable_nodes(10, 3, 6, gen, policy="degree", degrees=degrees, deg_threshold=2)
+    assert tr.tolist() == [0, 1, 2, 5, 7, 9]
+    # a high threshold leaves slots empty rather than taking low-degree nodes
+    tr, _ = select_trainable_nodes(10, 3, 6, gen, policy="degree", degrees=degrees, deg_threshold=7)
+    assert tr.tolist() == [0, 1, 2, 5, 7]
+    # random: seeds plus 3 distinct non-seeds
+    tr, _ = select_trainable_nodes(10, 3, 6, gen, policy="random")
+    assert tr[:3].tolist() == [0, 1, 2] and len(tr) == 6 and min(tr[3:].tolist()) >= 3
+    with pytest.raises(ValueError, match="unknown trainable-node policy"):
+        select_trainable_nodes(10, 3, 6, gen, policy="pagerank")
+    with pytest.raises(ValueError, match="needs degrees"):
+        select_trainable_nodes(10, 3, 6, gen, policy="degree")
+
+
+def test_async_pipeline_equals_synchronous_path(tiny_bert_dir):
+    from lmgnn_dist.subbatch import encode_pipelined
+
+    lm = LMEncoder(str(tiny_bert_dir), pad_token_id=0)
+    table = torch.zeros(40, 12, dtype=torch.int32)
+    for i in range(40):
+        table[i, :2 + i % 10] = torch.arange(1000 + i, 1002 + i + i % 10)
+    fetched = []
+
+    def fetch(ids):
+        fetched.append(ids.clone())
+        return table[ids]
+
+    ids = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:33]
+    sync = encode_pipelined(lm, fetch, ids, batch_size=8, depth=0)
+    order_sync = [f.tolist() for f in fetched]
+    fetched.clear()
+    for depth in (1, 3):
+        got = encode_pipelined(lm, fetch, ids, batch_size=8, depth=depth)
+        assert torch.equal(got, sync)
+        assert [f.tolist() for f in fetched] == order_sync  # same sub-batches, same order
+        fetched.clear()
+    assert sync.shape == (33, lm.out_dim)
+    # grouping rows differently (encode_no_grad sorts by length) only changes rounding
+    assert torch.allclose(sync, lm.encode_no_grad(table[ids], 8), atol=1e-5)
+
+    def broken(ids):
+        raise KeyError("row 7 missing")
+
+    with pytest.raises(KeyError, match="row 7 missing"):
+        encode_pipelined(lm, broken, ids, batch_size=8, depth=1)

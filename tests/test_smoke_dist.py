@@ -28,7 +28,9 @@ def smoke_run(tmp_path_factory, tiny_tag_dir, tiny_bert_dir):
         "stage1": {"max_steps": 12, "batch_size": 8, "num_negatives": 4, "lm_lr": 1e-3},
         "stage2": {"epochs": 15, "batch_size": 8, "lr": 1e-2},
         "stage3": {"max_steps": 12, "batch_size": 4, "lm_train_nodes": 6, "lm_lr": 1e-3,
-                   "gnn_lr": 1e-2, "inference_source": "encode", "lm_infer_batch_size": 4},
+                   "gnn_lr": 1e-2, "inference_source": "cache", "lm_infer_batch_size": 4,
+                   "trainable_policy": "degree", "deg_threshold": 1, "cache_max_staleness": 2,
+                   "refresh_batch_size": 4},
         "launch": {"debug_local": 2},
     }
     path = root / "run.yaml"
@@ -57,8 +59,17 @@ def test_all_stages_exit_zero_with_finite_decreasing_loss(smoke_run):
     # labels are readable from text and neighbours: training must beat chance clearly
     assert st["stage2"]["test_acc"] > 0.7 and st["stage3"]["test_acc"] > 0.7
     # stage 3 encoded with gradient at most lm_train_nodes per step per trainer
-    enc = st["stage3"]["lm_encodings"]
-    assert 0 < enc["with_grad"] <= 2 * 12 * 6 and enc["no_grad"] > 0 and enc["from_table"] == 0
+    s3m = st["stage3"]
+    enc, cache = s3m["lm_encodings"], s3m["cache"]
+    assert 0 < enc["with_grad"] <= 2 * 12 * 6
+    # every inference node was a cache hit or re-encoded; rows older than 2 steps went stale
+    assert enc["from_cache"] == cache["hits"] > 0
+    assert enc["no_grad"] == cache["misses"] + cache["stale_misses"] and cache["stale_misses"] > 0
+    assert cache["misses"] == 0  # stage 2 filled every row before stage 3
+    assert enc["refresh"] > 0 and 0 < cache["hit_rate"] < 1
+    assert set(s3m["time_split_s"]) >= {"sampling", "lm_grad_forward", "lm_no_grad",
+                                         "gnn_forward", "backward_optimizer", "communication"}
+    assert s3m["lm_encodings_per_node_per_epoch"]["with_grad"] > 0
     assert res["peak_rss_job_mb"] > 0 and "3: joint LM+GNN fine-tune" in out.stdout
 
 
@@ -97,3 +108,22 @@ def test_resume_skips_completed_stages(smoke_run):
     assert "[stage1] step" not in out.stdout and "[stage3] step" not in out.stdout
     after = json.loads((root / "run" / "results.json").read_text())["stages"]
     assert after == before
+
+
+def test_stage3_reencode_path_and_sync_pipeline(smoke_run, tmp_path):
+    """inference_source=encode, random policy, synchronous pipeline; stages 1-2 reused."""
+    import shutil
+
+    root, path, first, _ = smoke_run
+    assert first.returncode == 0
+    out_dir = tmp_path / "run2"
+    for stage in ("baseline", "stage1", "stage2"):
+        shutil.copytree(root / "run" / stage, out_dir / stage)
+    out = _run_pipeline(path, f"output_dir={out_dir}", "stage3.inference_source=encode",
+                        "stage3.trainable_policy=random", "pipeline_depth=0")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "[stage1] step" not in out.stdout and "[stage3] step" in out.stdout
+    s3 = json.loads((out_dir / "results.json").read_text())["stages"]["stage3"]
+    enc = s3["lm_encodings"]
+    assert enc["from_cache"] == 0 and enc["no_grad"] > 0 and s3["cache"]["hits"] == 0
+    assert all(math.isfinite(x) for x in s3["losses"])

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import time
 from typing import Dict, List, Tuple
 
 import torch
@@ -86,9 +87,14 @@ class JointNodeClassifier(nn.Module):
         super().__init__()
         self.lm = lm
         self.head = head
+        self.timings: Dict[str, float] = {}  # wall seconds of the last forward: "lm", "head"
 
     def forward(self, blocks, tokens, train_idx, infer_idx, h_infer, h_other):
+        t0 = time.perf_counter()
         h_train = self.lm(tokens)
+        t1 = time.perf_counter()
         h = dict(h_other)
         h[self.head.target_ntype] = mix_embeddings(h_train, train_idx, h_infer, infer_idx)
-        return self.head(blocks, h), h_train
+        logits = self.head(blocks, h)
+        self.timings.update(lm=t1 - t0, head=time.perf_counter() - t1)
+        return logits, h_train
