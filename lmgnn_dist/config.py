@@ -135,9 +135,12 @@ class Stage3Config:
         and is re-encoded (``null``: rows never go stale).
     refresh_batch_size : LEADING's second pipeline: this many random nodes re-encoded without
         gradient each step to keep the cache fresh (0 disables).
-    lm_lr, gnn_lr : learning rates.
+    lm_lr, gnn_lr : learning rates (``gnn_lr`` is the head's).
+    mode : ``joint`` (LM + RGCN from stage 2) or ``lm_only`` (the cost floor for comparison: LM
+        fine-tuned on the targets alone with a fresh MLP head, no graph).
     """
 
+    mode: str = "joint"
     max_steps: int = 40
     batch_size: int = 16
     lm_train_nodes: int = 16
@@ -215,6 +218,8 @@ class RunConfig:
         if self.stage3.inference_source not in ("cache", "encode"):
             raise ConfigError("stage3.inference_source must be 'cache' or 'encode', got "
                               f"{self.stage3.inference_source!r}")
+        if self.stage3.mode not in ("joint", "lm_only"):
+            raise ConfigError(f"stage3.mode must be joint|lm_only, got {self.stage3.mode!r}")
         if self.stage3.trainable_policy not in ("random", "targets", "degree"):
             raise ConfigError("stage3.trainable_policy must be random|targets|degree, got "
                               f"{self.stage3.trainable_policy!r}")

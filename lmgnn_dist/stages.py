@@ -32,7 +32,8 @@ from .config import RunConfig, to_dict
 from .dataloading import node_batches, num_batches
 from .dist_init import DistContext
 from .emb_table import CacheStats, LMEmbeddingTable
-from .model.joint import GNNNodeClassifier, JointNodeClassifier, LMLinkPredictor
+from .model.joint import (GNNNodeClassifier, JointNodeClassifier, LMLinkPredictor,
+                          MLPNodeClassifier)
 from .model.lm import LMEncoder
 from .sampling import joint_negative_sample, select_trainable_nodes
 from .subbatch import encode_pipelined
@@ -134,17 +135,20 @@ class StageRunner:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, head: GNNNodeClassifier, split: str) -> float:
+    def evaluate(self, head: torch.nn.Module, split: str) -> float:
         """Accuracy of ``head`` on the target type's ``split`` nodes, over all trainers.
 
-        Uses full neighbourhoods (no sampling) and the current embedding table.
+        Uses full neighbourhoods (no sampling; none at all for an MLP head) and the current
+        embedding table.
         """
         head.eval()
         correct = torch.zeros(2)
         ids = self.split_nodes(split)
-        for inp, seeds, blocks in node_batches(self.g, {self.target: ids}, self.cfg.model.fanouts,
+        graph_free = isinstance(head, MLPNodeClassifier)
+        for inp, seeds, blocks in node_batches(self.g, {self.target: ids},
+                                               [0] if graph_free else self.cfg.model.fanouts,
                                                self.cfg.eval_batch_size, shuffle=False,
-                                               full_neighbors=True):
+                                               full_neighbors=not graph_free):
             pred = head(blocks, self.table.read(inp)).argmax(1)
             correct += torch.tensor([(pred == self.labels(seeds[self.target])).sum().item(),
                                      len(pred)])
@@ -291,9 +295,14 @@ class StageRunner:
         s, t0 = self.cfg.stage3, time.time()
         lm = self.load_lm(lm_path)
         table = self.embedding_table(lm.out_dim)
-        head = self.new_head(lm.out_dim)
-        if head_state is not None:
-            head.load_state_dict(head_state)
+        if s.mode == "lm_only":
+            torch.manual_seed(self.cfg.seed)
+            head = MLPNodeClassifier(lm.out_dim, self.cfg.model.hidden_size, self.num_classes,
+                                     self.target, self.cfg.model.dropout)
+        else:
+            head = self.new_head(lm.out_dim)
+            if head_state is not None:
+                head.load_state_dict(head_state)
         model = JointNodeClassifier(lm, head)
         ddp = DDP(model, find_unused_parameters=True)  # the LM's pooler is unused
         opt = torch.optim.AdamW([
@@ -301,9 +310,11 @@ class StageRunner:
             {"params": head.parameters(), "lr": s.gnn_lr, "weight_decay": s.weight_decay}])
         self.timer = PhaseTimer()
         self.counts = {"with_grad": 0, "no_grad": 0, "from_cache": 0, "refresh": 0}
+        self.targets_seen = 0
         table.stats = CacheStats()
         losses = []
-        batches = self._endless_batches(self.split_nodes("train"), s.batch_size)
+        batches = self._endless_batches(self.split_nodes("train"), s.batch_size,
+                                        [0] if s.mode == "lm_only" else self.cfg.model.fanouts)
         model.train()
         for step in range(1, s.max_steps + 1):
             with self.timer("sampling"):
@@ -353,6 +364,7 @@ class StageRunner:
         with timer("communication"):
             table.write(nt, ids[train_idx], h_train, step)
         self.counts["with_grad"] += len(train_idx)
+        self.targets_seen += len(seeds[nt])
         if s.refresh_batch_size > 0:
             self._refresh(model.lm, table, step)
         return loss.item(), len(ids), len(train_idx)
@@ -411,18 +423,19 @@ class StageRunner:
         phases = sorted(self.timer.seconds)
         split = dict(zip(phases, self.all_reduce(torch.tensor(
             [self.timer.seconds[p] for p in phases]), dist.ReduceOp.MAX).tolist()))
-        n_train = int(self.all_reduce(torch.tensor([len(self.split_nodes("train"))])).item())
-        epochs = s.max_steps * s.batch_size * self.ctx.world_size / max(1, n_train)
+        n_train, seen = self.all_reduce(torch.tensor(
+            [len(self.split_nodes("train")), self.targets_seen])).tolist()
+        epochs = seen / max(1, n_train)  # passes over the training targets, partial batches counted
         n_nodes = self.g.num_nodes(self.target)
         per_node_epoch = {k: v / n_nodes / epochs for k, v in counts.items()} if epochs else {}
         return {"lm_encodings": counts, "epochs": epochs,
                 "lm_encodings_per_node_per_epoch": per_node_epoch, "cache": cache,
                 "time_split_s": split, "train_step_s": train_s / max(1, s.max_steps)}
 
-    def _endless_batches(self, train_ids, batch_size):
+    def _endless_batches(self, train_ids, batch_size, fanouts):
         while True:
-            yield from node_batches(self.g, {self.target: train_ids}, self.cfg.model.fanouts,
-                                    batch_size, shuffle=True)
+            yield from node_batches(self.g, {self.target: train_ids}, fanouts, batch_size,
+                                    shuffle=True)
 
     # ------------------------------------------------------------------ checkpoints
     def finish(self, name: str, metrics: dict, lm: Optional[LMEncoder] = None,

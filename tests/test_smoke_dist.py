@@ -110,20 +110,37 @@ def test_resume_skips_completed_stages(smoke_run):
     assert after == before
 
 
-def test_stage3_reencode_path_and_sync_pipeline(smoke_run, tmp_path):
-    """inference_source=encode, random policy, synchronous pipeline; stages 1-2 reused."""
+def _rerun_stage3(smoke_run, out_dir, *overrides):
+    """Run only stage 3 again (stages 1-2 and the baseline reused from the smoke run)."""
     import shutil
 
     root, path, first, _ = smoke_run
     assert first.returncode == 0
-    out_dir = tmp_path / "run2"
     for stage in ("baseline", "stage1", "stage2"):
         shutil.copytree(root / "run" / stage, out_dir / stage)
-    out = _run_pipeline(path, f"output_dir={out_dir}", "stage3.inference_source=encode",
-                        "stage3.trainable_policy=random", "pipeline_depth=0")
+    out = _run_pipeline(path, f"output_dir={out_dir}", *overrides)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "[stage1] step" not in out.stdout and "[stage3] step" in out.stdout
-    s3 = json.loads((out_dir / "results.json").read_text())["stages"]["stage3"]
+    return json.loads((out_dir / "results.json").read_text())["stages"]["stage3"]
+
+
+def test_stage3_reencode_path_and_sync_pipeline(smoke_run, tmp_path):
+    """inference_source=encode, random policy, synchronous pipeline."""
+    s3 = _rerun_stage3(smoke_run, tmp_path / "run2", "stage3.inference_source=encode",
+                       "stage3.trainable_policy=random", "pipeline_depth=0")
     enc = s3["lm_encodings"]
     assert enc["from_cache"] == 0 and enc["no_grad"] > 0 and s3["cache"]["hits"] == 0
+    assert all(math.isfinite(x) for x in s3["losses"])
+
+
+def test_stage3_lm_only_mode_encodes_only_targets(smoke_run, tmp_path):
+    """The benchmark's cost floor: LM + MLP head on the targets alone, no graph."""
+    s3 = _rerun_stage3(smoke_run, tmp_path / "run3", "stage3.mode=lm_only",
+                       "stage3.lm_train_nodes=1000")
+    enc = s3["lm_encodings"]
+    # each trainer has 15 training targets: batches of 4, 4, 4, 3, so 12 steps are 3 epochs;
+    # exactly the targets were encoded, nothing else
+    assert enc["with_grad"] == 2 * 3 * 15 and s3["epochs"] == 3.0
+    assert s3["lm_encodings_per_node_per_epoch"]["with_grad"] == 30 / 60  # 30 targets, 60 nodes
+    assert enc["no_grad"] == 0 and enc["from_cache"] == 0
     assert all(math.isfinite(x) for x in s3["losses"])

@@ -71,6 +71,26 @@ class GNNNodeClassifier(nn.Module):
         return self.classifier(self.gnn(blocks, h)[self.target_ntype])
 
 
+class MLPNodeClassifier(nn.Module):
+    """LM-only baseline head: a 2-layer MLP on each target's own embedding, no message passing.
+
+    Same interface as :class:`GNNNodeClassifier`: ``forward(blocks, h)`` returns logits
+    ``[B, C]`` for the destination nodes of ``blocks[-1]`` (the seeds), reading only their rows
+    of ``h[target_ntype]`` (seeds come first among a block's source nodes).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, num_classes: int, target_ntype: str,
+                 dropout: float):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(),
+                                 nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+        self.target_ntype = target_ntype
+
+    def forward(self, blocks: List, h: Dict[str, torch.Tensor]) -> torch.Tensor:
+        n = blocks[-1].num_dst_nodes(self.target_ntype)
+        return self.mlp(h[self.target_ntype][:n])
+
+
 class JointNodeClassifier(nn.Module):
     """Stage 3: LM + RGCN + classifier trained jointly with back-prop on sampled nodes.
 
