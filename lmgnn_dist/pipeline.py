@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -134,8 +135,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # TAGFormatError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import os
-
     with TreeMemoryMonitor(os.getpid()) as mem:
         rc = launch_stages(cfg, resolved, meta["part_config"])
     if rc != 0:

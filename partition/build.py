@@ -132,7 +132,6 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
         Bad options.
     """
     import dgl
-    import torch
 
     opts.validate()
     out_dir = Path(out_dir)
@@ -200,7 +199,6 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)
-    del torch
     return meta
 
 
