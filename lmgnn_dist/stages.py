@@ -117,7 +117,23 @@ class StageRunner:
         return self._split_cache[split]
 
     def load_lm(self, path: Optional[str]) -> LMEncoder:
-        return LMEncoder(path or self.cfg.model.lm, self.pad_id)
+        sparse = self.cfg.model.sparse_attention
+        return LMEncoder(path or self.cfg.model.lm, self.pad_id,
+                         sparse=sparse if sparse.enabled else None)
+
+    def sparse_rows(self, ntype: str):
+        """``ids -> bool`` (in-degree below the threshold) if sparse attention is on, else None."""
+        sparse = self.cfg.model.sparse_attention
+        if not sparse.enabled:
+            return None
+        degrees = self.g.nodes[ntype].data["in_degree"]
+        return lambda ids: degrees[ids] < sparse.deg_threshold
+
+    def encode_all(self, lm: LMEncoder, step: int = 0) -> dict:
+        """Full no-grad encode of every node into the cache (collective)."""
+        return self.embedding_table(lm.out_dim).encode_all(
+            lm, self.cfg.encode_batch_size, self.ctx.is_main, step=step,
+            pipeline_depth=self.cfg.pipeline_depth, sparse_rows=self.sparse_rows)
 
     def embedding_table(self, dim: int) -> LMEmbeddingTable:
         if self.table is None:
@@ -200,9 +216,7 @@ class StageRunner:
         """Encode all nodes with the LM at ``lm_path`` (frozen), then :meth:`train_gnn`."""
         t0 = time.time()
         lm = self.load_lm(lm_path)
-        table = self.embedding_table(lm.out_dim)
-        enc = table.encode_all(lm, self.cfg.encode_batch_size, self.ctx.is_main,
-                               pipeline_depth=self.cfg.pipeline_depth)
+        enc = self.encode_all(lm)
         self.table_lm = lm_path or self.cfg.model.lm
         self.log(f"[{name}] encoded all nodes with the frozen LM in {enc['seconds']:.1f}s")
         head, metrics = self.train_gnn(name)
@@ -326,12 +340,12 @@ class StageRunner:
                          f"(input nodes {n_in}: {n_train} with grad, {n_in - n_train} inference)")
         train_s = time.time() - t0
         stats = self._stage3_stats(table, train_s)
-        enc = table.encode_all(lm, self.cfg.encode_batch_size, self.ctx.is_main,
-                               step=s.max_steps, pipeline_depth=self.cfg.pipeline_depth)
+        enc = self.encode_all(lm, step=s.max_steps)
         self.log(f"[stage3] re-encoded all nodes with the fine-tuned LM in {enc['seconds']:.1f}s")
-        k = max(1, len(losses) // 5)
+        k = max(1, len(losses) // 5)  # max_steps=0 just evaluates the stage-2 model
         metrics = {"val_acc": self.evaluate(head, "val"), "test_acc": self.evaluate(head, "test"),
-                   "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
+                   "loss_first": sum(losses[:k]) / k if losses else None,
+                   "loss_last": sum(losses[-k:]) / k if losses else None,
                    "losses": losses, "steps": s.max_steps, **stats,
                    "train_s": train_s, "encode_s": enc["seconds"], "seconds": time.time() - t0}
         self.finish("stage3", metrics, lm=lm, head=head)
@@ -377,7 +391,7 @@ class StageRunner:
         if s.inference_source == "encode":
             with self.timer("lm_no_grad"):
                 emb = encode_pipelined(lm, tokens.__getitem__, ids, s.lm_infer_batch_size,
-                                       self.cfg.pipeline_depth)
+                                       self.cfg.pipeline_depth, fetch_sparse=self.sparse_rows(nt))
             self.counts["no_grad"] += len(ids)
             return emb
         with self.timer("communication"):
@@ -387,7 +401,8 @@ class StageRunner:
         if len(miss):
             with self.timer("lm_no_grad"):
                 fresh = encode_pipelined(lm, tokens.__getitem__, miss, s.lm_infer_batch_size,
-                                         self.cfg.pipeline_depth)
+                                         self.cfg.pipeline_depth,
+                                         fetch_sparse=self.sparse_rows(nt))
             emb[~hit] = fresh
             self.counts["no_grad"] += len(miss)
             with self.timer("communication"):
@@ -401,7 +416,8 @@ class StageRunner:
         ids = torch.randint(0, n, (min(s.refresh_batch_size, n),), generator=self.gen).unique()
         with self.timer("lm_no_grad"):
             emb = encode_pipelined(lm, self.g.nodes[nt].data["input_ids"].__getitem__, ids,
-                                   s.lm_infer_batch_size, self.cfg.pipeline_depth)
+                                   s.lm_infer_batch_size, self.cfg.pipeline_depth,
+                                   fetch_sparse=self.sparse_rows(nt))
         with self.timer("communication"):
             table.write(nt, ids, emb, step)
         self.counts["refresh"] += len(ids)
@@ -489,9 +505,7 @@ class StageRunner:
                 if self.table_lm != (stage1_lm or cfg.model.lm):
                     # the table must hold the embeddings of the LM that stage 3 starts from
                     lm = self.load_lm(stage1_lm)
-                    self.embedding_table(lm.out_dim).encode_all(
-                        lm, cfg.encode_batch_size, self.ctx.is_main,
-                        pipeline_depth=cfg.pipeline_depth)
+                    self.encode_all(lm)
                     self.table_lm = stage1_lm or cfg.model.lm
                     del lm
                 results["stage3"] = self.stage3(stage1_lm, head_state)

@@ -23,18 +23,21 @@ from .model.lm import LMEncoder
 _DONE = object()
 
 
-def _prepare(fetch: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor,
-             device: torch.device, stream) -> torch.Tensor:
+def _prepare(fetch: Callable[[torch.Tensor], torch.Tensor], fetch_sparse, ids: torch.Tensor,
+             device: torch.device, stream):
     tokens = fetch(ids)
+    sparse = fetch_sparse(ids) if fetch_sparse is not None else None
     if device.type != "cuda":
-        return tokens
+        return tokens, sparse
     with torch.cuda.stream(stream):
-        return tokens.pin_memory().to(device, non_blocking=True)
+        return tokens.pin_memory().to(device, non_blocking=True), sparse
 
 
 def encode_pipelined(lm: LMEncoder, fetch: Callable[[torch.Tensor], torch.Tensor],
                      ids: torch.Tensor, batch_size: int, depth: int = 1,
-                     device: Optional[torch.device] = None) -> torch.Tensor:
+                     device: Optional[torch.device] = None,
+                     fetch_sparse: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+                     ) -> torch.Tensor:
     """Encode nodes ``ids`` without gradient, overlapping token fetch with LM compute.
 
     Parameters
@@ -44,6 +47,8 @@ def encode_pipelined(lm: LMEncoder, fetch: Callable[[torch.Tensor], torch.Tensor
     ids : int64 ``[N]`` nodes, encoded in order in sub-batches of ``batch_size``.
     depth : FIFO slots between producer and consumer; 0 = synchronous.
     device : where the LM runs (CPU by default).
+    fetch_sparse : ``ids [b] -> bool [b]``, rows to encode with block-sparse attention
+        (e.g. low-degree nodes); None: all dense.
 
     Returns
     -------
@@ -58,14 +63,15 @@ def encode_pipelined(lm: LMEncoder, fetch: Callable[[torch.Tensor], torch.Tensor
     chunks = [ids[s:s + batch_size] for s in range(0, len(ids), batch_size)]
     outs: List[torch.Tensor] = []
 
-    def consume(tokens):
+    def consume(item):
+        tokens, sparse = item
         if stream is not None:
             torch.cuda.current_stream().wait_stream(stream)
-        outs.append(lm.encode_no_grad(tokens, batch_size).cpu())
+        outs.append(lm.encode_no_grad(tokens, batch_size, sparse_rows=sparse).cpu())
 
     if depth <= 0:
         for c in chunks:
-            consume(_prepare(fetch, c, device, stream))
+            consume(_prepare(fetch, fetch_sparse, c, device, stream))
     else:
         fifo: "queue.Queue" = queue.Queue(maxsize=depth)
         error: List[BaseException] = []
@@ -73,7 +79,7 @@ def encode_pipelined(lm: LMEncoder, fetch: Callable[[torch.Tensor], torch.Tensor
         def produce():
             try:
                 for c in chunks:
-                    fifo.put(_prepare(fetch, c, device, stream))
+                    fifo.put(_prepare(fetch, fetch_sparse, c, device, stream))
             except BaseException as exc:  # hand it to the consumer thread
                 error.append(exc)
             fifo.put(_DONE)

@@ -143,3 +143,27 @@ def test_async_pipeline_equals_synchronous_path(tiny_bert_dir):
 
     with pytest.raises(KeyError, match="row 7 missing"):
         encode_pipelined(lm, broken, ids, batch_size=8, depth=1)
+
+
+def test_encoder_sparse_rows_use_block_sparse_attention(tiny_bert_dir):
+    from kernels import sparse_attention_enabled
+    from lmgnn_dist.config import SparseAttentionConfig
+
+    # [CLS] is a global query (it attends everywhere), so a sparse *last* layer leaves the
+    # [CLS] output exactly dense: sparsity reaches it only through earlier layers. The tiny
+    # BERT has 2 layers, so both are made sparse here.
+    cfg = SparseAttentionConfig(enabled=True, block_size=4, first_dense_layers=0)
+    lm = LMEncoder(str(tiny_bert_dir), pad_token_id=0, sparse=cfg).eval()
+    tokens = torch.zeros(6, 16, dtype=torch.long)
+    for i in range(6):
+        tokens[i, :10 + i] = torch.arange(3000 + i, 3010 + 2 * i)
+    sparse_rows = torch.tensor([True, False, True, False, False, True])
+    got = lm.encode_no_grad(tokens, batch_size=4, sparse_rows=sparse_rows)
+    dense = lm.encode_no_grad(tokens, batch_size=4)
+    with torch.no_grad(), sparse_attention_enabled(lm.lm, 4, 0):
+        sparse_ref = lm.encode_no_grad(tokens, batch_size=4)
+    assert torch.allclose(got[~sparse_rows], dense[~sparse_rows], atol=1e-6)
+    assert torch.allclose(got[sparse_rows], sparse_ref[sparse_rows], atol=1e-6)
+    assert not torch.allclose(got[sparse_rows], dense[sparse_rows], atol=1e-3)  # it did change
+    with pytest.raises(ValueError, match="no sparse settings"):
+        LMEncoder(str(tiny_bert_dir), 0).encode_no_grad(tokens, 4, sparse_rows=sparse_rows)

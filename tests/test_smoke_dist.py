@@ -125,9 +125,13 @@ def _rerun_stage3(smoke_run, out_dir, *overrides):
 
 
 def test_stage3_reencode_path_and_sync_pipeline(smoke_run, tmp_path):
-    """inference_source=encode, random policy, synchronous pipeline."""
+    """inference_source=encode, random policy, synchronous pipeline, sparse attention for
+    inference nodes of in-degree < 3."""
     s3 = _rerun_stage3(smoke_run, tmp_path / "run2", "stage3.inference_source=encode",
-                       "stage3.trainable_policy=random", "pipeline_depth=0")
+                       "stage3.trainable_policy=random", "pipeline_depth=0",
+                       "model.sparse_attention.enabled=true", "model.sparse_attention.block_size=4",
+                       "model.sparse_attention.deg_threshold=3",
+                       "model.sparse_attention.first_dense_layers=0")
     enc = s3["lm_encodings"]
     assert enc["from_cache"] == 0 and enc["no_grad"] > 0 and s3["cache"]["hits"] == 0
     assert all(math.isfinite(x) for x in s3["losses"])

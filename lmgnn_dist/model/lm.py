@@ -23,12 +23,17 @@ class LMEncoder(nn.Module):
     - input: ``input_ids`` int32/int64 ``[B, L]`` (right-padded).
     - output: float32 ``[B, out_dim]``, ``out_dim = config.hidden_size`` (384 for MiniLM).
 
+    ``sparse``: a ``SparseAttentionConfig`` enabling block-sparse attention for the rows that
+    :meth:`encode_no_grad` is told to encode sparsely (low-degree inference nodes).
+
     Columns after the longest real sequence of the batch are dropped before the forward pass,
     which changes nothing numerically (padding is masked) but saves the work on padding.
     """
 
-    def __init__(self, name_or_path: str, pad_token_id: int = 0):
+    def __init__(self, name_or_path: str, pad_token_id: int = 0, sparse=None):
         super().__init__()
+        #: block-sparse settings (``SparseAttentionConfig``) for no-grad rows, or None
+        self.sparse = sparse
         from transformers import AutoModel
 
         self.name_or_path = name_or_path
@@ -50,11 +55,16 @@ class LMEncoder(nn.Module):
         return self.lm(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
 
     @torch.no_grad()
-    def encode_no_grad(self, input_ids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def encode_no_grad(self, input_ids: torch.Tensor, batch_size: int = 64,
+                       sparse_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Encode without gradient in sub-batches of ``batch_size`` (eval mode, no dropout).
 
         Rows are grouped by length (sorted) so each sub-batch carries little padding; the
         result is returned in the input order. Output float32 ``[N, out_dim]``.
+
+        ``sparse_rows`` (bool ``[N]``): rows encoded with block-sparse attention
+        (:func:`kernels.sparse_attention_enabled` with :attr:`sparse`'s settings); requires
+        :attr:`sparse` to be set. The other rows are encoded densely.
         """
         n = input_ids.shape[0]
         out = torch.empty(n, self.out_dim)
@@ -63,15 +73,30 @@ class LMEncoder(nn.Module):
         was_training = self.lm.training
         self.lm.eval()
         try:
-            lengths = (input_ids != self.pad_token_id).sum(1)
-            order = torch.argsort(lengths, descending=True)
-            for start in range(0, n, batch_size):
-                rows = order[start:start + batch_size]
-                ids, mask = self._trim(input_ids[rows])
-                out[rows] = self.lm(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+            if sparse_rows is None or not sparse_rows.any():
+                self._encode_rows(input_ids, torch.arange(n), batch_size, out)
+            else:
+                if self.sparse is None:
+                    raise ValueError("sparse_rows given but the encoder has no sparse settings")
+                from kernels import sparse_attention_enabled
+
+                self._encode_rows(input_ids, torch.nonzero(~sparse_rows).squeeze(1), batch_size, out)
+                with sparse_attention_enabled(self.lm, self.sparse.block_size,
+                                              self.sparse.first_dense_layers):
+                    self._encode_rows(input_ids, torch.nonzero(sparse_rows).squeeze(1),
+                                      batch_size, out)
         finally:
             self.lm.train(was_training)
         return out
+
+    def _encode_rows(self, input_ids: torch.Tensor, rows: torch.Tensor, batch_size: int,
+                     out: torch.Tensor) -> None:
+        lengths = (input_ids[rows] != self.pad_token_id).sum(1)
+        rows = rows[torch.argsort(lengths, descending=True)]
+        for start in range(0, len(rows), batch_size):
+            r = rows[start:start + batch_size]
+            ids, mask = self._trim(input_ids[r])
+            out[r] = self.lm(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
 
     def save_pretrained(self, path: str, tokenizer_source: Optional[str] = None) -> None:
         """Save as a Hugging Face folder (``from_pretrained`` loads it), with the tokenizer."""
