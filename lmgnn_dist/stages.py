@@ -38,9 +38,6 @@ from .model.lm import LMEncoder
 from .sampling import joint_negative_sample, select_trainable_nodes
 from .subbatch import encode_pipelined
 
-STAGE_NAMES = {0: "baseline", 1: "stage1", 2: "stage2", 3: "stage3"}
-
-
 class PhaseTimer:
     """Wall seconds per named phase: ``with timer("sampling"): ...`` or ``timer.add(name, s)``."""
 
@@ -387,11 +384,8 @@ class StageRunner:
                               step: int) -> torch.Tensor:
         """No-grad embeddings of inference nodes: cache hits, misses re-encoded (and cached)."""
         s, nt = self.cfg.stage3, self.target
-        tokens = self.g.nodes[nt].data["input_ids"]
         if s.inference_source == "encode":
-            with self.timer("lm_no_grad"):
-                emb = encode_pipelined(lm, tokens.__getitem__, ids, s.lm_infer_batch_size,
-                                       self.cfg.pipeline_depth, fetch_sparse=self.sparse_rows(nt))
+            emb = self._encode_no_grad(lm, ids)
             self.counts["no_grad"] += len(ids)
             return emb
         with self.timer("communication"):
@@ -399,25 +393,27 @@ class StageRunner:
         miss = ids[~hit]
         self.counts["from_cache"] += int(hit.sum())
         if len(miss):
-            with self.timer("lm_no_grad"):
-                fresh = encode_pipelined(lm, tokens.__getitem__, miss, s.lm_infer_batch_size,
-                                         self.cfg.pipeline_depth,
-                                         fetch_sparse=self.sparse_rows(nt))
+            fresh = self._encode_no_grad(lm, miss)
             emb[~hit] = fresh
             self.counts["no_grad"] += len(miss)
             with self.timer("communication"):
                 table.write(nt, miss, fresh, step)
         return emb
 
+    def _encode_no_grad(self, lm: LMEncoder, ids: torch.Tensor) -> torch.Tensor:
+        """Target-type nodes ``ids`` encoded without gradient (async pipeline, sparse rows)."""
+        nt = self.target
+        with self.timer("lm_no_grad"):
+            return encode_pipelined(lm, self.g.nodes[nt].data["input_ids"].__getitem__, ids,
+                                    self.cfg.stage3.lm_infer_batch_size, self.cfg.pipeline_depth,
+                                    fetch_sparse=self.sparse_rows(nt))
+
     def _refresh(self, lm: LMEncoder, table: LMEmbeddingTable, step: int) -> None:
         """LEADING's second pipeline: re-encode random nodes without gradient into the cache."""
         s, nt = self.cfg.stage3, self.target
         n = self.g.num_nodes(nt)
         ids = torch.randint(0, n, (min(s.refresh_batch_size, n),), generator=self.gen).unique()
-        with self.timer("lm_no_grad"):
-            emb = encode_pipelined(lm, self.g.nodes[nt].data["input_ids"].__getitem__, ids,
-                                   s.lm_infer_batch_size, self.cfg.pipeline_depth,
-                                   fetch_sparse=self.sparse_rows(nt))
+        emb = self._encode_no_grad(lm, ids)
         with self.timer("communication"):
             table.write(nt, ids, emb, step)
         self.counts["refresh"] += len(ids)
