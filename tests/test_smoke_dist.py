@@ -148,3 +148,36 @@ def test_stage3_lm_only_mode_encodes_only_targets(smoke_run, tmp_path):
     assert s3["lm_encodings_per_node_per_epoch"]["with_grad"] == 30 / 60  # 30 targets, 60 nodes
     assert enc["no_grad"] == 0 and enc["from_cache"] == 0
     assert all(math.isfinite(x) for x in s3["losses"])
+
+
+def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
+    import re
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from transformers import AutoModel
+
+    from partition.tag import read_tag
+
+    root, path, first, _ = smoke_run
+    assert first.returncode == 0
+    cfg = root / "run" / "config.yaml"
+    out = tmp_path / "emb"
+    proc = subprocess.run(
+        [sys.executable, "launch/run_dist.py", "--debug-local", "2", "--workspace", str(tmp_path),
+         "--part-config", str(root / "parts" / "tiny.json"), "--", sys.executable, "-m",
+         "lmgnn_dist.embed", "--config", str(cfg), "--checkpoint", str(root / "run" / "stage3"),
+         "--out", str(out), "--verify", "60", "--batch-size", "7"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    diff = float(re.search(r"max \|layer-wise - mini-batch\| logit = (\S+)", proc.stdout).group(1))
+    assert diff < 1e-4  # layer-wise == mini-batch inference with full neighbourhoods
+    emb = pq.read_table(out / "embeddings" / "paper").to_pandas()
+    pred = pq.read_table(out / "predictions" / "paper").to_pandas()
+    want_ids = set(read_tag(json.loads((root / "run" / "results.json").read_text())
+                            ["config"]["data"]["tag_path"]).nodes["paper"].ids.tolist())
+    assert len(emb) == 60 and emb["id"].is_unique and set(emb["id"]) == want_ids
+    assert {len(e) for e in emb["emb"]} == {16} and np.isfinite(np.stack(emb["emb"])).all()
+    assert set(pred["id"]) == want_ids and set(pred["pred"]) <= {0, 1}
+    assert pred["prob"].between(0.5, 1.0).all()
+    assert AutoModel.from_pretrained(out / "lm").config.hidden_size == 32
