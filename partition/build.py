@@ -34,7 +34,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .tag import SPLIT_CODE, TAG, read_tag
+from .tag import SPLIT_CODE, TAG, iter_texts, read_tag
 from .tokenize import load_tokenizer, token_lengths, tokenize_texts
 
 META_FILE = "lmgnn_meta.json"
@@ -71,6 +71,13 @@ class PartitionOptions:
             raise ValueError(f"partition method must be 'metis' or 'random', got {self.method!r}")
         if self.num_trainers_per_machine < 1:
             raise ValueError("num_trainers_per_machine must be >= 1")
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (monotonic: ``ru_maxrss``)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _split_masks(split: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
@@ -121,8 +128,8 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
     Returns
     -------
     dict
-        The ``lmgnn_meta.json`` content, including ``part_config`` (path of DGL's JSON) and
-        wall time of each step in seconds.
+        The ``lmgnn_meta.json`` content, including ``part_config`` (path of DGL's JSON), wall
+        time of each step in seconds and the process's peak RSS after each step (MiB).
 
     Raises
     ------
@@ -137,19 +144,23 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
     out_dir = Path(out_dir)
     times = {}
     t0 = time.time()
-    tag = read_tag(tag_dir)
+    tag = read_tag(tag_dir, load_text=False)
     times["read_s"] = time.time() - t0
+    times["read_peak_rss_mb"] = _peak_rss_mb()
 
     t0 = time.time()
     tokenizer = load_tokenizer(opts.model)
-    input_ids = {nt: tokenize_texts(t.text, tokenizer, opts.max_seq_len, desc=f"tokenize {nt}",
+    input_ids = {nt: tokenize_texts(iter_texts(t), tokenizer, opts.max_seq_len,
+                                    num_texts=t.num_nodes, desc=f"tokenize {nt}",
                                     progress=progress)
                  for nt, t in tag.nodes.items()}
     times["tokenize_s"] = time.time() - t0
+    times["tokenize_peak_rss_mb"] = _peak_rss_mb()
 
     t0 = time.time()
     g = build_graph(tag, input_ids, tokenizer.pad_token_id)
     times["build_s"] = time.time() - t0
+    times["build_peak_rss_mb"] = _peak_rss_mb()
 
     balance = None
     if opts.balance_train and opts.method == "metis":
@@ -171,6 +182,7 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
             return_mapping=True, num_trainers_per_machine=opts.num_trainers_per_machine,
         )
         times["partition_s"] = time.time() - t0
+        times["partition_peak_rss_mb"] = _peak_rss_mb()
         if not isinstance(orig_nids, dict):
             orig_nids = {g.ntypes[0]: orig_nids}
         (tmp_dir / "orig_ids").mkdir()

@@ -33,7 +33,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -63,8 +63,8 @@ class NodeTable:
     ntype : str
     ids : np.ndarray
         int64 ``[N]``, the user's ids in file order; row ``i`` becomes DGL node ``i``.
-    text : list of str
-        ``[N]`` node texts.
+    text : list of str or None
+        ``[N]`` node texts; None when read with ``load_text=False`` (see :func:`iter_texts`).
     label : np.ndarray or None
         int64 ``[N]``, ``-1`` where unlabelled.
     split : np.ndarray or None
@@ -75,10 +75,11 @@ class NodeTable:
 
     ntype: str
     ids: np.ndarray
-    text: List[str]
+    text: Optional[List[str]]
     label: Optional[np.ndarray] = None
     split: Optional[np.ndarray] = None
     classes: Optional[List[str]] = None
+    path: Optional[Path] = None  # the Parquet file it was read from
 
     @property
     def num_nodes(self) -> int:
@@ -193,8 +194,13 @@ def _label_column(
     return label, classes
 
 
-def read_node_table(path: Path, ntype: str, classes: Optional[List[str]] = None) -> NodeTable:
+def read_node_table(path: Path, ntype: str, classes: Optional[List[str]] = None,
+                    load_text: bool = True) -> NodeTable:
     """Read and validate ``nodes/<ntype>.parquet``.
+
+    With ``load_text=False`` the texts are validated but not kept (``text`` is None); stream
+    them later with :func:`iter_texts` (the partitioner does, so a million-node TAG never holds
+    every string in Python at once).
 
     Raises
     ------
@@ -212,16 +218,31 @@ def read_node_table(path: Path, ntype: str, classes: Optional[List[str]] = None)
     text_col = table.column("text")
     if not (pa.types.is_string(text_col.type) or pa.types.is_large_string(text_col.type)):
         raise TAGFormatError(f"{path}: column 'text' must be string, found {text_col.type}")
-    text = text_col.to_pylist()
-    for row, t in enumerate(text):
-        if t is None or not t.strip():
-            raise TAGFormatError(f"{path}: node id {ids[row]} (row {row}) has an empty text")
+    # validated with Arrow kernels: no Python string per node is made here
+    empty = pc.or_(pc.is_null(text_col),
+                   pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text_col)), 0)).fill_null(True)
+    if pc.any(empty).as_py():
+        row = pc.index(empty, True).as_py()
+        raise TAGFormatError(f"{path}: node id {ids[row]} (row {row}) has an empty text")
     label, classes = _label_column(table, path, ids, "node id", classes)
     split = _split_column(table, path, ids, "node id")
-    return NodeTable(ntype, ids, text, label, split, classes)
+    text = text_col.to_pylist() if load_text else None
+    return NodeTable(ntype, ids, text, label, split, classes, path)
 
 
-def read_tag(root: os.PathLike) -> TAG:
+def iter_texts(table: NodeTable, batch_size: int = 65536) -> Iterator[str]:
+    """Yield a node table's texts in row order, from memory or streamed from its Parquet file
+    in ``batch_size``-row batches (``pyarrow.parquet.ParquetFile.iter_batches``)."""
+    if table.text is not None:
+        yield from table.text
+        return
+    if table.path is None:
+        raise ValueError(f"node table {table.ntype!r} has neither texts nor a file to stream")
+    for batch in pq.ParquetFile(table.path).iter_batches(batch_size=batch_size, columns=["text"]):
+        yield from batch.column(0).to_pylist()
+
+
+def read_tag(root: os.PathLike, load_text: bool = True) -> TAG:
     """Read and validate a TAG folder (see the module docstring for the format).
 
     Returns
@@ -253,7 +274,7 @@ def read_tag(root: os.PathLike) -> TAG:
         ntype = path.stem
         _check_name(ntype, "node type", path)
         classes = meta.get("node_types", {}).get(ntype, {}).get("classes")
-        nodes[ntype] = read_node_table(path, ntype, classes)
+        nodes[ntype] = read_node_table(path, ntype, classes, load_text)
 
     edges: Dict[CanonicalEtype, EdgeTable] = {}
     for path in sorted((root / "edges").glob("*.parquet")):
@@ -327,7 +348,7 @@ def write_tag(tag: TAG, root: os.PathLike) -> None:
         for ce, t in tag.edges.items()
     }
     for ntype, t in tag.nodes.items():
-        cols = {"id": pa.array(t.ids, pa.int64()), "text": pa.array(t.text, pa.string())}
+        cols = {"id": pa.array(t.ids, pa.int64()), "text": pa.array(list(iter_texts(t)), pa.string())}
         if t.label is not None:
             cols["label"] = pa.array(t.label, pa.int64(), mask=t.label < 0)
         if t.split is not None:

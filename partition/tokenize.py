@@ -73,14 +73,25 @@ def tokenize_texts(
     if max_seq_len < 2:
         raise ValueError(f"max_seq_len must be >= 2 (room for [CLS] and [SEP]), got {max_seq_len}")
     total = num_texts if num_texts is not None else (len(texts) if hasattr(texts, "__len__") else None)
+    # known size: fill a preallocated matrix (no second copy); unknown: concatenate chunks
+    out = np.empty((total, max_seq_len), dtype=np.int32) if total is not None else None
     chunks: List[np.ndarray] = []
+    filled = 0
     bar = tqdm(total=total, desc=desc, unit="text", disable=not progress, mininterval=2.0)
     buf: List[str] = []
 
     def flush():
+        nonlocal filled
         enc = tokenizer(buf, max_length=max_seq_len, truncation=True, padding="max_length",
                         return_attention_mask=False, return_token_type_ids=False)
-        chunks.append(np.asarray(enc["input_ids"], dtype=np.int32))
+        ids = np.asarray(enc["input_ids"], dtype=np.int32)
+        if out is not None:
+            if filled + len(ids) > total:
+                raise ValueError(f"more than num_texts={total} texts were given")
+            out[filled:filled + len(ids)] = ids
+        else:
+            chunks.append(ids)
+        filled += len(ids)
         bar.update(len(buf))
         buf.clear()
 
@@ -91,6 +102,10 @@ def tokenize_texts(
     if buf:
         flush()
     bar.close()
+    if out is not None:
+        if filled != total:
+            raise ValueError(f"num_texts={total} but {filled} texts were given")
+        return out
     if not chunks:
         return np.zeros((0, max_seq_len), dtype=np.int32)
     return np.concatenate(chunks)

@@ -94,3 +94,12 @@ def test_random_split_is_seeded_and_sized():
     assert not np.array_equal(a, random_split(100, (0.6, 0.2, 0.2), 4))
     with pytest.raises(ValueError):
         random_split(10, (0.5, 0.5, 0.5), 0)
+
+
+def test_streamed_texts_equal_loaded_texts(tiny_tag_dir):
+    from partition.tag import iter_texts
+
+    loaded = read_tag(tiny_tag_dir)
+    streamed = read_tag(tiny_tag_dir, load_text=False)
+    assert streamed.nodes["paper"].text is None
+    assert list(iter_texts(streamed.nodes["paper"], batch_size=7)) == loaded.nodes["paper"].text

@@ -110,3 +110,8 @@ def test_partition_is_atomic_on_bad_input(tmp_path, tiny_tag_dir):
         partition_tag(bad, tmp_path / "parts", PartitionOptions(max_seq_len=8), progress=False)
     assert not (tmp_path / "parts").exists()
     assert not list(tmp_path.glob(".parts.tmp-*"))
+
+
+def test_tokenize_count_mismatch_is_an_error(tokenizer):
+    with pytest.raises(ValueError, match="num_texts=5 but 3 texts were given"):
+        tokenize_texts(iter(["a", "b", "c"]), tokenizer, 8, num_texts=5, progress=False)
