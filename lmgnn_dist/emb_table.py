@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from partition.atomic import atomic_path
 
 from .model.lm import LMEncoder
 from .subbatch import encode_pipelined
@@ -107,7 +111,8 @@ class LMEmbeddingTable:
 
     def encode_all(self, lm: LMEncoder, batch_size: int, show_progress: bool, step: int = 0,
                    chunk_size: int = 512, pipeline_depth: int = 1,
-                   sparse_rows: Optional[Callable[[str], Optional[Callable]]] = None
+                   sparse_rows: Optional[Callable[[str], Optional[Callable]]] = None,
+                   chunk_store: Optional[Path] = None, chunk_key: str = ""
                    ) -> Dict[str, float]:
         """Encode every node once without gradient; each trainer takes its ``node_split`` share.
 
@@ -115,14 +120,18 @@ class LMEmbeddingTable:
         token fetch overlaps encoding (:func:`~lmgnn_dist.subbatch.encode_pipelined`).
         ``sparse_rows(ntype)`` may give a ``fetch_sparse`` function (rows to encode with
         block-sparse attention) per node type.
+        ``chunk_store`` makes it resumable: chunk ``i`` of node type ``nt`` is saved (atomically)
+        as ``<chunk_store>/<nt>/<chunk_key>-<i>.npy`` once encoded, and a rerun loads the
+        chunks already there instead of encoding them again (``chunk_key`` must identify the
+        trainer and the job layout, e.g. ``rank0of2``).
         Collective: all trainers must call it; ends with a barrier so the table is complete
         everywhere on return. Rows are marked as written at ``step``. Returns
-        ``{"nodes": this trainer's count, "seconds": wall}``.
+        ``{"nodes": this trainer's count, "seconds": wall, "chunks_encoded", "chunks_reused"}``.
         """
         import dgl
 
         t0 = time.time()
-        total = 0
+        total = encoded = reused = 0
         pb = self.g.get_partition_book()
         for nt in self.g.ntypes:
             mine = dgl.distributed.node_split(torch.ones(self.g.num_nodes(nt), dtype=torch.bool),
@@ -131,13 +140,24 @@ class LMEmbeddingTable:
             tokens = self.g.nodes[nt].data["input_ids"]
             bar = tqdm(total=len(mine), desc=f"encode {nt} (no grad)", unit="node",
                        disable=not show_progress, mininterval=10.0, ascii=True)
-            for start in range(0, len(mine), chunk_size):
+            for i, start in enumerate(range(0, len(mine), chunk_size)):
                 ids = mine[start:start + chunk_size]
-                emb = encode_pipelined(lm, tokens.__getitem__, ids, batch_size, pipeline_depth,
-                                       fetch_sparse=sparse_rows(nt) if sparse_rows else None)
+                saved = chunk_store / nt / f"{chunk_key}-{i:06d}.npy" if chunk_store else None
+                if saved is not None and saved.exists():
+                    emb = torch.from_numpy(np.load(saved))
+                    reused += 1
+                else:
+                    emb = encode_pipelined(lm, tokens.__getitem__, ids, batch_size,
+                                           pipeline_depth,
+                                           fetch_sparse=sparse_rows(nt) if sparse_rows else None)
+                    if saved is not None:
+                        with atomic_path(saved) as tmp, open(tmp, "wb") as f:
+                            np.save(f, emb.numpy())
+                    encoded += 1
                 self.write(nt, ids, emb, step)
                 bar.update(len(ids))
             bar.close()
             total += len(mine)
         self.g.barrier()
-        return {"nodes": total, "seconds": time.time() - t0}
+        return {"nodes": total, "seconds": time.time() - t0, "chunks_encoded": encoded,
+                "chunks_reused": reused}

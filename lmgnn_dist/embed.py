@@ -7,7 +7,9 @@ Run it under the launcher like the trainer::
         --checkpoint work/cora/run/stage3 --out work/cora/embeddings
 
 1. The stage's LM (``<checkpoint>/lm``, else stage 1's, else the configured model) encodes
-   every node once without gradient into the LM-embedding cache.
+   every node once without gradient into the LM-embedding cache, with a progress bar; each
+   finished chunk is also saved under ``<out>/lm_chunks``, so a rerun after a crash resumes
+   from the chunks already encoded (same number of trainers).
 2. The RGCN runs **layer by layer over all nodes** (DGL's layer-wise inference): layer ``l``
    of every node is computed from layer ``l-1`` of its full in-neighbourhood and stored in a
    ``DistTensor``, so each node's representation is computed once per layer instead of once
@@ -141,12 +143,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     runner = StageRunner(cfg, ctx, g, meta)
     lm_dir = next((d for d in (ckpt / "lm", ckpt.parent / "stage1" / "lm") if d.exists()), None)
     lm = runner.load_lm(str(lm_dir) if lm_dir else None)
-    enc = runner.encode_all(lm)
+    out = Path(args.out)
+    # resumable: finished chunks of the LM encode are kept in <out>/lm_chunks and reused
+    enc = runner.encode_all(lm, chunk_store=out / "lm_chunks")
+    runner.log(f"[embed] LM chunks: {enc['chunks_encoded']} encoded, "
+               f"{enc['chunks_reused']} reused (rank 0)")
     head = runner.new_head(lm.out_dim)
     head.load_state_dict(torch.load(ckpt / "gnn.pt"))
     head.eval()
     h = layerwise_rgcn(runner, head, args.batch_size)
-    out = Path(args.out)
     counts = export(runner, out, h, head)
     if args.verify:
         diff = runner.all_reduce(torch.tensor([verify(runner, head, h, args.verify)]),

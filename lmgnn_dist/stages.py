@@ -126,11 +126,13 @@ class StageRunner:
         degrees = self.g.nodes[ntype].data["in_degree"]
         return lambda ids: degrees[ids] < sparse.deg_threshold
 
-    def encode_all(self, lm: LMEncoder, step: int = 0) -> dict:
-        """Full no-grad encode of every node into the cache (collective)."""
+    def encode_all(self, lm: LMEncoder, step: int = 0, chunk_store=None) -> dict:
+        """Full no-grad encode of every node into the cache (collective); ``chunk_store``: a
+        folder that makes it resumable (see :meth:`LMEmbeddingTable.encode_all`)."""
         return self.embedding_table(lm.out_dim).encode_all(
             lm, self.cfg.encode_batch_size, self.ctx.is_main, step=step,
-            pipeline_depth=self.cfg.pipeline_depth, sparse_rows=self.sparse_rows)
+            pipeline_depth=self.cfg.pipeline_depth, sparse_rows=self.sparse_rows,
+            chunk_store=chunk_store, chunk_key=f"rank{self.ctx.rank}of{self.ctx.world_size}")
 
     def embedding_table(self, dim: int) -> LMEmbeddingTable:
         if self.table is None:

@@ -163,13 +163,19 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
     assert first.returncode == 0
     cfg = root / "run" / "config.yaml"
     out = tmp_path / "emb"
-    proc = subprocess.run(
-        [sys.executable, "launch/run_dist.py", "--debug-local", "2", "--workspace", str(tmp_path),
-         "--part-config", str(root / "parts" / "tiny.json"), "--", sys.executable, "-m",
-         "lmgnn_dist.embed", "--config", str(cfg), "--checkpoint", str(root / "run" / "stage3"),
-         "--out", str(out), "--verify", "60", "--batch-size", "7"],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    def embed():
+        proc = subprocess.run(
+            [sys.executable, "launch/run_dist.py", "--debug-local", "2", "--workspace",
+             str(tmp_path), "--part-config", str(root / "parts" / "tiny.json"), "--",
+             sys.executable, "-m", "lmgnn_dist.embed", "--config", str(cfg), "--checkpoint",
+             str(root / "run" / "stage3"), "--out", str(out), "--verify", "60",
+             "--batch-size", "7"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    proc = embed()
+    assert "[embed] LM chunks: 1 encoded, 0 reused" in proc.stdout
     diff = float(re.search(r"max \|layer-wise - mini-batch\| logit = (\S+)", proc.stdout).group(1))
     assert diff < 1e-4  # layer-wise == mini-batch inference with full neighbourhoods
     emb = pq.read_table(out / "embeddings" / "paper").to_pandas()
@@ -181,3 +187,10 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
     assert set(pred["id"]) == want_ids and set(pred["pred"]) <= {0, 1}
     assert pred["prob"].between(0.5, 1.0).all()
     assert AutoModel.from_pretrained(out / "lm").config.hidden_size == 32
+    # resumable: rerun after losing trainer 1's chunk: trainer 0 reuses its chunk, trainer 1
+    # re-encodes; the result is the same
+    (out / "lm_chunks" / "paper" / "rank1of2-000000.npy").unlink()
+    assert "[embed] LM chunks: 0 encoded, 1 reused" in embed().stdout
+    again = pq.read_table(out / "embeddings" / "paper").to_pandas().set_index("id")
+    first_run = emb.set_index("id").loc[again.index]
+    assert np.allclose(np.stack(again["emb"]), np.stack(first_run["emb"]), atol=1e-6)
