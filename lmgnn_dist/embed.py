@@ -1,10 +1,9 @@
 """Full-graph inference and embedding export of a trained stage.
 
-Run it under the launcher like the trainer::
-
-    python launch/run_dist.py --debug-local 2 --part-config work/cora/parts/cora.json -- \\
-        .venv/bin/python -m lmgnn_dist.embed --config work/cora/run/config.yaml \\
-        --checkpoint work/cora/run/stage3 --out work/cora/embeddings
+``python -m lmgnn_dist.embed --config work/cora/run/config.yaml --checkpoint
+work/cora/run/stage3 --out work/cora/embeddings`` starts the job itself (DGL servers and
+trainers as the config's ``launch`` section says, like the pipeline driver); under
+``launch/run_dist.py`` it runs as one of the job's processes.
 
 1. The stage's LM (``<checkpoint>/lm``, else stage 1's, else the configured model) encodes
    every node once without gradient into the LM-embedding cache, with a progress bar; each
@@ -126,6 +125,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from .config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    if "DGL_IP_CONFIG" not in os.environ:
+        # started by hand: launch the job (servers + trainers) that runs this same command
+        from partition.build import load_partition_meta
+
+        from .pipeline import launch_job
+
+        meta = load_partition_meta(cfg.data.part_dir)
+        cmd = [sys.executable, "-m", "lmgnn_dist.embed", *(argv if argv is not None else sys.argv[1:])]
+        sys.exit(launch_job(cfg, meta["part_config"], cmd))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     ctx = initialize()
     import dgl

@@ -85,8 +85,9 @@ class TreeMemoryMonitor:
         self._thread.join()
 
 
-def launch_stages(cfg: RunConfig, config_path: str, part_config: str) -> int:
-    """Run ``launch/run_dist.py`` for the stages; returns its exit code."""
+def launch_job(cfg: RunConfig, part_config: str, command: List[str]) -> int:
+    """Run ``command`` in every trainer (and DGL servers) with ``launch/run_dist.py`` as
+    ``cfg.launch`` says (loopback debug machines or an ip-config); returns its exit code."""
     from launch import run_dist
 
     l = cfg.launch
@@ -94,9 +95,14 @@ def launch_stages(cfg: RunConfig, config_path: str, part_config: str) -> int:
                        else ["--ip-config", l.ip_config])
     argv += ["--part-config", part_config, "--workspace", cfg.output_dir,
              "--num-trainers", str(l.num_trainers), "--num-servers", str(l.num_servers),
-             "--omp-threads", str(l.omp_threads), "--",
-             sys.executable, "-m", "lmgnn_dist.train", "--config", config_path]
+             "--omp-threads", str(l.omp_threads), "--", *command]
     return run_dist.main(argv)
+
+
+def launch_stages(cfg: RunConfig, config_path: str, part_config: str) -> int:
+    """Run the stages (``python -m lmgnn_dist.train``) on the job's trainers."""
+    return launch_job(cfg, part_config,
+                      [sys.executable, "-m", "lmgnn_dist.train", "--config", config_path])
 
 
 def format_table(results: Dict[str, dict]) -> str:

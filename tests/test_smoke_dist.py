@@ -164,17 +164,18 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
     cfg = root / "run" / "config.yaml"
     out = tmp_path / "emb"
 
-    def embed():
-        proc = subprocess.run(
-            [sys.executable, "launch/run_dist.py", "--debug-local", "2", "--workspace",
-             str(tmp_path), "--part-config", str(root / "parts" / "tiny.json"), "--",
-             sys.executable, "-m", "lmgnn_dist.embed", "--config", str(cfg), "--checkpoint",
-             str(root / "run" / "stage3"), "--out", str(out), "--verify", "60",
-             "--batch-size", "7"], capture_output=True, text=True, timeout=300)
+    def embed(via_launcher: bool):
+        cmd = [sys.executable, "-m", "lmgnn_dist.embed", "--config", str(cfg), "--checkpoint",
+               str(root / "run" / "stage3"), "--out", str(out), "--verify", "60",
+               "--batch-size", "7"]
+        if via_launcher:
+            cmd = [sys.executable, "launch/run_dist.py", "--debug-local", "2", "--workspace",
+                   str(tmp_path), "--part-config", str(root / "parts" / "tiny.json"), "--", *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 
-    proc = embed()
+    proc = embed(via_launcher=True)
     assert "[embed] LM chunks: 1 encoded, 0 reused" in proc.stdout
     diff = float(re.search(r"max \|layer-wise - mini-batch\| logit = (\S+)", proc.stdout).group(1))
     assert diff < 1e-4  # layer-wise == mini-batch inference with full neighbourhoods
@@ -190,7 +191,8 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
     # resumable: rerun after losing trainer 1's chunk: trainer 0 reuses its chunk, trainer 1
     # re-encodes; the result is the same
     (out / "lm_chunks" / "paper" / "rank1of2-000000.npy").unlink()
-    assert "[embed] LM chunks: 0 encoded, 1 reused" in embed().stdout
+    # started by hand this time: it launches its own servers and trainers
+    assert "[embed] LM chunks: 0 encoded, 1 reused" in embed(via_launcher=False).stdout
     again = pq.read_table(out / "embeddings" / "paper").to_pandas().set_index("id")
     first_run = emb.set_index("id").loc[again.index]
     assert np.allclose(np.stack(again["emb"]), np.stack(first_run["emb"]), atol=1e-6)
