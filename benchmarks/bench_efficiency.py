@@ -28,8 +28,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from lmgnn_dist import pipeline  # noqa: E402
+from report import emit  # noqa: E402
 
 CONFIGS = {
     "lm-only": ["stage3.mode=lm_only", "stage3.lm_train_nodes=100000"],
@@ -125,10 +127,7 @@ def main(argv=None) -> int:
         + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ours["time_split_s"].items()))
         + f"\nbenchmark wall time {res['wall_s']:.0f}s on {platform.machine()} "
           f"({platform.processor() or 'cpu'}), python {platform.python_version()}")
-    print("\n" + text + summary)
-    if args.results_md:
-        with open(args.results_md, "a") as f:
-            f.write(f"\n```\n$ {' '.join(sys.argv)}\n{text}{summary}\n```\n")
+    emit(text + summary, args.results_md)
     return 0
 
 

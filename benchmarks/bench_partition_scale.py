@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from gen_synthetic_tag import generate  # noqa: E402
+from report import emit  # noqa: E402
 
 STEPS = ("read", "tokenize", "build", "partition")
 
@@ -59,11 +60,7 @@ def main(argv=None) -> int:
         lines.append(f"{method:8s} " + " ".join(
             f"{t[s + '_s']:11.1f} {t[s + '_peak_rss_mb']:13.0f}" for s in STEPS)
             + f" {t['total_s']:8.1f}")
-    text = "\n".join(lines)
-    print(text)
-    if args.results_md:
-        with open(args.results_md, "a") as f:
-            f.write(f"\n```\n$ {' '.join(sys.argv)}\n{text}\n```\n")
+    emit("\n".join(lines), args.results_md)
     return 0
 
 
