@@ -329,6 +329,8 @@ class StageRunner:
         batches = self._endless_batches(self.split_nodes("train"), s.batch_size,
                                         [0] if s.mode == "lm_only" else self.cfg.model.fanouts)
         model.train()
+        if not s.lm_dropout:
+            lm.lm.eval()  # no dropout; gradients still flow (see Stage3Config.lm_dropout)
         for step in range(1, s.max_steps + 1):
             with self.timer("sampling"):
                 inp, seeds, blocks = next(batches)
