@@ -66,5 +66,14 @@ def node_batches(g, seeds: Dict[str, torch.Tensor], fanouts: Sequence[int], batc
         yield normalize_batch(g, input_nodes, out, blocks)
 
 
+def local_nodes(g, ntype: str) -> torch.Tensor:
+    """This trainer's share of *all* nodes of ``ntype`` (DGL ``node_split``, even split that
+    favours the trainer's own partition): int64 ids. Used by every full-graph pass."""
+    import dgl
+
+    return dgl.distributed.node_split(torch.ones(g.num_nodes(ntype), dtype=torch.bool),
+                                      g.get_partition_book(), ntype=ntype, force_even=True)
+
+
 def num_batches(num_seeds: int, batch_size: int) -> int:
     return (num_seeds + batch_size - 1) // batch_size

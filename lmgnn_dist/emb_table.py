@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from partition.atomic import atomic_path
 
+from .dataloading import local_nodes
 from .model.lm import LMEncoder
 from .subbatch import encode_pipelined
 
@@ -128,14 +129,10 @@ class LMEmbeddingTable:
         everywhere on return. Rows are marked as written at ``step``. Returns
         ``{"nodes": this trainer's count, "seconds": wall, "chunks_encoded", "chunks_reused"}``.
         """
-        import dgl
-
         t0 = time.time()
         total = encoded = reused = 0
-        pb = self.g.get_partition_book()
         for nt in self.g.ntypes:
-            mine = dgl.distributed.node_split(torch.ones(self.g.num_nodes(nt), dtype=torch.bool),
-                                              pb, ntype=nt, force_even=True)
+            mine = local_nodes(self.g, nt)
             mine = mine[torch.argsort(self.g.nodes[nt].data["seq_len"][mine], stable=True)]
             tokens = self.g.nodes[nt].data["input_ids"]
             bar = tqdm(total=len(mine), desc=f"encode {nt} (no grad)", unit="node",

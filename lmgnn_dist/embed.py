@@ -32,19 +32,18 @@ from typing import Dict, Optional, Sequence
 import torch
 
 
-def layerwise_rgcn(runner, head, batch_size: int) -> Dict[str, "object"]:
+def layerwise_rgcn(runner, head, mine: Dict[str, torch.Tensor], batch_size: int
+                   ) -> Dict[str, "object"]:
     """Run ``head.gnn`` layer by layer over every node; returns ntype -> ``DistTensor`` of the
-    last layer (float32 ``[N, hidden]``). Collective (every trainer takes its node split)."""
+    last layer (float32 ``[N, hidden]``). Collective: each trainer computes its share ``mine``
+    (ntype -> ids, :func:`~lmgnn_dist.dataloading.local_nodes`)."""
     import dgl
 
     from .dataloading import node_batches
 
-    g, pb = runner.g, runner.g.get_partition_book()
+    g = runner.g
     h = runner.table.tables
-    gnn = head.gnn
-    mine = {nt: dgl.distributed.node_split(torch.ones(g.num_nodes(nt), dtype=torch.bool), pb,
-                                           ntype=nt, force_even=True) for nt in g.ntypes}
-    for i, layer in enumerate(gnn.layers):
+    for i, layer in enumerate(head.gnn.layers):
         out = {nt: dgl.distributed.DistTensor((g.num_nodes(nt), layer.self_loop.out_features),
                                               torch.float32, name=f"layerwise_{i}_{nt}",
                                               part_policy=g.get_node_partition_policy(nt),
@@ -62,18 +61,16 @@ def layerwise_rgcn(runner, head, batch_size: int) -> Dict[str, "object"]:
     return h
 
 
-def export(runner, out_dir: Path, h, head) -> Dict[str, int]:
-    """Write this trainer's share of embeddings (and target-type predictions) as Parquet."""
-    import dgl
+def export(runner, out_dir: Path, h, head, mine: Dict[str, torch.Tensor]) -> Dict[str, int]:
+    """Write this trainer's share ``mine`` of embeddings (and target-type predictions) as
+    Parquet."""
     import pyarrow as pa
 
     from partition.atomic import write_parquet_atomic
 
     g, rank = runner.g, runner.ctx.rank
     counts = {}
-    for nt in g.ntypes:
-        ids = dgl.distributed.node_split(torch.ones(g.num_nodes(nt), dtype=torch.bool),
-                                         g.get_partition_book(), ntype=nt, force_even=True)
+    for nt, ids in mine.items():
         emb = h[nt][ids]
         orig = g.nodes[nt].data["orig_id"][ids].numpy()
         dim = emb.shape[1]
@@ -124,29 +121,27 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     from .config import load_config
 
+    from partition.build import load_partition_meta
+
     cfg = load_config(args.config, args.overrides)
+    meta = load_partition_meta(cfg.data.part_dir)
     if "DGL_IP_CONFIG" not in os.environ:
         # started by hand: launch the job (servers + trainers) that runs this same command
-        from partition.build import load_partition_meta
-
         from .pipeline import launch_job
 
-        meta = load_partition_meta(cfg.data.part_dir)
         cmd = [sys.executable, "-m", "lmgnn_dist.embed", *(argv if argv is not None else sys.argv[1:])]
         sys.exit(launch_job(cfg, meta["part_config"], cmd))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     ctx = initialize()
     import dgl
 
-    from partition.build import load_partition_meta
-
+    from .dataloading import local_nodes
     from .stages import StageRunner
 
     ckpt = Path(args.checkpoint)
     if not (ckpt / "gnn.pt").exists():
         raise FileNotFoundError(f"{ckpt / 'gnn.pt'} not found: --checkpoint must be a stage-2 "
                                 "or stage-3 folder")
-    meta = load_partition_meta(cfg.data.part_dir)
     g = dgl.distributed.DistGraph(cfg.data.graph_name, part_config=meta["part_config"])
     runner = StageRunner(cfg, ctx, g, meta)
     lm_dir = next((d for d in (ckpt / "lm", ckpt.parent / "stage1" / "lm") if d.exists()), None)
@@ -159,8 +154,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     head = runner.new_head(lm.out_dim)
     head.load_state_dict(torch.load(ckpt / "gnn.pt"))
     head.eval()
-    h = layerwise_rgcn(runner, head, args.batch_size)
-    counts = export(runner, out, h, head)
+    mine = {nt: local_nodes(g, nt) for nt in g.ntypes}
+    h = layerwise_rgcn(runner, head, mine, args.batch_size)
+    counts = export(runner, out, h, head, mine)
     if args.verify:
         diff = runner.all_reduce(torch.tensor([verify(runner, head, h, args.verify)]),
                                  torch.distributed.ReduceOp.MAX).item()
