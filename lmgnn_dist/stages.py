@@ -85,7 +85,7 @@ class StageRunner:
         if not classes:
             raise ValueError(f"node type {self.target!r} has no labels for node classification")
         self.num_classes = len(classes)
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)
+        self.gen = torch.Generator()
         self.table: Optional[LMEmbeddingTable] = None
         self.table_lm: Optional[str] = None  # which LM's embeddings the table holds
         self._split_cache: Dict[str, torch.Tensor] = {}
@@ -112,6 +112,20 @@ class StageRunner:
             self._split_cache[split] = dgl.distributed.node_split(
                 mask, self.g.get_partition_book(), ntype=self.target, force_even=True)
         return self._split_cache[split]
+
+    STAGE_ORDER = ("baseline", "stage1", "stage2", "stage3")
+
+    def seed_stage(self, name: str) -> None:
+        """Reseed this trainer's RNGs (``self.gen`` and torch's global one) for stage ``name``.
+
+        Each stage's trainer-side randomness (edge/negative/trainable-node choices, shuffling,
+        dropout) then depends only on (seed, rank, stage), not on how many draws earlier stages
+        made, which varies with the neighbours the (unseeded) DGL servers sample; a resumed
+        stage starts like a fresh one.
+        """
+        seed = (self.cfg.seed * 10 + self.STAGE_ORDER.index(name)) * 1000 + self.ctx.rank
+        self.gen.manual_seed(seed)
+        torch.manual_seed(seed)
 
     def load_lm(self, path: Optional[str]) -> LMEncoder:
         sparse = self.cfg.model.sparse_attention
@@ -213,6 +227,7 @@ class StageRunner:
 
     def run_gnn_stage(self, name: str, lm_path: Optional[str]) -> dict:
         """Encode all nodes with the LM at ``lm_path`` (frozen), then :meth:`train_gnn`."""
+        self.seed_stage(name)
         t0 = time.time()
         lm = self.load_lm(lm_path)
         enc = self.encode_all(lm)
@@ -229,6 +244,7 @@ class StageRunner:
         """Graph-aware LM pre-fine-tuning on link prediction with joint negatives (eq. 2)."""
         import dgl
 
+        self.seed_stage("stage1")
         s, t0 = self.cfg.stage1, time.time()
         lm = self.load_lm(None)
         model = LMLinkPredictor(lm, self.g.canonical_etypes)
@@ -305,6 +321,7 @@ class StageRunner:
         (``head_state``); the embedding cache must hold the stage-1 LM's embeddings (written at
         step 0). Step ``t`` (1-based) writes its encodings at ``t``.
         """
+        self.seed_stage("stage3")
         s, t0 = self.cfg.stage3, time.time()
         lm = self.load_lm(lm_path)
         table = self.embedding_table(lm.out_dim)
@@ -425,7 +442,7 @@ class StageRunner:
     def _stage3_stats(self, table: LMEmbeddingTable, train_s: float) -> dict:
         """Instrumentation summed over trainers: LM encodings (total and per node of the target
         type, per epoch of the training targets), cache counters, time split (seconds, max over
-        trainers), peak RSS."""
+        trainers) and mean step time. Peak RSS is added by :meth:`finish`."""
         s = self.cfg.stage3
         keys = list(self.counts)
         counts = dict(zip(keys, (int(v) for v in self.all_reduce(

@@ -141,8 +141,10 @@ def test_stage3_reencode_path_and_sync_pipeline(smoke_run, tmp_path):
 def test_stage3_lm_only_mode_encodes_only_targets_and_learns(smoke_run, tmp_path):
     """The benchmark's cost floor: LM + fresh MLP head on the targets alone, no graph.
 
-    With fanout 0 nothing is sampled on the servers, so the run is deterministic and its loss
-    curve (back-prop through LM and head) can be checked for a decrease without flakiness.
+    With fanout 0 nothing is sampled on the servers, and stage 1 (whose LM it starts from)
+    samples only on the trainers, whose RNGs are reseeded per stage, so the run is
+    deterministic and its loss curve (back-prop through LM and head) can be checked for a
+    decrease without flakiness.
     """
     s3 = _rerun_stage3(smoke_run, tmp_path / "run3", "stage3.mode=lm_only",
                        "stage3.lm_train_nodes=1000", "stage3.max_steps=36")
