@@ -202,20 +202,40 @@ def test_drops_counted(converted):
     assert e["comment__comments_on__question"] + e["comment__comments_on__answer"] == 3413
 
 
+def test_question_labels_say_whether_an_answer_was_accepted(converted, dump_posts):
+    """Node-classification label of a question: 1 iff its AcceptedAnswerId names one of its
+    answers in the dump (re-derived from Posts.xml here)."""
+    out, _ = converted
+    q = _nodes(out, "question")
+    want = {pid for pid, p in dump_posts.items() if p["PostTypeId"] == "1"
+            and p.get("AcceptedAnswerId")
+            and dump_posts.get(int(p["AcceptedAnswerId"]), {}).get("ParentId") == str(pid)}
+    assert len(want) == 389
+    assert {i for i, y in zip(q["id"], q["label"]) if y == 1} == want
+    assert set(q["label"]) == {0, 1}
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["node_types"]["question"]["classes"] == ["no_accepted_answer",
+                                                           "has_accepted_answer"]
+
+
 def test_splits_valid_and_seeded(converted, tmp_path):
     out, _ = converted
     q0 = _nodes(out, "question")["split"]
     e0 = _edges(out, "question__has_answer__answer")["split"]
+    t0 = _edges(out, "question__tagged__tag")["split"]
     assert set(q0) == {"train", "val", "test"} and set(e0) == {"train", "val", "test"}
+    assert t0.count("train") == int(0.8 * 1553) and t0.count("val") == int(0.1 * 1553)
     assert q0.count("train") == int(0.8 * 612) and q0.count("val") == int(0.1 * 612)
     again = tmp_path / "again"
     convert_stackexchange(DUMP, again, seed=0, verbose=False)
     assert _nodes(again, "question")["split"] == q0
     assert _edges(again, "question__has_answer__answer")["split"] == e0
+    assert _edges(again, "question__tagged__tag")["split"] == t0
     other = tmp_path / "other"
     convert_stackexchange(DUMP, other, seed=1, verbose=False)
     assert _nodes(other, "question")["split"] != q0
     assert _edges(other, "question__has_answer__answer")["split"] != e0
+    assert _edges(other, "question__tagged__tag")["split"] != t0
 
 
 def test_bundle_is_fresh(converted):

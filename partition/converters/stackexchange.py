@@ -11,7 +11,9 @@ and comments are plain text in the dump and are kept as they are (whitespace nor
 Format mapping (``out_dir`` is a TAG folder, see :mod:`partition.tag`)::
 
     nodes/question.parquet  id = Posts.Id (PostTypeId 1)  text = Title + "\\n" + body text
-                            split = seeded random train/val/test over all questions
+                            label = 1 if one of its answers is accepted else 0, classes
+                            ["no_accepted_answer", "has_accepted_answer"] (node
+                            classification); split = seeded random train/val/test
     nodes/answer.parquet    id = Posts.Id (PostTypeId 2)  text = body text
     nodes/tag.parquet       id = Tags.Id    text = TagName [+ "\\n" + text of the
                                                   ExcerptPostId post when it is present]
@@ -26,7 +28,8 @@ Format mapping (``out_dir`` is a TAG folder, see :mod:`partition.tag`)::
                                      label 1 if the answer is the question's
                                      AcceptedAnswerId else 0, classes
                                      ["not_accepted", "accepted"]; seeded random split
-    question__tagged__tag            the question's Tags "<a><b>" resolved by TagName
+    question__tagged__tag            the question's Tags "<a><b>" resolved by TagName;
+                                     seeded random split (link-prediction target)
     user__asks__question             Posts.OwnerUserId of each question
     user__answers__answer            Posts.OwnerUserId of each answer
     user__writes__comment            Comments.UserId
@@ -73,6 +76,7 @@ LICENSE = (
     "2018-05-02 on. Attribution required: the site and the authors (the users)."
 )
 ACCEPTED_CLASSES = ["not_accepted", "accepted"]
+QUESTION_CLASSES = ["no_accepted_answer", "has_accepted_answer"]
 LINK_CLASSES = ["linked", "duplicate"]
 _LINK_TYPE = {1: 0, 3: 1}  # PostLinks.LinkTypeId -> label
 _TAG_RE = re.compile(r"<([^<>]+)>")
@@ -202,8 +206,8 @@ def convert_stackexchange(
     out_dir : TAG folder to write (created; files are written atomically, temp file then
         rename). Existing ``.parquet`` files in ``out_dir/nodes`` or ``out_dir/edges`` that
         this conversion would not write make it fail before anything is written.
-    seed : seed of the random question ``split`` and of the ``has_answer`` edge ``split``
-        (the same seed gives the same splits).
+    seed : seed of the random question ``split``; the ``has_answer`` and ``tagged`` edge
+        splits use ``seed + 1`` and ``seed + 2`` (the same seed gives the same splits).
     split : train/val/test fractions (non-negative, summing to 1); sizes are
         ``floor(f * n)`` for train and val, the rest test (:func:`partition.tag.random_split`).
     site : site host name recorded in ``metadata.json`` (``source``/attribution).
@@ -403,6 +407,8 @@ def convert_stackexchange(
                 raise ValueError(f"{ntype} id {i}: empty text after conversion")
         cols = {"id": pa.array(ids, pa.int64()), "text": pa.array(texts, pa.string())}
         if ntype == "question":
+            answered = {q for (q, _a), y in edges[RELATIONS[0]].items() if y == 1}
+            cols["label"] = pa.array([int(i in answered) for i in ids], pa.int64())
             codes = random_split(len(ids), split, seed)
             cols["split"] = split_strings(codes)
             split_sizes["question"] = {s: int((codes == i + 1).sum()) for i, s in enumerate(SPLITS)}
@@ -412,14 +418,13 @@ def convert_stackexchange(
     for rel in RELATIONS:
         src, dst, val = _edge_arrays(edges[rel])
         cols = {"src": pa.array(src, pa.int64()), "dst": pa.array(dst, pa.int64())}
-        if rel == RELATIONS[0]:
+        if rel in (RELATIONS[0], RELATIONS[5]):
             cols["label"] = pa.array(val, pa.int64())
-            codes = random_split(len(src), split, seed + 1)
+        if rel in (RELATIONS[0], RELATIONS[1]):  # edge classification / link prediction
+            codes = random_split(len(src), split, seed + 1 + RELATIONS.index(rel))
             cols["split"] = split_strings(codes)
             split_sizes[rel_name(rel)] = {s: int((codes == i + 1).sum())
                                           for i, s in enumerate(SPLITS)}
-        elif rel == RELATIONS[5]:
-            cols["label"] = pa.array(val, pa.int64())
         edge_tables[rel_name(rel)] = pa.table(cols)
         edge_tables[rel_name(reverse_relation(rel))] = pa.table(
             {"src": pa.array(dst, pa.int64()), "dst": pa.array(src, pa.int64())})
@@ -464,11 +469,13 @@ def convert_stackexchange(
         ),
         "license": LICENSE,
         "split": {"kind": "random", "seed": seed, "fractions": list(split),
-                  "edge_seed": seed + 1},
+                  "edge_seeds": {rel_name(RELATIONS[0]): seed + 1,
+                                 rel_name(RELATIONS[1]): seed + 2}},
         "conversion": {k: counts[k] for k in ("dropped", "dropped_nodes", "accepted",
                                               "accepted_unresolved", "link_pairs_merged",
                                               "users_in_dump")},
     }
+    meta["node_types"]["question"] = {"classes": QUESTION_CLASSES}
     meta["edge_types"][rel_name(RELATIONS[0])] = {"classes": ACCEPTED_CLASSES}
     meta["edge_types"][rel_name(RELATIONS[5])] = {"classes": LINK_CLASSES}
     write_json_atomic(out / "metadata.json", meta)
