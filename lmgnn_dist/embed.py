@@ -5,21 +5,24 @@ work/cora/run/stage3 --out work/cora/embeddings`` starts the job itself (DGL ser
 trainers as the config's ``launch`` section says, like the pipeline driver); under
 ``launch/run_dist.py`` it runs as one of the job's processes.
 
-1. The stage's LM (``<checkpoint>/lm``, else stage 1's, else the configured model) encodes
-   every node once without gradient into the LM-embedding cache, with a progress bar; each
-   finished chunk is also saved under ``<out>/lm_chunks``, so a rerun after a crash resumes
-   from the chunks already encoded (same number of trainers).
+1. The stage's LMs (``<checkpoint>/lm*``, else stage 1's, else the configured models) encode
+   every text node once without gradient into the LM-embedding cache, with a progress bar;
+   each finished chunk is also saved under ``<out>/lm_chunks``, so a rerun after a crash
+   resumes from the chunks already encoded (same number of trainers). Text-less node types
+   use the stage's learnable embeddings (``<checkpoint>/node_emb``).
 2. The RGCN runs **layer by layer over all nodes** (DGL's layer-wise inference): layer ``l``
    of every node is computed from layer ``l-1`` of its full in-neighbourhood and stored in a
    ``DistTensor``, so each node's representation is computed once per layer instead of once
    per mini-batch that samples it.
 3. Each trainer writes its ``node_split`` share: ``<out>/embeddings/<ntype>/part-<rank>.parquet``
-   (``id``: the user's original id, ``emb``: fixed-size list of float32) and, for the task's
-   target type, ``<out>/predictions/<ntype>/part-<rank>.parquet`` (``id``, ``pred``, ``prob``).
-   The LM is saved with ``save_pretrained`` in ``<out>/lm`` (rank 0).
+   (``id``: the user's original id, ``emb``: fixed-size list of float32) and, for node
+   classification, ``<out>/predictions/<ntype>/part-<rank>.parquet`` (``id``, ``pred``,
+   ``prob``) of the target type. The LMs are saved with ``save_pretrained`` in ``<out>/lm*``
+   (rank 0).
 
-``--verify N`` also computes the logits of N target nodes by mini-batch inference with full
-neighbourhoods and prints the largest absolute difference to the layer-wise result.
+``--verify N`` also computes the GNN outputs of N nodes of the first LM-encoded type by
+mini-batch inference with full neighbourhoods and prints the largest absolute difference to
+the layer-wise result.
 """
 from __future__ import annotations
 
@@ -32,18 +35,19 @@ from typing import Dict, Optional, Sequence
 import torch
 
 
-def layerwise_rgcn(runner, head, mine: Dict[str, torch.Tensor], batch_size: int
-                   ) -> Dict[str, "object"]:
-    """Run ``head.gnn`` layer by layer over every node; returns ntype -> ``DistTensor`` of the
-    last layer (float32 ``[N, hidden]``). Collective: each trainer computes its share ``mine``
-    (ntype -> ids, :func:`~lmgnn_dist.dataloading.local_nodes`)."""
+def layerwise_rgcn(runner, head, inputs: Dict[str, "object"], mine: Dict[str, torch.Tensor],
+                   batch_size: int) -> Dict[str, "object"]:
+    """Run ``head.encoder`` (the RGCN) layer by layer over every node, starting from
+    ``inputs`` (ntype -> ``DistTensor`` of input embeddings); returns ntype -> ``DistTensor``
+    of the last layer (float32 ``[N, hidden]``). Collective: each trainer computes its share
+    ``mine`` (ntype -> ids, :func:`~lmgnn_dist.dataloading.local_nodes`)."""
     import dgl
 
     from .dataloading import node_batches
 
     g = runner.g
-    h = runner.table.tables
-    for i, layer in enumerate(head.gnn.layers):
+    h = inputs
+    for i, layer in enumerate(head.encoder.layers):
         out = {nt: dgl.distributed.DistTensor((g.num_nodes(nt), layer.self_loop.out_features),
                                               torch.float32, name=f"layerwise_{i}_{nt}",
                                               part_policy=g.get_node_partition_policy(nt),
@@ -69,6 +73,7 @@ def export(runner, out_dir: Path, h, head, mine: Dict[str, torch.Tensor]) -> Dic
     from partition.atomic import write_parquet_atomic
 
     g, rank = runner.g, runner.ctx.rank
+    target = getattr(runner.task, "target", None)  # node classification only
     counts = {}
     for nt, ids in mine.items():
         emb = h[nt][ids]
@@ -77,9 +82,9 @@ def export(runner, out_dir: Path, h, head, mine: Dict[str, torch.Tensor]) -> Dic
         emb_col = pa.FixedSizeListArray.from_arrays(pa.array(emb.numpy().reshape(-1)), dim)
         write_parquet_atomic(pa.table({"id": orig, "emb": emb_col}),
                              out_dir / "embeddings" / nt / f"part-{rank}.parquet")
-        if nt == runner.target:
+        if nt == target:
             with torch.no_grad():
-                prob = torch.softmax(head.classifier(emb), dim=1)
+                prob = torch.softmax(head.decoder(emb), dim=1)
             write_parquet_atomic(pa.table({"id": orig, "pred": prob.argmax(1).numpy(),
                                            "prob": prob.max(1).values.numpy()}),
                                  out_dir / "predictions" / nt / f"part-{rank}.parquet")
@@ -87,19 +92,20 @@ def export(runner, out_dir: Path, h, head, mine: Dict[str, torch.Tensor]) -> Dic
     return counts
 
 
-def verify(runner, head, h, n: int) -> float:
-    """Largest |layer-wise - mini-batch full-neighbourhood| logit over ``n`` target nodes."""
+def verify(runner, head, learnable, h, n: int) -> float:
+    """Largest |layer-wise - mini-batch full-neighbourhood| GNN output over ``n`` nodes of the
+    first LM-encoded type."""
     from .dataloading import node_batches
 
-    nt = runner.target
+    nt = next(iter(runner.lm_of))
     ids = torch.arange(min(n, runner.g.num_nodes(nt)))
     worst = 0.0
     head.eval()
     with torch.no_grad():
         for inp, seeds, blocks in node_batches(runner.g, {nt: ids}, runner.cfg.model.fanouts,
                                                len(ids), shuffle=False, full_neighbors=True):
-            mb = head(blocks, runner.table.read(inp))
-            lw = head.classifier(h[nt][seeds[nt]])
+            mb = head.encoder(blocks, runner.inputs(inp, learnable))[nt]
+            lw = h[nt][seeds[nt]]
             worst = max(worst, float((mb - lw).abs().max()))
     return worst
 
@@ -144,25 +150,33 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                 "or stage-3 folder")
     g = dgl.distributed.DistGraph(cfg.data.graph_name, part_config=meta["part_config"])
     runner = StageRunner(cfg, ctx, g, meta)
-    lm_dir = next((d for d in (ckpt / "lm", ckpt.parent / "stage1" / "lm") if d.exists()), None)
-    lm = runner.load_lm(str(lm_dir) if lm_dir else None)
+    lm_dir = next((d for d in (ckpt, ckpt.parent / "stage1") if (d / "lm").exists()), None)
+    lms = runner.load_lms(lm_dir)
     out = Path(args.out)
     # resumable: finished chunks of the LM encode are kept in <out>/lm_chunks and reused
-    enc = runner.encode_all(lm, chunk_store=out / "lm_chunks")
+    enc = runner.encode_all(lms, chunk_store=out / "lm_chunks")
     runner.log(f"[embed] LM chunks: {enc['chunks_encoded']} encoded, "
                f"{enc['chunks_reused']} reused (rank 0)")
-    head = runner.new_head(lm.out_dim)
+    head = runner.new_head(lms.out_dim)
     head.load_state_dict(torch.load(ckpt / "gnn.pt"))
     head.eval()
+    learnable = runner.new_learnable("embed", lms.out_dim)
+    inputs = dict(runner.table.tables)
+    if learnable is not None:
+        learnable.load(ckpt / "node_emb", ctx.is_main)
+        inputs.update({nt: e.weight for nt, e in learnable.emb.items()})
     mine = {nt: local_nodes(g, nt) for nt in g.ntypes}
-    h = layerwise_rgcn(runner, head, mine, args.batch_size)
+    h = layerwise_rgcn(runner, head, inputs, mine, args.batch_size)
     counts = export(runner, out, h, head, mine)
     if args.verify:
-        diff = runner.all_reduce(torch.tensor([verify(runner, head, h, args.verify)]),
+        diff = runner.all_reduce(torch.tensor([verify(runner, head, learnable, h, args.verify)]),
                                  torch.distributed.ReduceOp.MAX).item()
-        runner.log(f"[embed] verify: max |layer-wise - mini-batch| logit = {diff:.3e}")
+        runner.log(f"[embed] verify: max |layer-wise - mini-batch| GNN output = {diff:.3e}")
     if ctx.is_main:
-        lm.save_pretrained(str(out / "lm"), tokenizer_source=cfg.model.lm)
+        from .node_inputs import lm_folder
+
+        for key, lm in lms.lms.items():
+            lm.save_pretrained(str(out / lm_folder(key)), tokenizer_source=runner.tokenizer)
     g.barrier()
     runner.log(f"[embed] encoded in {enc['seconds']:.1f}s; wrote {out}/embeddings and "
                f"{out}/predictions ({counts} rows on rank 0)")

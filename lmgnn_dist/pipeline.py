@@ -2,6 +2,9 @@
 
 ``python -m lmgnn_dist.pipeline --config examples/cora/pipeline.yaml [section.key=value ...]``
 
+Several ``--config`` files (e.g. one per task) run one after the other; ``--summary FILE``
+then writes their combined task table (:func:`format_task_table`) as JSON.
+
 1. Tokenises and partitions ``data.tag_path`` into ``data.part_dir`` unless a partition made
    with the same options is already there.
 2. Starts the DGL servers and trainers with ``launch/run_dist.py`` (``launch.debug_local``
@@ -32,9 +35,12 @@ def ensure_partitions(cfg: RunConfig) -> dict:
     from partition.build import META_FILE, PartitionOptions, load_partition_meta, partition_tag
 
     d = cfg.data
+    lp = cfg.task.kind == "link_prediction"
     opts = PartitionOptions(num_parts=d.num_parts, method=d.part_method,
                             num_trainers_per_machine=d.num_trainers_per_machine,
-                            model=cfg.model.lm, max_seq_len=d.max_seq_len, graph_name=d.graph_name)
+                            model=cfg.model.lm, max_seq_len=d.max_seq_len, graph_name=d.graph_name,
+                            holdout_etypes=[cfg.task.target_etype] if lp else [],
+                            eval_negatives=cfg.task.eval_negatives, holdout_seed=cfg.seed)
     if (Path(d.part_dir) / META_FILE).exists():
         meta = load_partition_meta(d.part_dir)
         same = (meta["options"] == opts.__dict__
@@ -105,30 +111,105 @@ def launch_stages(cfg: RunConfig, config_path: str, part_config: str) -> int:
                       [sys.executable, "-m", "lmgnn_dist.train", "--config", config_path])
 
 
-def format_table(results: Dict[str, dict]) -> str:
-    """The per-stage table printed at the end of a run."""
-    head = f"{'stage':34s} {'val acc':>8s} {'test acc':>8s} {'time (s)':>9s} {'peak RSS/trainer':>17s}"
+def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
+    """The per-stage table printed at the end of a run: val/test ``metric`` (the task's
+    primary one), wall time and peak memory per stage."""
+    name = metric.replace("_", "-")
+    head = (f"{'stage':34s} {'val ' + name:>12s} {'test ' + name:>12s} {'time (s)':>9s} "
+            f"{'peak RSS/trainer':>17s}")
     lines = [head, "-" * len(head)]
     for key, label in ROWS:
         r = results.get(key)
         if r is None:
             continue
-        val = f"{r['val_acc']:.4f}" if "val_acc" in r else "-"
-        test = f"{r['test_acc']:.4f}" if "test_acc" in r else "-"
+        val = f"{r['val_' + metric]:.4f}" if "val_" + metric in r else "-"
+        test = f"{r['test_' + metric]:.4f}" if "test_" + metric in r else "-"
         extra = (f"   (LP loss {r['loss_first']:.3f} -> {r['loss_last']:.3f})"
                  if key == "stage1" else "")
-        lines.append(f"{label:34s} {val:>8s} {test:>8s} {r['seconds']:9.1f} "
+        lines.append(f"{label:34s} {val:>12s} {test:>12s} {r['seconds']:9.1f} "
                      f"{r['peak_rss_mb_max_trainer']:13.0f} MiB{extra}")
     return "\n".join(lines)
 
 
+TASK_ROWS = [("baseline", "frozen LM + RGCN"), ("stage2", "stage 2 (warm-start)"),
+             ("stage3", "after stage 3 (joint)")]
+
+
+def task_rows(summary: dict) -> List[dict]:
+    """One row per (stage of :data:`TASK_ROWS`) of a run's ``results.json``: the task, its
+    target, and every scalar val/test metric plus per-class F1 where the task has classes."""
+    cfg, rows = summary["config"]["task"], []
+    target = cfg["target_ntype"] if summary["task"] == "node_classification" else cfg["target_etype"]
+    for key, label in TASK_ROWS:
+        r = summary["stages"].get(key)
+        if r is None:
+            continue
+        row = {"task": summary["task"], "target": target, "model": label, "stage": key}
+        row.update({k: v for k, v in r.items() if k.startswith(("val_", "test_"))})
+        rows.append(row)
+    return rows
+
+
+def format_task_table(rows: List[dict]) -> str:
+    """The table of several tasks: test (val) metrics per task and model."""
+    lines = []
+    for row in rows:
+        cells = []
+        for k, v in row.items():
+            if k.startswith("test_") and isinstance(v, float):
+                m = k[len("test_"):]
+                cells.append(f"{m} {v:.4f} ({row['val_' + m]:.4f})")
+            elif k == "test_f1_per_class":
+                cells += [f"F1[{c}] {f:.4f} ({row['val_f1_per_class'][c]:.4f})"
+                          for c, f in v.items()]
+        lines.append(f"{row['task']:20s} {row['target']:30s} {row['model']:22s} " + "  ".join(cells))
+    head = f"{'task':20s} {'target':30s} {'model':22s} metrics on test (val)"
+    return "\n".join([head, "-" * (len(head) + 40)] + lines)
+
+
+def check_model_paths(cfg: RunConfig) -> None:
+    """Every configured LM (``model.lm`` and per-type ``model.encoders`` paths) must resolve;
+    FileNotFoundError naming the key otherwise (checked before anything starts)."""
+    from partition.tokenize import resolve_model_path
+
+    for key, path in [("model.lm", cfg.model.lm)] + [
+            (f"model.encoders.{nt}", p) for nt, p in cfg.model.encoders.items()
+            if p not in ("shared", "embedding")]:
+        try:
+            resolve_model_path(path)
+        except (FileNotFoundError, ImportError) as exc:
+            raise FileNotFoundError(f"{key}: {exc}") from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description="Partition, launch and report an LM-GNN run.")
-    p.add_argument("--config", required=True, help="run config YAML")
+    p.add_argument("--config", required=True, action="append",
+                   help="run config YAML (repeat to run several, e.g. one per task)")
+    p.add_argument("--summary", help="with several configs: write their task table here (JSON)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stage1.max_steps=5")
     args = p.parse_args(argv)
+    rows: List[dict] = []
+    for path in args.config:
+        rc = run_one(path, args.overrides)
+        if rc != 0:
+            return rc
+        rows += task_rows(json.loads((Path(load_config(path, args.overrides).output_dir)
+                                      / "results.json").read_text()))
+    if len(args.config) > 1 or args.summary:
+        print("\n" + format_task_table(rows))
+        if args.summary:
+            from .checkpoint import write_json_atomic
+
+            write_json_atomic(args.summary, {"configs": args.config, "rows": rows})
+            print(f"task table: {args.summary}")
+    return 0
+
+
+def run_one(config_path: str, overrides: Sequence[str]) -> int:
+    """Partition, launch and report one run config; returns the exit code (2: bad input)."""
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(config_path, overrides)
+        check_model_paths(cfg)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -153,7 +234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .checkpoint import write_json_atomic
 
     write_json_atomic(str(res_path), summary)
-    print("\n" + format_table(summary["stages"]))
+    print("\n" + format_table(summary["stages"], summary["primary"]))
     print(f"\ntotal wall time {summary['wall_s']:.1f}s; peak memory of the whole job (servers + "
           f"trainers + driver, summed RSS) {summary['peak_rss_job_mb']:.0f} MiB")
     print(f"results: {res_path}; checkpoints: {cfg.output_dir}/<stage>/")

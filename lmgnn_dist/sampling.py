@@ -1,4 +1,5 @@
-"""Samplers of the LM-GNN efficiency recipe: joint negatives and trainable-node selection.
+"""Samplers of the LM-GNN efficiency recipe: joint (and uniform) negatives and trainable-node
+selection.
 
 Both work on plain id tensors so they are testable without a cluster; the stage code feeds
 them ids from ``DistGraph``.
@@ -6,18 +7,19 @@ them ids from ``DistGraph``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
 
 @dataclass
 class JointNegatives:
-    """Output of :func:`joint_negative_sample`.
+    """Output of :func:`joint_negative_sample` and :func:`uniform_negative_sample`.
 
     Attributes
     ----------
-    neg_nodes : int64 ``[n]`` node ids (of the destination type), shared by the batch.
+    neg_nodes : int64 ``[m]`` node ids (of the destination type): ``m = n`` shared by the
+        batch (joint), ``m = n * k`` (uniform).
     pair_index : int64 ``[n, k]``: positive ``i`` is scored against
         ``neg_nodes[pair_index[i]]``.
     """
@@ -73,6 +75,28 @@ def joint_negative_sample(num_pos: int, k: int, num_dst_nodes: int,
     pair_index = (torch.arange(num_pos).unsqueeze(1) + shifts.unsqueeze(0)) % num_pos
     return JointNegatives(neg, pair_index)
 
+
+def uniform_negative_sample(num_pos: int, k: int, num_dst_nodes: int,
+                            generator: Optional[torch.Generator] = None) -> JointNegatives:
+    """Uniform negative sampling: ``k`` fresh destination nodes per positive (``k*n`` nodes).
+
+    The baseline :func:`joint_negative_sample` is compared with: the same number of negative
+    pairs, but every one of them is a distinct node to encode (DGL's
+    ``negative_sampler.Uniform``, on plain ids).
+
+    Returns JointNegatives with ``neg_nodes`` ``[n*k]`` and ``pair_index`` ``[n, k]``
+    (``arange(n*k).view(n, k)``). Raises ValueError if ``n < 1``, ``k < 1`` or there is no
+    destination node.
+    """
+    if num_pos < 1 or k < 1:
+        raise ValueError(f"uniform_negative_sample needs n >= 1 and k >= 1, got n={num_pos}, k={k}")
+    if num_dst_nodes < 1:
+        raise ValueError("no destination nodes to sample negatives from")
+    neg = torch.randint(0, num_dst_nodes, (num_pos * k,), generator=generator)
+    return JointNegatives(neg, torch.arange(num_pos * k).view(num_pos, k))
+
+
+NEGATIVE_SAMPLERS = {"joint": joint_negative_sample, "uniform": uniform_negative_sample}
 
 POLICIES = ("random", "targets", "degree")
 
@@ -137,3 +161,40 @@ def select_trainable_nodes(num_input: int, num_seeds: int, max_trainable: int,
     chosen[seeds] = True
     chosen[extra] = True
     return torch.nonzero(chosen).squeeze(1), torch.nonzero(~chosen).squeeze(1)
+
+
+def select_trainable_nodes_hetero(num_input: Dict[str, int], num_seeds: Dict[str, int],
+                                  max_trainable: int, generator: Optional[torch.Generator] = None,
+                                  policy: str = "random",
+                                  degrees: Optional[Dict[str, torch.Tensor]] = None,
+                                  deg_threshold: int = 0
+                                  ) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`select_trainable_nodes` over several node types with one budget.
+
+    The input nodes of all types are ranked together: every type's seeds first (a random
+    subset of them if they exceed ``max_trainable``), then the other input nodes by the
+    policy. ``num_input``/``num_seeds``/``degrees`` are keyed by ntype (the LM-encoded types);
+    per type, positions ``0..num_seeds[nt]-1`` are the seeds (DGL's block layout).
+
+    Returns ntype -> ``(train_idx, infer_idx)``, positions into that type's input nodes.
+    """
+    types = list(num_input)
+    seed_pos = [torch.arange(num_seeds.get(nt, 0)) for nt in types]
+    other_pos = [torch.arange(num_seeds.get(nt, 0), num_input[nt]) for nt in types]
+    # flattened order: all seeds (type by type), then all other input nodes
+    owner = torch.cat([torch.full((len(p),), i) for i, p in enumerate(seed_pos + other_pos)])
+    owner = owner % len(types) if types else owner
+    local = torch.cat(seed_pos + other_pos) if types else torch.zeros(0, dtype=torch.long)
+    deg = None
+    if degrees is not None:
+        deg = torch.cat([degrees[nt][p] for nt, p in zip(types, seed_pos)]
+                        + [degrees[nt][p] for nt, p in zip(types, other_pos)])
+    train, _ = select_trainable_nodes(len(local), sum(len(p) for p in seed_pos), max_trainable,
+                                      generator, policy, deg, deg_threshold)
+    out = {}
+    for i, nt in enumerate(types):
+        chosen = torch.zeros(num_input[nt], dtype=torch.bool)
+        mine = train[owner[train] == i]
+        chosen[local[mine]] = True
+        out[nt] = (torch.nonzero(chosen).squeeze(1), torch.nonzero(~chosen).squeeze(1))
+    return out

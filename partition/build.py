@@ -5,9 +5,11 @@ Node data written for every node type:
 ==============  ========================  ==========================================
 name            dtype / shape             meaning
 ==============  ========================  ==========================================
-``input_ids``   int32 ``[N, max_seq_len]`` token ids, padded (see :mod:`.tokenize`)
+``input_ids``   int32 ``[N, max_seq_len]`` token ids, padded (see :mod:`.tokenize`); text
+                                           node types only
 ``orig_id``     int64 ``[N]``              the user's id from ``nodes/<ntype>.parquet``
-``seq_len``     int64 ``[N]``              real tokens in ``input_ids`` (incl. [CLS]/[SEP])
+``seq_len``     int64 ``[N]``              real tokens in ``input_ids`` (incl. [CLS]/[SEP]);
+                                           text node types only
 ``in_degree``   int64 ``[N]``              in-edges over all relations (degree policies)
 ``label``       int64 ``[N]``              class id, ``-1`` unlabelled (if labelled)
 ``train_mask``  uint8 ``[N]``              1 if ``split == "train"`` (also ``val_mask``,
@@ -18,7 +20,11 @@ Edge data: ``label`` and ``train_mask``/``val_mask``/``test_mask`` when the edge
 them, and ``orig_row`` (int64, the row in the edge file).
 
 Beside DGL's ``<graph_name>.json`` the partitioner writes ``lmgnn_meta.json`` (tokenizer,
-max length, pad id, classes per type, counts) and ``orig_ids/<ntype>.npy``. The whole output
+max length, pad id, classes per type, text-less types, counts) and ``orig_ids/<ntype>.npy``.
+With ``holdout_etypes`` (link prediction) the val/test edges of those relations and their
+reverses are removed before partitioning (:mod:`.holdout`) and saved with their filtered
+negatives in ``holdout/<src>__<etype>__<dst>.npz`` (``{val,test}_{src,dst,neg}``, int64, in
+the partitioned graph's node ids; see :func:`load_holdout`). The whole output
 folder is first written to a sibling temp folder and renamed into place, so a crash never
 leaves a half-written partition set.
 """
@@ -28,12 +34,13 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
+from .holdout import hold_out, parse_etype
 from .tag import SPLIT_CODE, TAG, iter_texts, read_tag
 from .tokenize import load_tokenizer, token_lengths, tokenize_texts
 
@@ -54,6 +61,10 @@ class PartitionOptions:
     max_seq_len : tokens per node text, including [CLS]/[SEP].
     graph_name : DGL graph name (the partition config is ``<out>/<graph_name>.json``).
     balance_train : balance each node type's train nodes across partitions (METIS only).
+    holdout_etypes : link-prediction targets (``src__etype__dst``) whose val/test edges are
+        removed from the graph and saved aside with filtered negatives (:mod:`.holdout`).
+    eval_negatives : filtered negatives per held-out positive.
+    holdout_seed : seed of the negatives.
     """
 
     num_parts: int = 2
@@ -63,6 +74,9 @@ class PartitionOptions:
     max_seq_len: int = 128
     graph_name: str = "graph"
     balance_train: bool = True
+    holdout_etypes: List[str] = field(default_factory=list)
+    eval_negatives: int = 100
+    holdout_seed: int = 0
 
     def validate(self) -> None:
         if self.num_parts < 1:
@@ -71,6 +85,8 @@ class PartitionOptions:
             raise ValueError(f"partition method must be 'metis' or 'random', got {self.method!r}")
         if self.num_trainers_per_machine < 1:
             raise ValueError("num_trainers_per_machine must be >= 1")
+        if self.eval_negatives < 1:
+            raise ValueError(f"eval_negatives must be >= 1, got {self.eval_negatives}")
 
 
 def _peak_rss_mb() -> float:
@@ -89,7 +105,7 @@ def _split_masks(split: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
 def build_graph(tag: TAG, input_ids: Dict[str, np.ndarray], pad_token_id: int):
     """Build the ``dgl.DGLGraph`` (heterograph) of a TAG with the node/edge data listed above.
 
-    ``input_ids[ntype]`` must have one row per node of that type.
+    ``input_ids[ntype]`` must have one row per node of every text node type.
     """
     import dgl
     import torch
@@ -99,12 +115,13 @@ def build_graph(tag: TAG, input_ids: Dict[str, np.ndarray], pad_token_id: int):
     g = dgl.heterograph(data, num_nodes_dict={nt: t.num_nodes for nt, t in tag.nodes.items()})
     for ntype, t in tag.nodes.items():
         nd = g.nodes[ntype].data
-        if input_ids[ntype].shape[0] != t.num_nodes:
-            raise ValueError(f"input_ids for {ntype} has {input_ids[ntype].shape[0]} rows, "
-                             f"expected {t.num_nodes}")
-        nd["input_ids"] = torch.from_numpy(input_ids[ntype])
+        if t.has_text:
+            if input_ids[ntype].shape[0] != t.num_nodes:
+                raise ValueError(f"input_ids for {ntype} has {input_ids[ntype].shape[0]} rows, "
+                                 f"expected {t.num_nodes}")
+            nd["input_ids"] = torch.from_numpy(input_ids[ntype])
+            nd["seq_len"] = torch.from_numpy(token_lengths(input_ids[ntype], pad_token_id))
         nd["orig_id"] = torch.from_numpy(t.ids.copy())
-        nd["seq_len"] = torch.from_numpy(token_lengths(input_ids[ntype], pad_token_id))
         nd["in_degree"] = sum((g.in_degrees(etype=c) for c in g.canonical_etypes if c[2] == ntype),
                               torch.zeros(t.num_nodes, dtype=torch.int64))
         if t.label is not None:
@@ -113,7 +130,8 @@ def build_graph(tag: TAG, input_ids: Dict[str, np.ndarray], pad_token_id: int):
             nd[k] = torch.from_numpy(v)
     for cetype, t in tag.edges.items():
         ed = g.edges[cetype].data
-        ed["orig_row"] = torch.arange(t.num_edges, dtype=torch.int64)
+        ed["orig_row"] = (torch.from_numpy(t.orig_row) if t.orig_row is not None
+                          else torch.arange(t.num_edges, dtype=torch.int64))
         if t.label is not None:
             ed["label"] = torch.from_numpy(t.label)
         for k, v in _split_masks(t.split).items():
@@ -145,6 +163,19 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
     times = {}
     t0 = time.time()
     tag = read_tag(tag_dir, load_text=False)
+    held, holdout_info = {}, {}
+    for name in opts.holdout_etypes:
+        tag, held[name], holdout_info[name] = hold_out(tag, parse_etype(name, tag),
+                                                       opts.eval_negatives, opts.holdout_seed)
+        if progress:
+            print(f"[partition] link prediction on {name}: held out {holdout_info[name]['val']} "
+                  f"val + {holdout_info[name]['test']} test edges (and "
+                  f"{holdout_info[name]['removed_reverse']} reverse edges), "
+                  f"{opts.eval_negatives} filtered negatives each", flush=True)
+    for nt, t in tag.nodes.items():
+        if not t.has_text and progress:
+            print(f"[partition] node type {nt!r} has no text column: its nodes get learnable "
+                  "embeddings", flush=True)
     times["read_s"] = time.time() - t0
     times["read_peak_rss_mb"] = _peak_rss_mb()
 
@@ -153,7 +184,7 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
     input_ids = {nt: tokenize_texts(iter_texts(t), tokenizer, opts.max_seq_len,
                                     num_texts=t.num_nodes, desc=f"tokenize {nt}",
                                     progress=progress)
-                 for nt, t in tag.nodes.items()}
+                 for nt, t in tag.nodes.items() if t.has_text}
     times["tokenize_s"] = time.time() - t0
     times["tokenize_peak_rss_mb"] = _peak_rss_mb()
 
@@ -189,6 +220,8 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
         for nt, new2old in orig_nids.items():
             # new DGL id -> user id of nodes/<nt>.parquet
             np.save(tmp_dir / "orig_ids" / f"{nt}.npy", tag.nodes[nt].ids[new2old.numpy()])
+        if held:
+            _save_holdout(tmp_dir / "holdout", held, {nt: v.numpy() for nt, v in orig_nids.items()})
         meta = {
             "graph_name": opts.graph_name,
             "part_config": f"{opts.graph_name}.json",
@@ -197,11 +230,12 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
             "options": asdict(opts),
             "pad_token_id": int(tokenizer.pad_token_id),
             "ntypes": {nt: {"num_nodes": t.num_nodes, "classes": t.classes,
-                            "has_split": t.split is not None}
+                            "has_split": t.split is not None, "has_text": t.has_text}
                        for nt, t in tag.nodes.items()},
             "canonical_etypes": {"__".join(ce): {"num_edges": t.num_edges, "classes": t.classes,
                                                  "has_split": t.split is not None}
                                  for ce, t in tag.edges.items()},
+            "holdout": holdout_info,
             "times": times,
         }
         (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -212,6 +246,40 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)
     return meta
+
+
+def _save_holdout(folder: Path, held: dict, new2old: Dict[str, np.ndarray]) -> None:
+    """Write each held-out relation's edges in the partitioned graph's node ids."""
+    folder.mkdir()
+    old2new = {}
+    for nt, n2o in new2old.items():
+        old2new[nt] = np.empty(len(n2o), dtype=np.int64)
+        old2new[nt][n2o] = np.arange(len(n2o), dtype=np.int64)
+    for name, splits in held.items():
+        src_t, _, dst_t = name.split("__")
+        arrays = {}
+        for split, h in splits.items():
+            arrays[f"{split}_src"] = old2new[src_t][h.src]
+            arrays[f"{split}_dst"] = old2new[dst_t][h.dst]
+            arrays[f"{split}_neg"] = np.where(h.neg_dst >= 0, old2new[dst_t][h.neg_dst], -1)
+        np.savez(folder / f"{name}.npz", **arrays)
+
+
+def load_holdout(part_dir: os.PathLike, etype_name: str) -> Dict[str, np.ndarray]:
+    """The held-out val/test edges of link-prediction target ``etype_name``.
+
+    Returns ``{"val_src", "val_dst", "val_neg", "test_src", ...}``: int64 ``[E]`` end points
+    and ``[E, K]`` negatives (``-1`` = padding) in the partitioned graph's node ids.
+
+    Raises FileNotFoundError naming the file if the partitions were made without
+    ``holdout_etypes`` containing ``etype_name``.
+    """
+    path = Path(part_dir) / "holdout" / f"{etype_name}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; partition with holdout_etypes="
+                                f"[{etype_name!r}] for link prediction on it")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
 def load_partition_meta(part_dir: os.PathLike) -> dict:

@@ -25,9 +25,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--model", default=d.model, help="tokenizer: alias, local folder or HF id")
     p.add_argument("--max-seq-len", type=int, default=d.max_seq_len)
     p.add_argument("--graph-name", default=d.graph_name)
+    p.add_argument("--holdout-etype", action="append", default=[], metavar="SRC__ETYPE__DST",
+                   help="link-prediction target: its val/test edges (and reverses) leave the "
+                        "graph and are saved with filtered negatives (repeatable)")
+    p.add_argument("--eval-negatives", type=int, default=d.eval_negatives,
+                   help="filtered negatives per held-out edge")
     args = p.parse_args(argv)
     opts = PartitionOptions(args.num_parts, args.method, args.num_trainers_per_machine,
-                            args.model, args.max_seq_len, args.graph_name)
+                            args.model, args.max_seq_len, args.graph_name,
+                            holdout_etypes=args.holdout_etype, eval_negatives=args.eval_negatives)
     try:
         meta = partition_tag(args.tag, args.out, opts)
     except (TAGFormatError, ValueError, FileNotFoundError) as exc:

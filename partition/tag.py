@@ -10,7 +10,8 @@ Columns
 -------
 nodes/<ntype>.parquet
     ``id`` (integer, unique within the node type; need not be contiguous),
-    ``text`` (string, non-empty), optional ``label`` (integer class id, null = unlabelled),
+    ``text`` (string, non-empty; a table without a ``text`` column is a text-less node type,
+    whose nodes get a learnable embedding instead of an LM encoding), optional ``label`` (integer class id, null = unlabelled),
     optional ``split`` (string in ``{"train", "val", "test"}``, null = unused).
 edges/<src>__<etype>__<dst>.parquet
     ``src``, ``dst`` (integer ids of the ``src``/``dst`` node tables), optional ``label``,
@@ -71,6 +72,9 @@ class NodeTable:
         int8 ``[N]``: 0 none, 1 train, 2 val, 3 test (:data:`SPLIT_CODE`).
     classes : list of str or None
         Class names (index = label id) when the type is labelled.
+    has_text : bool
+        False for a text-less node type (no ``text`` column): ``text`` is None and
+        :func:`iter_texts` refuses it.
     """
 
     ntype: str
@@ -80,6 +84,7 @@ class NodeTable:
     split: Optional[np.ndarray] = None
     classes: Optional[List[str]] = None
     path: Optional[Path] = None  # the Parquet file it was read from
+    has_text: bool = True
 
     @property
     def num_nodes(self) -> int:
@@ -96,6 +101,8 @@ class EdgeTable:
     src, dst : np.ndarray
         int64 ``[E]`` row indices (DGL node ids) into the ``src``/``dst`` node tables.
     label, split, classes : as in :class:`NodeTable`.
+    orig_row : int64 ``[E]`` row of each edge in its Parquet file, when rows were removed
+        (link-prediction hold-out); None means ``arange(E)``.
     """
 
     canonical_etype: CanonicalEtype
@@ -104,6 +111,7 @@ class EdgeTable:
     label: Optional[np.ndarray] = None
     split: Optional[np.ndarray] = None
     classes: Optional[List[str]] = None
+    orig_row: Optional[np.ndarray] = None
 
     @property
     def num_edges(self) -> int:
@@ -202,19 +210,25 @@ def read_node_table(path: Path, ntype: str, classes: Optional[List[str]] = None,
     them later with :func:`iter_texts` (the partitioner does, so a million-node TAG never holds
     every string in Python at once).
 
+    A table without a ``text`` column gives a text-less node type (``has_text=False``).
+
     Raises
     ------
     TAGFormatError
-        Missing column, non-integer or null id, duplicate id, null/empty text, label outside
-        ``classes``, unknown split value; the message names the file and the id/row.
+        Missing ``id`` column, non-integer or null id, duplicate id, null/empty text, label
+        outside ``classes``, unknown split value; the message names the file and the id/row.
     """
-    table = _read_table(path, ["id", "text"])
+    table = _read_table(path, ["id"])
     ids = _int_column(table, "id", path, allow_null=False)
     uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
     if len(uniq) != len(ids):
         dup = uniq[counts > 1][0]
         rows = np.flatnonzero(ids == dup)[:5].tolist()
         raise TAGFormatError(f"{path}: duplicate node id {int(dup)} at rows {rows}")
+    label, classes = _label_column(table, path, ids, "node id", classes)
+    split = _split_column(table, path, ids, "node id")
+    if "text" not in table.column_names:
+        return NodeTable(ntype, ids, None, label, split, classes, path, has_text=False)
     text_col = table.column("text")
     if not (pa.types.is_string(text_col.type) or pa.types.is_large_string(text_col.type)):
         raise TAGFormatError(f"{path}: column 'text' must be string, found {text_col.type}")
@@ -224,15 +238,17 @@ def read_node_table(path: Path, ntype: str, classes: Optional[List[str]] = None,
     if pc.any(empty).as_py():
         row = pc.index(empty, True).as_py()
         raise TAGFormatError(f"{path}: node id {ids[row]} (row {row}) has an empty text")
-    label, classes = _label_column(table, path, ids, "node id", classes)
-    split = _split_column(table, path, ids, "node id")
     text = text_col.to_pylist() if load_text else None
     return NodeTable(ntype, ids, text, label, split, classes, path)
 
 
 def iter_texts(table: NodeTable, batch_size: int = 65536) -> Iterator[str]:
     """Yield a node table's texts in row order, from memory or streamed from its Parquet file
-    in ``batch_size``-row batches (``pyarrow.parquet.ParquetFile.iter_batches``)."""
+    in ``batch_size``-row batches (``pyarrow.parquet.ParquetFile.iter_batches``).
+
+    Raises ValueError for a text-less node type."""
+    if not table.has_text:
+        raise ValueError(f"node type {table.ntype!r} has no text column")
     if table.text is not None:
         yield from table.text
         return
@@ -348,7 +364,9 @@ def write_tag(tag: TAG, root: os.PathLike) -> None:
         for ce, t in tag.edges.items()
     }
     for ntype, t in tag.nodes.items():
-        cols = {"id": pa.array(t.ids, pa.int64()), "text": pa.array(list(iter_texts(t)), pa.string())}
+        cols = {"id": pa.array(t.ids, pa.int64())}
+        if t.has_text:
+            cols["text"] = pa.array(list(iter_texts(t)), pa.string())
         if t.label is not None:
             cols["label"] = pa.array(t.label, pa.int64(), mask=t.label < 0)
         if t.split is not None:

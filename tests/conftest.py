@@ -42,6 +42,69 @@ def make_tiny_tag(n: int = 60, seed: int = 0):
     return TAG("tiny", {"paper": nodes}, {edges.canonical_etype: edges})
 
 
+def make_tiny_hetero_tag(n_q: int = 40, seed: int = 0):
+    """A small Stack-Exchange-like heterogeneous TAG where every task is learnable from text.
+
+    - ``question`` (text, label = class of its words, split), ``answer`` (2 per question; the
+      accepted one says "correct", the other "wrong"), ``tag`` (6 tags, one per class word),
+      ``user`` (8 users, **no text column**: learnable embeddings);
+    - ``question__has_answer__answer`` (label accepted/not, split) for edge classification,
+      ``question__tagged__tag`` (split) for link prediction: a question is tagged with the
+      class words its text uses; ``user__asks__question``; each with its reverse.
+    """
+    from partition.tag import TAG, EdgeTable, NodeTable, random_split
+
+    rng = np.random.default_rng(seed)
+    words = [w for c in (0, 1) for w in WORDS[c]]  # tag t is word t
+    y = np.arange(n_q) % 2
+    q_words = [rng.choice(WORDS[int(c)], 3) for c in y]
+    q_text = [f"question {i} asks about {' '.join(w)}" for i, w in enumerate(q_words)]
+    a_text, qa_src, qa_dst, qa_label = [], [], [], []
+    for i in range(n_q):
+        for k, ok in enumerate(rng.permutation([1, 0])):
+            a_text.append(f"answer {2 * i + k}: a {'correct' if ok else 'wrong'} reply")
+            qa_src.append(i)
+            qa_dst.append(2 * i + k)
+            qa_label.append(int(ok))
+    qt_src, qt_dst = [], []
+    for i, w in enumerate(q_words):
+        for t in sorted({words.index(x) for x in w}):
+            qt_src.append(i)
+            qt_dst.append(t)
+    users = 8
+    nodes = {
+        "question": NodeTable("question", np.arange(n_q, dtype=np.int64) + 100, q_text,
+                              y.astype(np.int64), random_split(n_q, (0.5, 0.25, 0.25), seed),
+                              ["a", "b"]),
+        "answer": NodeTable("answer", np.arange(2 * n_q, dtype=np.int64) + 500, a_text),
+        "tag": NodeTable("tag", np.arange(len(words), dtype=np.int64), [f"tag {w}" for w in words]),
+        "user": NodeTable("user", np.arange(users, dtype=np.int64) + 9000, None, has_text=False),
+    }
+    qa = (np.array(qa_src), np.array(qa_dst))
+    qt = (np.array(qt_src), np.array(qt_dst))
+    ua = (np.arange(n_q) % users, np.arange(n_q))
+    edges = [
+        EdgeTable(("question", "has_answer", "answer"), *qa, np.array(qa_label),
+                  random_split(len(qa[0]), (0.5, 0.25, 0.25), seed + 1), ["not_accepted", "accepted"]),
+        EdgeTable(("answer", "rev_has_answer", "question"), qa[1], qa[0]),
+        EdgeTable(("question", "tagged", "tag"), *qt, None,
+                  random_split(len(qt[0]), (0.6, 0.2, 0.2), seed + 2)),
+        EdgeTable(("tag", "rev_tagged", "question"), qt[1], qt[0]),
+        EdgeTable(("user", "asks", "question"), *ua),
+        EdgeTable(("question", "rev_asks", "user"), ua[1], ua[0]),
+    ]
+    return TAG("tiny_hetero", nodes, {e.canonical_etype: e for e in edges})
+
+
+@pytest.fixture(scope="session")
+def tiny_hetero_dir(tmp_path_factory):
+    from partition.tag import write_tag
+
+    root = tmp_path_factory.mktemp("tiny_hetero")
+    write_tag(make_tiny_hetero_tag(), root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_tag_dir(tmp_path_factory):
     from partition.tag import write_tag

@@ -86,7 +86,7 @@ def test_checkpoints_load_in_plain_transformers(smoke_run):
         tok = AutoTokenizer.from_pretrained(lm_dir)
         assert model.config.hidden_size == 32 and tok("hi")["input_ids"][0] == tok.cls_token_id
     state = torch.load(root / "run" / "stage2" / "gnn.pt")
-    assert state["classifier.linear.weight"].shape == (2, 16)
+    assert state["decoder.linear.weight"].shape == (2, 16)
     # stage 3 started from stage 1's LM, not from the pre-trained one
     s1 = AutoModel.from_pretrained(root / "run" / "stage1" / "lm").state_dict()
     s3 = AutoModel.from_pretrained(root / "run" / "stage3" / "lm").state_dict()
@@ -186,7 +186,7 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
 
     proc = embed(via_launcher=True)
     assert "[embed] LM chunks: 1 encoded, 0 reused" in proc.stdout
-    diff = float(re.search(r"max \|layer-wise - mini-batch\| logit = (\S+)", proc.stdout).group(1))
+    diff = float(re.search(r"max \|layer-wise - mini-batch\| GNN output = (\S+)", proc.stdout).group(1))
     assert diff < 1e-4  # layer-wise == mini-batch inference with full neighbourhoods
     emb = pq.read_table(out / "embeddings" / "paper").to_pandas()
     pred = pq.read_table(out / "predictions" / "paper").to_pandas()

@@ -38,6 +38,26 @@ def test_read_valid_tag_maps_ids_to_rows(tmp_path):
     assert e.src.tolist() == [0, 1] and e.dst.tolist() == [1, 2]
 
 
+def test_textless_node_type_reads_and_round_trips(tmp_path):
+    """A node table without a text column is a text-less type (learnable embeddings)."""
+    from partition.tag import iter_texts
+
+    root = _write(tmp_path / "t", nodes={
+        "paper": {"id": [10, 20], "text": ["a", "b"]},
+        "venue": {"id": [5, 6], "label": [1, 0], "split": ["train", "test"]}},
+        edges={"paper__in__venue": {"src": [10, 20], "dst": [6, 6]}})
+    tag = read_tag(root)
+    v = tag.nodes["venue"]
+    assert not v.has_text and v.text is None and v.label.tolist() == [1, 0]
+    assert tag.nodes["paper"].has_text and tag.edges[("paper", "in", "venue")].dst.tolist() == [1, 1]
+    with pytest.raises(ValueError, match="node type 'venue' has no text column"):
+        list(iter_texts(v))
+    write_tag(tag, tmp_path / "copy")
+    assert pq.read_table(tmp_path / "copy" / "nodes" / "venue.parquet").column_names == [
+        "id", "label", "split"]
+    assert not read_tag(tmp_path / "copy").nodes["venue"].has_text
+
+
 def test_write_read_round_trip(tmp_path, tiny_tag_dir):
     tag = read_tag(tiny_tag_dir)
     write_tag(tag, tmp_path / "copy")
@@ -53,7 +73,7 @@ def test_write_read_round_trip(tmp_path, tiny_tag_dir):
 
 
 @pytest.mark.parametrize("nodes,edges,meta,message", [
-    ({"paper": {"id": [1, 2], "label": [0, 1]}}, None, None, r"paper\.parquet: missing required column\(s\) \['text'\]"),
+    ({"paper": {"text": ["a", "b"], "label": [0, 1]}}, None, None, r"paper\.parquet: missing required column\(s\) \['id'\]"),
     ({"paper": {"id": [1, 2, 1], "text": ["a", "b", "c"]}}, {}, None, r"paper\.parquet: duplicate node id 1 at rows \[0, 2\]"),
     ({"paper": {"id": [1, 2], "text": ["a", "  "]}}, {}, None, r"paper\.parquet: node id 2 \(row 1\) has an empty text"),
     ({"paper": {"id": [1, 2], "text": ["a", None]}}, {}, None, r"node id 2 \(row 1\) has an empty text"),

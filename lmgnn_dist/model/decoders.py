@@ -1,4 +1,5 @@
-"""Task decoders and losses of LM-GNN: node classifier, DistMult + logistic loss (eq. 2)."""
+"""Task decoders and losses of LM-GNN: node classifier, edge classifier (eq. 3), DistMult +
+logistic loss (eq. 2)."""
 from __future__ import annotations
 
 from typing import Sequence, Tuple
@@ -27,6 +28,23 @@ class NodeClassifier(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.linear(h)
+
+
+class EdgeClassifier(nn.Module):
+    r"""Edge classifier of LM-GNN eq. (3): a linear softmax layer on the concatenated end points.
+
+    .. math:: \hat y_{uv} = \operatorname{softmax}\big(W_{ec}\,[h_u \,\|\, h_v] + b\big)
+
+    Shapes: ``h_src``, ``h_dst`` float ``[B, in_dim]`` -> logits float ``[B, num_classes]``
+    (trained with cross-entropy).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(2 * in_dim, num_classes)
+
+    def forward(self, h_src: torch.Tensor, h_dst: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.cat([h_src, h_dst], dim=-1))
 
 
 class DistMultDecoder(nn.Module):

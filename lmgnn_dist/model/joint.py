@@ -1,8 +1,9 @@
 """Models of the three stages, each one ``nn.Module`` so ``DistributedDataParallel`` wraps it.
 
+- :class:`NodeLMs`: the run's text encoders, one shared LM and/or one per node type.
 - :class:`LMLinkPredictor` (stage 1): LM [CLS] -> DistMult -> logistic loss (eq. 2).
-- :class:`GNNNodeClassifier` (stage 2): fixed LM embeddings -> RGCN (eq. 1) -> classifier.
-- :class:`JointNodeClassifier` (stage 3): LM with back-prop on a node subset -> RGCN -> classifier.
+- :class:`TaskModel` (stage 2): fixed input embeddings -> RGCN (eq. 1) -> task decoder -> loss.
+- :class:`JointModel` (stage 3): LMs with back-prop on a node subset -> :class:`TaskModel`.
 """
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from .decoders import DistMultDecoder, NodeClassifier, logistic_loss
+from .decoders import DistMultDecoder, logistic_loss
 from .lm import LMEncoder
-from .rgcn import RGCN
+
+#: ModuleDict key of the LM shared by every node type that does not have its own
+SHARED = "shared"
+
+
+def own_key(ntype: str) -> str:
+    """ModuleDict key of node type ``ntype``'s own LM."""
+    return f"own_{ntype}"
 
 
 def mix_embeddings(h_train: torch.Tensor, train_idx: torch.Tensor,
@@ -30,91 +38,144 @@ def mix_embeddings(h_train: torch.Tensor, train_idx: torch.Tensor,
     return out.index_put((train_idx,), h_train)
 
 
+class NodeLMs(nn.Module):
+    """The text encoders of a run: node type -> LM (``model.encoders``).
+
+    Node types mapped to :data:`SHARED` use one LM; a node type with its own model path has
+    its own copy (key :func:`own_key`). All LMs must have the same hidden size (DistMult in
+    stage 1 and the RGCN's shared self-loop weight compare/mix the types' embeddings).
+
+    Shapes: :meth:`forward` takes ntype -> int token ids ``[N_t, L]`` and returns ntype ->
+    float32 ``[N_t, out_dim]`` [CLS] embeddings with autograd; node types sharing an LM go
+    through it in one forward pass.
+
+    Raises ValueError naming the node types if the hidden sizes differ.
+    """
+
+    def __init__(self, lms: Dict[str, LMEncoder], lm_of: Dict[str, str]):
+        super().__init__()
+        self.lms = nn.ModuleDict(lms)
+        self.lm_of = dict(lm_of)
+        dims = {nt: lms[k].out_dim for nt, k in lm_of.items()}
+        if len(set(dims.values())) > 1:
+            raise ValueError(f"the node types' LMs have different hidden sizes {dims}; all "
+                             "encoders of a run must produce the same width")
+        self.out_dim = next(iter(dims.values())) if dims else 0
+
+    @property
+    def ntypes(self) -> List[str]:
+        return list(self.lm_of)
+
+    def encoder(self, ntype: str) -> LMEncoder:
+        return self.lms[self.lm_of[ntype]]
+
+    def set_dropout(self, on: bool) -> None:
+        """Train mode (dropout) or eval mode for every LM; gradients flow either way."""
+        for lm in self.lms.values():
+            lm.lm.train(on)
+
+    def forward(self, tokens: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        by_key: Dict[str, List[str]] = {}
+        for nt in tokens:
+            by_key.setdefault(self.lm_of[nt], []).append(nt)
+        out = {}
+        for key, nts in by_key.items():
+            h = self.lms[key](torch.cat([tokens[nt] for nt in nts]))
+            for nt, part in zip(nts, torch.split(h, [len(tokens[nt]) for nt in nts])):
+                out[nt] = part
+        return out
+
+
 class LMLinkPredictor(nn.Module):
     """Stage 1: graph-aware LM pre-fine-tuning on link prediction (LM-GNN §3.1).
 
     ``forward(tokens, src_pos, dst_pos, neg_pos, cetype)``:
 
-    - ``tokens``: int ``[U, L]`` token ids of the batch's unique end points (``U <= 3n``).
-    - ``src_pos``, ``dst_pos``: int64 ``[n]`` rows of ``tokens`` of each positive edge.
-    - ``neg_pos``: int64 ``[n, k]`` rows of the negatives of each positive (joint sampling).
-    - returns the scalar logistic loss (eq. 2) and the embeddings ``[U, D]`` (for caching).
+    - ``tokens``: ntype -> int ``[U_t, L]`` token ids of the batch's unique end points of
+      each type (at most ``3n`` in all with joint negatives).
+    - ``src_pos``: int64 ``[n]`` rows of ``tokens[cetype[0]]`` of each positive's source;
+      ``dst_pos`` ``[n]`` / ``neg_pos`` ``[n, k]`` rows of ``tokens[cetype[2]]``.
+    - returns the scalar logistic loss (eq. 2) and the embeddings (ntype -> ``[U_t, D]``).
     """
 
-    def __init__(self, lm: LMEncoder, canonical_etypes):
+    def __init__(self, lms: NodeLMs, canonical_etypes):
         super().__init__()
-        self.lm = lm
-        self.decoder = DistMultDecoder(canonical_etypes, lm.out_dim)
+        self.lms = lms
+        self.decoder = DistMultDecoder(canonical_etypes, lms.out_dim)
 
-    def forward(self, tokens, src_pos, dst_pos, neg_pos, cetype) -> Tuple[torch.Tensor, torch.Tensor]:
-        h = self.lm(tokens)
-        pos = self.decoder(h[src_pos], h[dst_pos], cetype)
-        neg = self.decoder.score_negatives(h[src_pos], h[neg_pos], cetype)
+    def forward(self, tokens, src_pos, dst_pos, neg_pos, cetype):
+        h = self.lms(tokens)
+        h_src, h_dst = h[cetype[0]], h[cetype[2]]
+        pos = self.decoder(h_src[src_pos], h_dst[dst_pos], cetype)
+        neg = self.decoder.score_negatives(h_src[src_pos], h_dst[neg_pos], cetype)
         return logistic_loss(pos, neg), h
 
 
-class GNNNodeClassifier(nn.Module):
-    """Stage 2 (and the frozen-LM baseline): RGCN + linear classifier on fixed embeddings.
+class MLPEncoder(nn.Module):
+    """Graph-free stand-in for the RGCN (the LM-only cost floor): a 2-layer MLP on each output
+    node's own input embedding, no message passing.
 
-    ``forward(blocks, h)`` with ``h`` ntype -> ``[N_in, D]`` returns logits ``[B, C]`` of the
-    target type's seeds.
+    Shapes: ``forward(blocks, h)``, ``h`` ntype -> ``[N_in, in_dim]`` -> ntype ->
+    ``[N_out, hidden]`` for the output nodes of ``blocks[-1]`` (the first input rows).
     """
 
-    def __init__(self, in_dim: int, hidden: int, num_layers: int, canonical_etypes,
-                 num_classes: int, target_ntype: str, dropout: float):
-        super().__init__()
-        self.gnn = RGCN(in_dim, hidden, num_layers, canonical_etypes, dropout)
-        self.classifier = NodeClassifier(hidden, num_classes)
-        self.target_ntype = target_ntype
-
-    def forward(self, blocks: List, h: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.classifier(self.gnn(blocks, h)[self.target_ntype])
-
-
-class MLPNodeClassifier(nn.Module):
-    """LM-only baseline head: a 2-layer MLP on each target's own embedding, no message passing.
-
-    Same interface as :class:`GNNNodeClassifier`: ``forward(blocks, h)`` returns logits
-    ``[B, C]`` for the destination nodes of ``blocks[-1]`` (the seeds), reading only their rows
-    of ``h[target_ntype]`` (seeds come first among a block's source nodes).
-    """
-
-    def __init__(self, in_dim: int, hidden: int, num_classes: int, target_ntype: str,
-                 dropout: float):
+    def __init__(self, in_dim: int, hidden: int, dropout: float):
         super().__init__()
         self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(),
-                                 nn.Dropout(dropout), nn.Linear(hidden, num_classes))
-        self.target_ntype = target_ntype
+                                 nn.Dropout(dropout))
+        self.out_dim = hidden
 
-    def forward(self, blocks: List, h: Dict[str, torch.Tensor]) -> torch.Tensor:
-        n = blocks[-1].num_dst_nodes(self.target_ntype)
-        return self.mlp(h[self.target_ntype][:n])
+    def forward(self, blocks: List, h: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        last = blocks[-1]
+        return {nt: self.mlp(x[:last.num_dst_nodes(nt)]) for nt, x in h.items()
+                if nt in last.dsttypes and last.num_dst_nodes(nt) > 0}
 
 
-class JointNodeClassifier(nn.Module):
-    """Stage 3: LM + RGCN + classifier trained jointly with back-prop on sampled nodes.
+class TaskModel(nn.Module):
+    """Stage 2 (and the frozen-LM baseline): input embeddings -> encoder (RGCN, eq. 1, or
+    :class:`MLPEncoder`) -> the task's decoder and loss (:mod:`lmgnn_dist.tasks`).
 
-    ``forward(blocks, tokens, train_idx, infer_idx, h_infer, h_other)``:
-
-    - ``tokens``: int ``[T, L]`` token ids of the trainable input nodes of the target type.
-    - ``train_idx``/``infer_idx``: positions of trainable/inference nodes among the target
-      type's input nodes; ``h_infer`` ``[I, D]`` their no-grad embeddings (cache or re-encoded).
-    - ``h_other``: ntype -> ``[N_in, D]`` no-grad embeddings of the other node types.
-    - returns ``(logits [B, C], h_train [T, D])``.
+    ``forward(blocks, h, batch)`` with ``h`` ntype -> ``[N_in, D]`` returns the scalar loss of
+    the batch's targets; ``encoder``/``decoder`` are used directly for evaluation.
     """
 
-    def __init__(self, lm: LMEncoder, head: GNNNodeClassifier):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, task):
         super().__init__()
-        self.lm = lm
+        self.encoder = encoder
+        self.decoder = decoder
+        self.task = task  # not a module: holds no parameters
+
+    def forward(self, blocks: List, h: Dict[str, torch.Tensor], batch) -> torch.Tensor:
+        return self.task.loss(self.decoder, self.encoder(blocks, h), batch)
+
+
+class JointModel(nn.Module):
+    """Stage 3: LMs + RGCN + decoder trained jointly with back-prop on sampled nodes.
+
+    ``forward(blocks, tokens, train_idx, infer_idx, h_infer, h_fixed, batch)``, all keyed by
+    node type:
+
+    - ``tokens``: int ``[T_t, L]`` token ids of the trainable input nodes of each LM type.
+    - ``train_idx``/``infer_idx``: positions of trainable/inference nodes among that type's
+      input nodes; ``h_infer`` ``[I_t, D]`` their no-grad embeddings (cache or re-encoded).
+    - ``h_fixed``: ``[N_in, D]`` inputs of the other types (learnable embeddings).
+    - returns ``(loss, h_train)``, ``h_train`` ntype -> ``[T_t, D]``.
+    """
+
+    def __init__(self, lms: NodeLMs, head: TaskModel):
+        super().__init__()
+        self.lms = lms
         self.head = head
         self.timings: Dict[str, float] = {}  # wall seconds of the last forward: "lm", "head"
 
-    def forward(self, blocks, tokens, train_idx, infer_idx, h_infer, h_other):
+    def forward(self, blocks, tokens, train_idx, infer_idx, h_infer, h_fixed,
+                batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         t0 = time.perf_counter()
-        h_train = self.lm(tokens)
+        h_train = self.lms(tokens)
         t1 = time.perf_counter()
-        h = dict(h_other)
-        h[self.head.target_ntype] = mix_embeddings(h_train, train_idx, h_infer, infer_idx)
-        logits = self.head(blocks, h)
+        h = dict(h_fixed)
+        for nt in h_train:
+            h[nt] = mix_embeddings(h_train[nt], train_idx[nt], h_infer[nt], infer_idx[nt])
+        loss = self.head(blocks, h, batch)
         self.timings.update(lm=t1 - t0, head=time.perf_counter() - t1)
-        return logits, h_train
+        return loss, h_train
