@@ -46,7 +46,7 @@ def make_tiny_hetero_tag(n_q: int = 40, seed: int = 0):
     """A small Stack-Exchange-like heterogeneous TAG where every task is learnable from text.
 
     - ``question`` (text, label = class of its words, split), ``answer`` (2 per question; the
-      accepted one says "correct", the other "wrong"), ``tag`` (6 tags, one per class word),
+      accepted one is "correct/right/true", the other "wrong/false/bad"), ``tag`` (6 tags, one per class word),
       ``user`` (8 users, **no text column**: learnable embeddings);
     - ``question__has_answer__answer`` (label accepted/not, split) for edge classification,
       ``question__tagged__tag`` (split) for link prediction: a question is tagged with the
@@ -62,7 +62,8 @@ def make_tiny_hetero_tag(n_q: int = 40, seed: int = 0):
     a_text, qa_src, qa_dst, qa_label = [], [], [], []
     for i in range(n_q):
         for k, ok in enumerate(rng.permutation([1, 0])):
-            a_text.append(f"answer {2 * i + k}: a {'correct' if ok else 'wrong'} reply")
+            verdict = rng.choice(["correct", "right", "true"] if ok else ["wrong", "false", "bad"], 3)
+            a_text.append(f"this answer is {' '.join(verdict)}")
             qa_src.append(i)
             qa_dst.append(2 * i + k)
             qa_label.append(int(ok))
