@@ -1,7 +1,10 @@
 """Typed run configuration: dataclasses grouped by concern, loaded from YAML with CLI overrides.
 
 A run config is one YAML file whose top-level keys are the sections below; every field has a
-default, so a YAML names only what it changes. Overrides use dotted keys, values parsed as YAML::
+default, so a YAML names only what it changes. A file may start from another one with
+``base: other.yaml`` (a path relative to the file; its sections are merged key by key, the
+file's own values win), e.g. one shared settings file and a small file per task. Overrides use
+dotted keys, values parsed as YAML::
 
     python -m lmgnn_dist.pipeline --config examples/cora/pipeline.yaml \\
         stage3.max_steps=10 model.fanouts=[5,5] data.max_seq_len=64
@@ -363,6 +366,35 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
     return data
 
 
+def _merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: Path, _seen: Sequence[Path] = ()) -> Dict[str, Any]:
+    """A config file as a dict, with its ``base:`` chain merged in (see the module docstring).
+
+    Raises FileNotFoundError / ConfigError naming the file (missing, invalid YAML, not a
+    mapping, or a ``base`` cycle).
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} not found")
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: 'base' files form a cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _merge(read_yaml(path.parent / str(base), [*_seen, path.resolve()]), data)
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> RunConfig:
     """Load a :class:`RunConfig` from YAML (optional) plus dotted overrides, and validate it.
 
@@ -371,14 +403,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Ru
     ConfigError naming the file and key on unknown keys, wrong types or invalid combinations.
     FileNotFoundError if ``path`` does not exist.
     """
-    data: Dict[str, Any] = {}
-    if path:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"config file {path} not found")
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+    data: Dict[str, Any] = read_yaml(Path(path)) if path else {}
     apply_overrides(data, overrides)
     try:
         return _from_dict(RunConfig, data).validate()

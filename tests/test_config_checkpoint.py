@@ -18,6 +18,18 @@ def test_demo_yaml_loads_with_overrides():
     assert cfg.data.tag_path == "examples/cora/tag" and cfg.launch.debug_local == 2
 
 
+def test_task_files_start_from_a_base(tmp_path):
+    cfg = load_config("examples/stackexchange/lp.yaml", ["stage3.max_steps=3"])
+    assert cfg.task.kind == "link_prediction" and cfg.data.part_dir == "work/stackexchange/parts_lp"
+    assert cfg.data.tag_path == "examples/stackexchange/tag"  # from pipeline.yaml
+    assert cfg.model.encoders == {"comment": "embedding", "user": "embedding"}
+    assert cfg.stage3.max_steps == 3 and cfg.stage3.lm_train_nodes == 16
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nseed: 1\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="form a cycle"):
+        load_config(str(tmp_path / "a.yaml"))
+
+
 def test_config_round_trip(tmp_path):
     cfg = load_config(None, ["seed=3", "stage2.epochs=2"])
     dump_config(cfg, tmp_path / "c.yaml")

@@ -95,6 +95,31 @@ def test_own_lm_per_type_and_learnable_embeddings(ec_run):
     assert torch.isfinite(s3).all() and not torch.equal(s2, s3)
 
 
+def test_embed_exports_every_type_with_learnable_inputs(ec_run, tmp_path):
+    """Layer-wise full-graph inference over a graph with a text-less type and two LMs."""
+    import re
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    root, res, _ = ec_run
+    out = tmp_path / "emb"
+    proc = subprocess.run([sys.executable, "-m", "lmgnn_dist.embed", "--config",
+                           str(root / "ec" / "run" / "config.yaml"), "--checkpoint",
+                           str(root / "ec" / "run" / "stage3"), "--out", str(out),
+                           "--verify", "40", "--batch-size", "9"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    diff = float(re.search(r"GNN output = (\S+)", proc.stdout).group(1))
+    assert diff < 1e-4
+    for nt, n in (("question", 40), ("answer", 80), ("tag", 6), ("user", 8)):
+        emb = pq.read_table(out / "embeddings" / nt).to_pandas()
+        assert len(emb) == n and emb["id"].is_unique
+        assert np.isfinite(np.stack(emb["emb"])).all()
+    assert not (out / "predictions").exists()  # predictions are for node classification
+    assert (out / "lm").is_dir() and (out / "lm_tag").is_dir()
+
+
 @pytest.fixture(scope="module")
 def lp_run(tmp_path_factory, tiny_hetero_dir, tiny_bert_dir):
     root = tmp_path_factory.mktemp("hetero_lp")
@@ -118,6 +143,27 @@ def test_link_prediction_all_stages(lp_run):
     # random scores give MRR ~ (1 + 1/2 + 1/3 + 1/4) / 4 = 0.52 against 3 negatives
     assert res["stages"]["stage2"]["test_mrr"] > 0.6
     assert "[pipeline] partitioning" in out.stdout and "held out" in out.stdout
+
+
+def test_link_prediction_stage3_with_uniform_negatives(lp_run, tmp_path):
+    """The uniform sampler (k fresh nodes per positive) in a real stage 3, from the same
+    stage-1/2 checkpoints (joint sampling is what the main run used)."""
+    import shutil
+
+    root, first, _ = lp_run
+    run = tmp_path / "run"
+    for stage in ("baseline", "stage1", "stage2"):
+        shutil.copytree(root / "lp" / "run" / stage, run / stage)
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config",
+                          str(root / "lp.yaml"), f"output_dir={run}",
+                          "task.negative_sampler=uniform", "stage3.max_steps=4",
+                          "stage3.refresh_batch_size=0", "stage3.inference_source=encode"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "[stage1] step" not in out.stdout and "[stage3] step" in out.stdout
+    st = json.loads((run / "results.json").read_text())["stages"]["stage3"]
+    assert all(math.isfinite(x) for x in st["losses"]) and len(st["losses"]) == 4
+    assert 0.0 < st["test_mrr"] <= 1.0
 
 
 def test_node_classification_on_heterogeneous_graph(tmp_path, tiny_hetero_dir, tiny_bert_dir):

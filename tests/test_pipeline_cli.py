@@ -1,0 +1,39 @@
+"""The pipeline driver's checks before anything starts, and its task table."""
+from __future__ import annotations
+
+import json
+
+from lmgnn_dist.pipeline import format_task_table, main, task_rows
+
+
+def test_missing_model_path_is_one_error_line_before_anything_starts(tmp_path, capsys):
+    rc = main(["--config", "examples/cora/pipeline.yaml", f"output_dir={tmp_path / 'run'}",
+               f"model.lm={tmp_path / 'no-such-model'}"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: model.lm: model path")
+    assert "does not exist" in err[0]
+    assert not (tmp_path / "run").exists()  # nothing was written or started
+    rc = main(["--config", "examples/stackexchange/ec.yaml", f"output_dir={tmp_path / 'run'}",
+               "model.encoders={tag: ./missing-tag-model}"])
+    assert rc == 2 and "model.encoders.tag: model path" in capsys.readouterr().err
+
+
+def test_task_table_rows_and_format():
+    summary = {"config": {"task": {"target_ntype": "q", "target_etype": "q__has__a"}},
+               "task": "edge_classification",
+               "stages": {"baseline": {"val_macro_f1": 0.5, "test_macro_f1": 0.25,
+                                       "val_f1_per_class": {"no": 0.5, "yes": 0.5},
+                                       "test_f1_per_class": {"no": 0.5, "yes": 0.0},
+                                       "losses": [1.0]},
+                          "stage1": {"loss_first": 3.0},
+                          "stage3": {"val_macro_f1": 0.75, "test_macro_f1": 0.625,
+                                     "val_f1_per_class": {"no": 0.75, "yes": 0.75},
+                                     "test_f1_per_class": {"no": 0.75, "yes": 0.5}}}}
+    rows = task_rows(summary)
+    assert [r["stage"] for r in rows] == ["baseline", "stage3"]
+    assert rows[1]["target"] == "q__has__a" and rows[1]["test_macro_f1"] == 0.625
+    table = format_task_table(rows)
+    assert "macro_f1 0.6250 (0.7500)" in table and "F1[yes] 0.5000 (0.7500)" in table
+    assert "frozen LM + RGCN" in table and "after stage 3 (joint)" in table
+    json.dumps(rows)  # written to the --summary file
