@@ -168,17 +168,28 @@ def format_task_table(rows: List[dict]) -> str:
 
 
 def check_model_paths(cfg: RunConfig) -> None:
-    """Every configured LM (``model.lm`` and per-type ``model.encoders`` paths) must resolve;
-    FileNotFoundError naming the key otherwise (checked before anything starts)."""
-    from partition.tokenize import resolve_model_path
+    """Every configured LM (``model.lm`` and per-type ``model.encoders`` paths) must resolve,
+    and a type's own LM must use the vocabulary of ``model.lm``'s tokenizer (the partitions
+    store token ids of that one). Checked before anything starts.
 
-    for key, path in [("model.lm", cfg.model.lm)] + [
-            (f"model.encoders.{nt}", p) for nt, p in cfg.model.encoders.items()
-            if p not in ("shared", "embedding")]:
+    Raises FileNotFoundError / ConfigError naming the config key.
+    """
+    from partition.tokenize import load_tokenizer, resolve_model_path
+
+    own = [(f"model.encoders.{nt}", p) for nt, p in cfg.model.encoders.items()
+           if p not in ("shared", "embedding")]
+    for key, path in [("model.lm", cfg.model.lm)] + own:
         try:
             resolve_model_path(path)
         except (FileNotFoundError, ImportError) as exc:
             raise FileNotFoundError(f"{key}: {exc}") from None
+    if own:
+        vocab = load_tokenizer(cfg.model.lm).get_vocab()
+        for key, path in own:
+            if load_tokenizer(path).get_vocab() != vocab:
+                raise ConfigError(f"{key}={path!r} has another vocabulary than model.lm="
+                                  f"{cfg.model.lm!r}, whose tokenizer made the partitions' token "
+                                  "ids; every LM of a run must share it")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

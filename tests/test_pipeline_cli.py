@@ -19,6 +19,20 @@ def test_missing_model_path_is_one_error_line_before_anything_starts(tmp_path, c
     assert rc == 2 and "model.encoders.tag: model path" in capsys.readouterr().err
 
 
+def test_own_lm_with_another_vocabulary_is_refused(tmp_path, tiny_bert_dir, capsys):
+    from transformers import AutoTokenizer
+
+    other = tmp_path / "other-tok"
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    tok.add_tokens(["qubitness"])  # one token more: ids no longer mean the same
+    tok.save_pretrained(other)
+    rc = main(["--config", "examples/stackexchange/ec.yaml", f"output_dir={tmp_path / 'run'}",
+               f"model.lm={tiny_bert_dir}", f"model.encoders={{tag: {other}}}"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "model.encoders.tag=" in err and "has another vocabulary than model.lm" in err
+
+
 def test_task_table_rows_and_format():
     summary = {"config": {"task": {"target_ntype": "q", "target_etype": "q__has__a"}},
                "task": "edge_classification",
