@@ -67,6 +67,9 @@ class TaskConfig:
         by the partitioner, see :mod:`partition.holdout`).
     exclude_training_targets : link prediction: drop each batch's positive edges and their
         reverses from its own blocks.
+    eval_metric : validation metric that picks the best stage-2 epoch and heads the per-stage
+        table (default: ``acc`` / ``macro_f1`` / ``mrr`` by kind; any of the task's metrics,
+        e.g. ``macro_f1`` for an imbalanced node classification).
     """
 
     kind: str = "node_classification"
@@ -76,6 +79,7 @@ class TaskConfig:
     negative_sampler: str = "joint"
     eval_negatives: int = 100
     exclude_training_targets: bool = True
+    eval_metric: Optional[str] = None
 
 
 @dataclass

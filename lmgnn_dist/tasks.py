@@ -85,6 +85,12 @@ class Task:
     def __init__(self, cfg, g, meta: dict):
         self.cfg, self.g, self.meta = cfg, g, meta
         self._split_cache: Dict[str, object] = {}
+        chosen = cfg.task.eval_metric
+        if chosen is not None:
+            if chosen not in self.metric_names:
+                raise ValueError(f"task.eval_metric={chosen!r} is not a metric of {self.kind}; "
+                                 f"choose one of {list(self.metric_names)}")
+            self.primary = chosen
 
     # -- what the stage runner calls
     def num_train_targets(self) -> int:

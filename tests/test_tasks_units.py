@@ -125,3 +125,20 @@ def test_task_config_round_trip():
     cfg = load_config(None, ["task.kind=link_prediction", "task.target_etype=q__tagged__t",
                              "task.negative_sampler=uniform", "model.encoders={u: embedding}"])
     assert cfg.task.target_etype == "q__tagged__t" and cfg.model.encoders == {"u": "embedding"}
+
+
+def test_eval_metric_selects_the_primary_metric():
+    from types import SimpleNamespace
+
+    from lmgnn_dist.tasks import make_task
+
+    g = SimpleNamespace(ntypes=["q"])
+    meta = {"ntypes": {"q": {"classes": ["a", "b"], "has_split": True}}}
+    cfg = load_config(None, ["task.target_ntype=q"])
+    assert make_task(cfg, g, meta).primary == "acc"
+    cfg = load_config(None, ["task.target_ntype=q", "task.eval_metric=macro_f1"])
+    assert make_task(cfg, g, meta).primary == "macro_f1"
+    cfg = load_config(None, ["task.target_ntype=q", "task.eval_metric=mrr"])
+    with pytest.raises(ValueError, match=r"task.eval_metric='mrr' is not a metric of "
+                                         r"node_classification; choose one of \['acc', 'macro_f1'\]"):
+        make_task(cfg, g, meta)
