@@ -136,3 +136,31 @@ def initialize(ip_config: Optional[str] = None, timeout_s: int = 1800) -> Option
     from dgl.distributed import rpc
 
     return DistContext(dist.get_rank(), dist.get_world_size(), rpc.get_machine_id())
+
+
+def run_and_exit(main, argv) -> None:
+    """Run a job process's ``main(argv)`` and end the process with its outcome.
+
+    A trainer that raises must *exit*: DGL's client keeps the interpreter alive after an
+    exception (its exit handlers wait for servers and peers), so the launcher would wait
+    forever instead of stopping the job. The traceback is printed, output flushed, and the
+    process leaves with ``os._exit`` (code 1, or the code of a ``SystemExit``).
+    """
+    import sys
+    import traceback
+
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - any failure must end the process
+        traceback.print_exc()
+        code = 1
+    if code == 0:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

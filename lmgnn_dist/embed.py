@@ -184,4 +184,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from lmgnn_dist.dist_init import run_and_exit
+
+    run_and_exit(main, sys.argv[1:])

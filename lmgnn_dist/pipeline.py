@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .config import ConfigError, RunConfig, dump_config, load_config
 
@@ -201,11 +201,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     rows: List[dict] = []
     for path in args.config:
-        rc = run_one(path, args.overrides)
+        rc, results = run_one(path, args.overrides)
         if rc != 0:
             return rc
-        rows += task_rows(json.loads((Path(load_config(path, args.overrides).output_dir)
-                                      / "results.json").read_text()))
+        rows += task_rows(results)
     if len(args.config) > 1 or args.summary:
         print("\n" + format_task_table(rows))
         if args.summary:
@@ -216,14 +215,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def run_one(config_path: str, overrides: Sequence[str]) -> int:
-    """Partition, launch and report one run config; returns the exit code (2: bad input)."""
+def run_one(config_path: str, overrides: Sequence[str]) -> Tuple[int, Optional[dict]]:
+    """Partition, launch and report one run config; returns the exit code (2: bad input) and
+    the run's ``results.json`` content (None on failure)."""
     try:
         cfg = load_config(config_path, overrides)
         check_model_paths(cfg)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     t0 = time.time()
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     resolved = str(Path(cfg.output_dir) / "config.yaml")
@@ -232,12 +232,12 @@ def run_one(config_path: str, overrides: Sequence[str]) -> int:
         meta = ensure_partitions(cfg)
     except (ValueError, FileNotFoundError) as exc:  # TAGFormatError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     with TreeMemoryMonitor(os.getpid()) as mem:
         rc = launch_stages(cfg, resolved, meta["part_config"])
     if rc != 0:
         print(f"[pipeline] the distributed job failed (exit code {rc})", file=sys.stderr)
-        return rc
+        return rc, None
     res_path = Path(cfg.output_dir) / "results.json"
     summary = json.loads(res_path.read_text())
     summary["wall_s"] = time.time() - t0
@@ -249,7 +249,7 @@ def run_one(config_path: str, overrides: Sequence[str]) -> int:
     print(f"\ntotal wall time {summary['wall_s']:.1f}s; peak memory of the whole job (servers + "
           f"trainers + driver, summed RSS) {summary['peak_rss_job_mb']:.0f} MiB")
     print(f"results: {res_path}; checkpoints: {cfg.output_dir}/<stage>/")
-    return 0
+    return 0, summary
 
 
 if __name__ == "__main__":

@@ -51,3 +51,26 @@ def test_task_table_rows_and_format():
     assert "macro_f1 0.6250 (0.7500)" in table and "F1[yes] 0.5000 (0.7500)" in table
     assert "frozen LM + RGCN" in table and "after stage 3 (joint)" in table
     json.dumps(rows)  # written to the --summary file
+
+
+def test_a_trainer_that_raises_ends_the_job(tmp_path, tiny_tag_dir, tiny_bert_dir):
+    """A ValueError inside the trainers (after DGL started) ends the whole job promptly with
+    the trainer's error line and its exit code."""
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = {"output_dir": str(tmp_path / "run"),
+           "data": {"tag_path": str(tiny_tag_dir), "part_dir": str(tmp_path / "parts"),
+                    "graph_name": "tiny", "max_seq_len": 16},
+           "task": {"target_ntype": "nope"}, "model": {"lm": str(tiny_bert_dir)}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config",
+                          str(tmp_path / "run.yaml")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "task.target_ntype='nope' is not a node type of the graph" in out.stdout
+    assert "exited with code 1; stopping the others" in out.stdout
+    assert time.time() - t0 < 120
