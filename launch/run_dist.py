@@ -313,6 +313,20 @@ class HostCheck:
     ifname: Optional[str] = None
 
 
+def _describe_paths(items: Sequence[Tuple[str, str]]) -> str:
+    """``what path, ...``; several files of one kind in one folder as ``whats DIR/{a, b}``."""
+    groups: Dict[Tuple[str, str], List[str]] = {}
+    for what, path in items:
+        groups.setdefault((what, os.path.dirname(path)), []).append(os.path.basename(path))
+    parts = []
+    for (what, folder), names in groups.items():
+        if len(names) == 1:
+            parts.append(f"{what} {os.path.join(folder, names[0])}")
+        else:
+            parts.append(f"{what}s {folder}/{{{', '.join(names)}}}")
+    return ", ".join(parts)
+
+
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     return lines[-1] if lines else ""
@@ -340,7 +354,7 @@ def check_remote_host(host: Host, paths: Sequence[Tuple[str, str]], ports: Seque
         return res
     if out.returncode == 255:
         reason = _last_line(out.stderr) or "ssh exited with code 255"
-        res.problems.append(f"host {host.ip} is unreachable over ssh ({shown}): {reason}")
+        res.problems.append(f"ssh to host {host.ip} failed ({shown}): {reason}")
         return res
     marks = [ln.split()[1:] for ln in out.stdout.splitlines() if ln.startswith("@@lmgnn ")]
     if ["done"] not in marks:
@@ -350,8 +364,7 @@ def check_remote_host(host: Host, paths: Sequence[Tuple[str, str]], ports: Seque
         return res
     missing = [paths[int(m[1])] for m in marks if m[0] == "missing"]
     if missing:
-        res.problems.append(f"host {host.ip} lacks " + ", ".join(f"{what} {path}"
-                                                                 for what, path in missing))
+        res.problems.append(f"host {host.ip} lacks " + _describe_paths(missing))
     if ["nosetsid"] in marks:
         res.problems.append(f"host {host.ip} has no 'setsid' command (util-linux), needed to "
                             "stop remote processes")
@@ -386,8 +399,9 @@ def preflight_remote(hosts: Sequence[Host], part_config: str, ip_config: str, wo
 
     Raises
     ------
-    LaunchError with one line listing every host's problems (unreachable host and ssh's
-    reason, missing paths, ports in use), or when remote hosts exist but no ``ssh`` client.
+    LaunchError with one line listing every host's problems (ssh failing: unreachable host,
+    refused key, ... with ssh's own reason; missing paths; ports in use), or when remote hosts
+    exist but no ``ssh`` client is installed.
     """
     remote = [(m, h) for m, h in enumerate(hosts) if not h.is_local]
     if not remote:

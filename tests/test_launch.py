@@ -173,14 +173,16 @@ def _run_here(script, hide=()):
 def test_preflight_names_unreachable_host_and_missing_paths_in_one_line(tmp_path, monkeypatch, capsys):
     """Host 1 refuses ssh, host 2 lacks the partition config and part1's file and has no such
     address: one error line naming each host, exit code 2, one ssh call per host, nothing started."""
-    ipc, conf = _two_remote(tmp_path, {"part-1": {"part_graph": "part1/graph.dgl"}})
+    ipc, conf = _two_remote(tmp_path, {"part-1": {"part_graph": "part1/graph.dgl",
+                                                  "node_feats": "part1/nf.dgl"}})
 
     def behave(host, remote):
         if host.endswith("10.0.0.1"):
             return subprocess.CompletedProcess([], 255, "", "Warning: x\nssh: connect to host "
                                                "10.0.0.1 port 2222: Connection refused\n")
         script = shlex.split(remote)[-1]  # "exec sh -c SCRIPT"
-        return _run_here(script, hide=[conf, str(tmp_path / "part1" / "graph.dgl")])
+        return _run_here(script, hide=[conf] + [str(tmp_path / "part1" / f)
+                                                for f in ("graph.dgl", "nf.dgl")])
 
     calls = _fake_ssh(monkeypatch, behave)
     rc = main(["--ip-config", ipc, "--part-config", conf, "--ssh-port", "2222", "--ssh-user", "me",
@@ -188,11 +190,11 @@ def test_preflight_names_unreachable_host_and_missing_paths_in_one_line(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
     assert len(calls) == 2 and {c[-2] for c in calls} == {"me@10.0.0.1", "me@10.0.0.2"}
-    assert err[0].startswith("error: pre-flight check failed: host 10.0.0.1 is unreachable over "
-                             "ssh (ssh -p 2222 me@10.0.0.1): ssh: connect to host 10.0.0.1 port "
+    assert err[0].startswith("error: pre-flight check failed: ssh to host 10.0.0.1 failed "
+                             "(ssh -p 2222 me@10.0.0.1): ssh: connect to host 10.0.0.1 port "
                              "2222: Connection refused; ")
-    assert (f"host 10.0.0.2 lacks the partition config {conf}, partition 1's file "
-            f"{tmp_path / 'part1' / 'graph.dgl'};") in err[0]
+    assert (f"host 10.0.0.2 lacks the partition config {conf}, partition 1's files "
+            f"{tmp_path / 'part1'}/{{graph.dgl, nf.dgl}};") in err[0]
     # the real port check ran here, where 10.0.0.2 is no local address
     assert "host 10.0.0.2 has no interface with address 10.0.0.2 (cannot bind port 30050)" in err[0]
     assert err[0].endswith("(nothing is copied: every host needs the same paths)")
@@ -246,8 +248,8 @@ def test_preflight_reports_busy_port_and_finds_interface(tmp_path, monkeypatch):
     (subprocess.TimeoutExpired("ssh", 23), "host 10.0.0.9 did not answer over ssh (ssh -p 22 "
                                            "10.0.0.9) within 23s"),
     (subprocess.CompletedProcess([], 255, "", "root@10.0.0.9: Permission denied (publickey).\n"),
-     "host 10.0.0.9 is unreachable over ssh (ssh -p 22 10.0.0.9): root@10.0.0.9: Permission "
-     "denied (publickey)."),
+     "ssh to host 10.0.0.9 failed (ssh -p 22 10.0.0.9): root@10.0.0.9: Permission denied "
+     "(publickey)."),
     (subprocess.CompletedProcess([], 127, "", "fish: Unknown command: exec\n"),
      "host 10.0.0.9: the check did not run over ssh (ssh -p 22 10.0.0.9): fish: Unknown "
      "command: exec (the login shell must run POSIX sh commands)"),
