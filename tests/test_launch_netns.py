@@ -347,6 +347,7 @@ def _fake_job(cluster, tmp_path, *extra_env):
 def _assert_all_gone(cluster, pidfile):
     left = cluster.wait_hosts_empty()
     assert left == [set(), set()], f"processes left on the hosts: {left}"
+    assert cluster.pids(cluster.client) == set()  # no ssh client left either
     pids = [int(x) for x in pidfile.read_text().split()]
     assert len(pids) == 8  # 2 servers + 2 trainers, each with a grandchild
     for pid in pids:
@@ -370,8 +371,11 @@ def test_failing_trainer_tears_down_both_hosts(cluster, tmp_path):
     assert took < 60
 
 
-def test_sigint_tears_down_both_hosts(cluster, tmp_path):
-    """Ctrl-C (SIGINT to the launcher) once all four processes run: exit 130, nothing left."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_signal_tears_down_both_hosts(cluster, tmp_path, sig):
+    """Ctrl-C (SIGINT to the launcher) once all four processes run: exit 130, nothing left.
+    Even a SIGKILLed launcher, which cannot clean up, leaves nothing: its ssh clients' stdin
+    pipes close, and the remote wrappers stop their process groups."""
     argv, pidfile = _fake_job(cluster, tmp_path)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -383,13 +387,16 @@ def test_sigint_tears_down_both_hosts(cluster, tmp_path):
             assert time.time() < deadline and proc.poll() is None, "".join(seen)
             seen.append(proc.stdout.readline())
         t0 = time.time()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         rest, _ = proc.communicate(timeout=60)
         took = time.time() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "[launcher] signal 2: stopping all processes" in rest
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, "".join(seen) + rest
+        assert "[launcher] signal 2: stopping all processes" in rest
+    else:
+        assert proc.returncode == -signal.SIGKILL
     _assert_all_gone(cluster, pidfile)
     assert took < 30
