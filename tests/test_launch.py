@@ -128,7 +128,8 @@ def test_remote_command_is_built_for_ssh(tmp_path, monkeypatch):
         assert "BatchMode=yes" in opts and any(o.startswith("ConnectTimeout=") for o in opts)
     server0, trainer1 = seen[0], seen[3]
     assert server0[-2] == "me@10.0.0.1" and "DGL_ROLE=server" in server0[-1]
-    assert trainer1[-2] == "me@10.0.0.2" and "RANK=1" in trainer1[-1] and "MASTER_ADDR=10.0.0.1" in trainer1[-1]
+    assert trainer1[-2] == "me@10.0.0.2" and "RANK=1" in trainer1[-1]
+    assert "MASTER_ADDR=10.0.0.1" in trainer1[-1]
     assert "LMGNN_MACHINE_IP" not in trainer1[-1]  # real hosts are not isolated
     assert trainer1[-1].endswith("lmgnn-remote python -m x")
 
@@ -280,7 +281,8 @@ def test_env_values_survive_the_remote_shell(tmp_path, login_shell):
 
     if shutil.which(login_shell) is None:
         pytest.skip(f"no {login_shell}")
-    code = "import json, os, sys; print(json.dumps([os.getcwd(), sys.argv[1:], {k: os.environ[k] for k in %r}]))" % sorted(TRICKY)
+    code = ("import json, os, sys; print(json.dumps([os.getcwd(), sys.argv[1:], "
+            "{k: os.environ[k] for k in %r}]))" % sorted(TRICKY))
     cmd = remote_command(str(tmp_path), TRICKY, [sys.executable, "-c", code, "arg with space", "'"])
     # stdin stays open as an ssh channel's would (its end makes the wrapper stop the command)
     proc = subprocess.Popen([login_shell, "-c", cmd], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
