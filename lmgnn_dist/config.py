@@ -246,6 +246,9 @@ class RunConfig:
     encode_batch_size : sub-batch size of the no-grad full-graph encoding.
     pipeline_depth : FIFO depth of the asynchronous fetch -> encode pipeline of every no-grad
         encoding (0: synchronous).
+    checkpoint_every : stages 1 and 3 write a progress checkpoint (``<stage>.partial/``,
+        atomically) every this many optimizer steps; a restarted job continues the stage from
+        the last one (0: off, a failed stage starts again from its beginning).
     """
 
     seed: int = 0
@@ -256,6 +259,7 @@ class RunConfig:
     eval_batch_size: int = 256
     encode_batch_size: int = 64
     pipeline_depth: int = 1
+    checkpoint_every: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -304,6 +308,8 @@ class RunConfig:
         if self.stage1.num_negatives > self.stage1.batch_size:
             raise ConfigError("stage1.num_negatives (k) must be <= stage1.batch_size (n): each "
                               "positive draws its k negatives from the batch's n shared nodes")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.data.part_method not in ("metis", "random"):
             raise ConfigError(f"data.part_method must be metis|random, got {self.data.part_method!r}")
         return self

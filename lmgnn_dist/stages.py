@@ -281,11 +281,12 @@ class StageRunner:
         relations = [c for c in self.g.canonical_etypes
                      if c[0] in self.lm_of and c[2] in self.lm_of]
         model = LMLinkPredictor(lms, relations)
-        # unused each step: the LMs' poolers and the other relations' DistMult vectors
-        ddp = DDP(model, find_unused_parameters=True)
         opt = torch.optim.AdamW([
             {"params": lms.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
             {"params": model.decoder.parameters(), "lr": s.decoder_lr}])
+        state = self.load_progress("stage1", {"model": model}, opt, None) or {}
+        # unused each step: the LMs' poolers and the other relations' DistMult vectors
+        ddp = DDP(model, find_unused_parameters=True)
         pb = self.g.get_partition_book()
         local_edges = {c: dgl.distributed.edge_split(
             torch.ones(self.g.num_edges(c), dtype=torch.bool), pb, etype=c, force_even=True)
@@ -295,9 +296,9 @@ class StageRunner:
             raise ValueError(f"stage1.batch_size={s.batch_size} exceeds every text relation's "
                              "edges")
         weights = torch.tensor([float(len(local_edges[c])) for c in cetypes])
-        losses, encoded = [], 0
+        losses, encoded = state.get("losses", []), state.get("encoded", 0)
         model.train()
-        for step in range(s.max_steps):
+        for step in range(state.get("step", 0), s.max_steps):
             c = cetypes[int(torch.multinomial(weights, 1, generator=self.gen))]
             edges = local_edges[c]
             eids = edges[torch.randint(0, len(edges), (s.batch_size,), generator=self.gen)]
@@ -317,6 +318,9 @@ class StageRunner:
                 self.log(f"[stage1] step {step:4d}/{s.max_steps}  loss {loss.item():.4f}  "
                          f"({n_enc} LM encodings for {s.batch_size} positives x "
                          f"{s.num_negatives} negatives)")
+            if self.progress_due(step + 1, s.max_steps):
+                self.save_progress("stage1", step + 1, {"model": model}, opt, None,
+                                   {"losses": losses, "encoded": encoded})
         k = max(1, len(losses) // 5)
         metrics = {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
                    "losses": losses, "steps": s.max_steps,
@@ -363,19 +367,24 @@ class StageRunner:
         if learnable is not None and learnable_dir is not None and not graph_free:
             learnable.load(learnable_dir, self.ctx.is_main)
         model = JointModel(lms, head)
-        ddp = DDP(model, find_unused_parameters=True)  # poolers; relations without edges
         opt = torch.optim.AdamW([
             {"params": lms.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
             {"params": head.parameters(), "lr": s.gnn_lr, "weight_decay": s.weight_decay}])
+        state = self.load_progress("stage3", {"lms": lms, "head": head}, opt, learnable) or {}
+        ddp = DDP(model, find_unused_parameters=True)  # poolers; relations without edges
         self.timer = PhaseTimer()
-        self.counts = {"with_grad": 0, "no_grad": 0, "from_cache": 0, "refresh": 0}
-        self.targets_seen = 0
-        table.stats = CacheStats()
-        losses = []
+        self.timer.seconds.update(state.get("time_split_s", {}))
+        self.counts = state.get("counts", {"with_grad": 0, "no_grad": 0, "from_cache": 0,
+                                           "refresh": 0})
+        self.targets_seen = state.get("targets_seen", 0)
+        table.stats = state.get("cache", CacheStats())
+        losses = state.get("losses", [])
+        if state:  # a fresh job: refill the cache with the resumed LMs' embeddings
+            self.encode_all(lms, step=state["step"])
         batches = self._endless_batches(s.batch_size, self.fanouts(graph_free))
         model.train()
         lms.set_dropout(s.lm_dropout)  # off: eval mode, gradients still flow (Stage3Config)
-        for step in range(1, s.max_steps + 1):
+        for step in range(state.get("step", 0) + 1, s.max_steps + 1):
             with self.timer("sampling"):
                 batch = next(batches)
             loss, n_in, n_train = self._joint_step(ddp, model, opt, table, learnable, batch, step)
@@ -384,6 +393,11 @@ class StageRunner:
                 self.log(f"[stage3] step {step:4d}/{s.max_steps}  loss {loss:.4f}  "
                          f"(LM input nodes {n_in}: {n_train} with grad, {n_in - n_train} "
                          "inference)")
+            if self.progress_due(step, s.max_steps):
+                self.save_progress("stage3", step, {"lms": lms, "head": head}, opt, learnable,
+                                   {"losses": losses, "counts": self.counts,
+                                    "targets_seen": self.targets_seen, "cache": table.stats,
+                                    "time_split_s": dict(self.timer.seconds)})
         train_s = time.time() - t0
         stats = self._stage3_stats(table, train_s)
         enc = self.encode_all(lms, step=s.max_steps)
@@ -522,13 +536,7 @@ class StageRunner:
         folder atomically, each trainer contributes its share of learnable embeddings)."""
         rss = self.all_reduce(torch.tensor([peak_rss_mb()]), dist.ReduceOp.MAX)
         metrics["peak_rss_mb_max_trainer"] = float(rss.item())
-        staging = Path(self.cfg.output_dir) / f".{name}.node_emb.staging"
-        if learnable is not None:
-            if self.ctx.is_main and staging.exists():
-                shutil.rmtree(staging)
-            dist.barrier()
-            learnable.save(staging, self.ctx.rank)
-            dist.barrier()
+        staging = self._stage_rank_files(name, learnable, None)
         if self.ctx.is_main:
             def write_files(tmp):
                 if lms is not None:
@@ -537,13 +545,79 @@ class StageRunner:
                                            tokenizer_source=self.tokenizer)
                 if head is not None:
                     torch.save(head.state_dict(), tmp / "gnn.pt")
-                if learnable is not None:
-                    shutil.move(str(staging), str(tmp / "node_emb"))
+                _move_contents(staging, tmp)
             ckpt.write_stage(self.cfg.output_dir, name, metrics, write_files)
+            shutil.rmtree(ckpt.stage_dir(self.cfg.output_dir, f"{name}.partial"),
+                          ignore_errors=True)  # the stage is complete: progress is obsolete
             print(f"[{name}] done in {metrics['seconds']:.1f}s  "
                   + self.describe(metrics, "val") + "  " + self.describe(metrics, "test"),
                   flush=True)
         dist.barrier()
+
+    def _stage_rank_files(self, name: str, learnable: Optional[LearnableEmbeddings],
+                          rank_state: Optional[dict]) -> Path:
+        """Collective: every trainer writes its share of a checkpoint -- its learnable-embedding
+        rows (``node_emb/``) and ``rank_state`` (``ranks/rank-<r>.pt``) -- into a fresh
+        staging folder, which rank 0 then moves into the checkpoint's temp folder."""
+        staging = Path(self.cfg.output_dir) / f".{name}.staging"
+        if self.ctx.is_main and staging.exists():
+            shutil.rmtree(staging)
+        dist.barrier()
+        if learnable is not None:
+            learnable.save(staging / "node_emb", self.ctx.rank)
+        if rank_state is not None:
+            (staging / "ranks").mkdir(parents=True, exist_ok=True)
+            torch.save(rank_state, staging / "ranks" / f"rank-{self.ctx.rank}.pt")
+        dist.barrier()
+        return staging
+
+    # ------------------------------------------------------------------ progress checkpoints
+    def progress_due(self, done_steps: int, max_steps: int) -> bool:
+        every = self.cfg.checkpoint_every
+        return every > 0 and done_steps % every == 0 and done_steps < max_steps
+
+    def save_progress(self, name: str, done_steps: int, modules: Dict[str, torch.nn.Module],
+                      opt, learnable: Optional[LearnableEmbeddings], rank_state: dict) -> None:
+        """Write ``<output_dir>/<name>.partial/`` atomically (collective): the modules' and
+        optimizer's states after ``done_steps`` steps (rank 0; DDP keeps them equal), and per
+        trainer its RNG states, ``rank_state`` and learnable-embedding rows."""
+        mine = dict(rank_state, rng=self.gen.get_state(), torch_rng=torch.get_rng_state())
+        staging = self._stage_rank_files(f"{name}.partial", learnable, mine)
+        if self.ctx.is_main:
+            def write_files(tmp):
+                torch.save({"step": done_steps, "world_size": self.ctx.world_size,
+                            "modules": {k: m.state_dict() for k, m in modules.items()},
+                            "optimizer": opt.state_dict()}, tmp / "progress.pt")
+                _move_contents(staging, tmp)
+            ckpt.write_stage(self.cfg.output_dir, f"{name}.partial", {"step": done_steps},
+                             write_files)
+        dist.barrier()
+        self.log(f"[{name}] progress checkpoint after step {done_steps}")
+
+    def load_progress(self, name: str, modules: Dict[str, torch.nn.Module], opt,
+                      learnable: Optional[LearnableEmbeddings]) -> Optional[dict]:
+        """Restore the last :meth:`save_progress` of stage ``name`` (when ``resume``): module
+        and optimizer states, learnable embeddings, and this trainer's RNGs and ``rank_state``
+        (those only with the same number of trainers). Returns the rank state with ``step``
+        (steps done), or None if there is no progress checkpoint."""
+        out = self.cfg.output_dir
+        if not (self.cfg.resume and ckpt.is_complete(out, f"{name}.partial")):
+            return None
+        folder = ckpt.stage_dir(out, f"{name}.partial")
+        saved = torch.load(folder / "progress.pt")
+        for key, module in modules.items():
+            module.load_state_dict(saved["modules"][key])
+        opt.load_state_dict(saved["optimizer"])
+        if learnable is not None:
+            learnable.load(folder / "node_emb", self.ctx.is_main)
+        mine = folder / "ranks" / f"rank-{self.ctx.rank}.pt"
+        state = (torch.load(mine) if saved["world_size"] == self.ctx.world_size and mine.exists()
+                 else {})
+        if "rng" in state:
+            self.gen.set_state(state.pop("rng"))
+            torch.set_rng_state(state.pop("torch_rng"))
+        self.log(f"[{name}] resuming after step {saved['step']} from its progress checkpoint")
+        return dict(state, step=saved["step"])
 
     # ------------------------------------------------------------------ the pipeline
     def run(self) -> Dict[str, dict]:
@@ -575,7 +649,8 @@ class StageRunner:
                 head_state = torch.load(stage2_dir / "gnn.pt")
                 learnable_dir = stage2_dir / "node_emb"
                 lm_id = str(stage1_dir) if stage1_dir else "pretrained"
-                if self.table_lm != lm_id:
+                resuming = cfg.resume and ckpt.is_complete(out, "stage3.partial")
+                if self.table_lm != lm_id and not resuming:  # a resumed stage 3 re-encodes
                     # the table must hold the embeddings of the LMs that stage 3 starts from
                     self.encode_all(self.load_lms(stage1_dir))
                     self.table_lm = lm_id
@@ -587,6 +662,14 @@ class StageRunner:
                        "metric_names": list(self.task.metric_names), "stages": results}
             ckpt.write_json_atomic(f"{out}/results.json", summary)
         return results
+
+
+def _move_contents(src: Path, dst: Path) -> None:
+    """Move everything in ``src`` into ``dst`` and remove ``src`` (if it exists)."""
+    if src.exists():
+        for item in src.iterdir():
+            shutil.move(str(item), str(dst / item.name))
+        shutil.rmtree(src)
 
 
 def dumps_short(results: Dict[str, dict]) -> str:

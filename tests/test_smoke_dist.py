@@ -205,3 +205,75 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
     again = pq.read_table(out / "embeddings" / "paper").to_pandas().set_index("id")
     first_run = emb.set_index("id").loc[again.index]
     assert np.allclose(np.stack(again["emb"]), np.stack(first_run["emb"]), atol=1e-6)
+
+
+def _run_and_kill_trainer1(args, when: str):
+    """Run the pipeline ``args``; SIGKILL trainer 1 once a line contains ``when``.
+    Returns (killed, exit code)."""
+    import signal
+
+    import psutil
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = False
+    for line in proc.stdout:
+        if not killed and when in line:
+            for p in psutil.Process(proc.pid).children(recursive=True):
+                try:
+                    env = p.environ()
+                except psutil.Error:
+                    continue
+                if env.get("DGL_ROLE") == "client" and env.get("RANK") == "1":
+                    p.send_signal(signal.SIGKILL)
+                    killed = True
+    return killed, proc.wait(timeout=300)
+
+
+def test_stage3_resumes_mid_stage_from_its_progress_checkpoint(smoke_run, tmp_path):
+    """checkpoint_every: a trainer SIGKILLed after step 8 of 12; the rerun continues at step 9
+    from `stage3.partial/` (model, optimizer, RNG, counters), and the stage ends complete."""
+    import shutil
+
+    root, path, first, _ = smoke_run
+    assert first.returncode == 0
+    out_dir = tmp_path / "run"
+    for stage in ("baseline", "stage1", "stage2"):
+        shutil.copytree(root / "run" / stage, out_dir / stage)
+    over = [f"output_dir={out_dir}", "checkpoint_every=4", "stage3.max_steps=12"]
+    killed, rc = _run_and_kill_trainer1(
+        [sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path), *over],
+        "[stage3] progress checkpoint after step 8")
+    assert killed and rc != 0
+    partial = out_dir / "stage3.partial"
+    assert (partial / "metrics.json").exists() and json.loads(
+        (partial / "metrics.json").read_text())["step"] == 8
+    assert sorted(p.name for p in (partial / "ranks").iterdir()) == ["rank-0.pt", "rank-1.pt"]
+    assert not (out_dir / "stage3").exists()
+    again = _run_pipeline(path, *over)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "[stage3] resuming after step 8 from its progress checkpoint" in again.stdout
+    assert "[stage3] step    1/12" not in again.stdout and "[stage3] step   11/12" in again.stdout
+    s3 = json.loads((out_dir / "results.json").read_text())["stages"]["stage3"]
+    assert len(s3["losses"]) == 12 and all(math.isfinite(x) for x in s3["losses"])
+    # counters carried over: 12 steps x 2 trainers x <= 6 with-grad nodes, more than 4 steps' worth
+    assert 2 * 8 < s3["lm_encodings"]["with_grad"] <= 2 * 12 * 6
+    assert not partial.exists()  # the finished stage removed its progress checkpoint
+
+
+def test_stage1_resumes_mid_stage(smoke_run, tmp_path):
+    root, path, first, _ = smoke_run
+    assert first.returncode == 0
+    out_dir = tmp_path / "run"
+    over = [f"output_dir={out_dir}", "checkpoint_every=4", "stage1.max_steps=12", "stages=[1]",
+            "baseline=false"]
+    killed, rc = _run_and_kill_trainer1(
+        [sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path), *over],
+        "[stage1] progress checkpoint after step 8")
+    assert killed and rc != 0 and (out_dir / "stage1.partial" / "progress.pt").exists()
+    again = _run_pipeline(path, *over)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "[stage1] resuming after step 8 from its progress checkpoint" in again.stdout
+    assert "[stage1] step    0/12" not in again.stdout and "[stage1] step   11/12" in again.stdout
+    s1 = json.loads((out_dir / "results.json").read_text())["stages"]["stage1"]
+    assert len(s1["losses"]) == 12 and (out_dir / "stage1" / "lm").is_dir()
+    assert not (out_dir / "stage1.partial").exists()
