@@ -160,7 +160,9 @@ def connect(address: Optional[str], local_cpus: Optional[int]) -> str:
     import ray
 
     if local_cpus is not None:
-        ray.init(num_cpus=local_cpus, include_dashboard=False, log_to_driver=False)
+        # address="local": a new instance even where a cluster is running on this host
+        ray.init(address="local", num_cpus=local_cpus, include_dashboard=False,
+                 log_to_driver=False)
         return f"a local Ray instance with {local_cpus} CPUs"
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
@@ -169,7 +171,7 @@ def connect(address: Optional[str], local_cpus: Optional[int]) -> str:
         ray.init(address="auto", log_to_driver=False)
         return "the running Ray cluster (address=auto)"
     except ConnectionError:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
         return "a local Ray instance (no cluster running)"
 
 
@@ -447,9 +449,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dump_config(cfg, resolved)
     import ray
 
-    # `ray job stop` / kill: unwind through the finally blocks (teardown of the stage's job)
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     where_desc = connect(args.address, args.local_cpus)
+    # `ray job stop` / kill: unwind through the finally blocks (teardown of the stage's job);
+    # set after ray.init, which installs its own handler
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     print(f"{LOG} connected to {where_desc}: {ray.cluster_resources().get('CPU', 0):g} CPUs on "
           f"{_alive_nodes()} node(s)", flush=True)
     try:
