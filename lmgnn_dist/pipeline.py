@@ -218,14 +218,20 @@ def format_table(results: Dict[str, dict]) -> str:
 
 
 def write_summary(cfg: RunConfig, stages: Dict[str, dict], wall_s: float, peak_rss_job_mb: float,
-                  restarts: int, peak_label: str = "servers + trainers + driver") -> dict:
-    """Write ``<output_dir>/results.json`` (``config``, ``stages``, ``wall_s``,
-    ``peak_rss_job_mb``, ``restarts``), print the table, and return the summary."""
+                  restarts: int, peak_label: str = "servers + trainers + driver",
+                  base: Optional[dict] = None) -> dict:
+    """Write ``<output_dir>/results.json``, print the table, and return the summary.
+
+    The summary is ``base`` (the trainers' ``results.json``: any keys they add are kept) with
+    ``config`` (``cfg``, as the user gave it), ``stages``, ``wall_s``, ``peak_rss_job_mb`` and
+    ``restarts`` set.
+    """
     from .checkpoint import write_json_atomic
 
     res_path = Path(cfg.output_dir) / "results.json"
-    summary = {"config": to_dict(cfg), "stages": stages, "wall_s": wall_s,
-               "peak_rss_job_mb": peak_rss_job_mb, "restarts": restarts}
+    summary = dict(base or {})
+    summary.update(config=to_dict(cfg), stages=stages, wall_s=wall_s,
+                   peak_rss_job_mb=peak_rss_job_mb, restarts=restarts)
     write_json_atomic(str(res_path), summary)
     print("\n" + format_table(stages))
     print(f"\ntotal wall time {wall_s:.1f}s; peak memory of the whole job ({peak_label}, "
@@ -264,8 +270,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"[pipeline] the distributed job failed (exit code {rc})", file=sys.stderr)
         return rc
     # the trainers' results.json has every configured stage (finished ones loaded back)
-    stages = json.loads((Path(cfg.output_dir) / "results.json").read_text())["stages"]
-    write_summary(cfg, stages, time.time() - t0, mem.peak_bytes / 2**20, restarts)
+    base = json.loads((Path(cfg.output_dir) / "results.json").read_text())
+    write_summary(cfg, base["stages"], time.time() - t0, mem.peak_bytes / 2**20, restarts,
+                  base=base)
     return 0
 
 

@@ -419,8 +419,13 @@ def run_pipeline(cfg: RunConfig, config_path: str, placement_timeout_s: float = 
     # the largest stage job's peak (actors + their processes, per-machine peaks summed) + the
     # driver process itself (its process tree would include a local Ray instance's workers)
     driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # the last job's results.json (its trainers' summary of that one stage) as the base: keys
+    # other than config/stages the trainers write are kept as lmgnn_dist.pipeline keeps them
+    res_path = Path(cfg.output_dir) / "results.json"
+    base = json.loads(res_path.read_text()) if res_path.exists() else {}
     write_summary(cfg, stages, time.time() - t0, (peak_jobs + driver_peak) / 2**20, restarts,
-                  peak_label="Ray actors + servers + trainers of the largest stage job + driver")
+                  peak_label="Ray actors + servers + trainers of the largest stage job + driver",
+                  base=base)
     return 0
 
 
