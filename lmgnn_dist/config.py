@@ -223,6 +223,14 @@ class LaunchConfig:
     debug_local : > 0 runs that many loopback machines on this host (ip-config ignored).
     ip_config : one ``IP [PORT]`` per machine.
     num_trainers : trainers per machine.
+    max_restarts : a distributed job that fails (a process dies or exits non-zero, except
+        exit code 2 = bad input) is started again, all its processes afresh, at most this many
+        times; completed stages are kept (resume), the failed stage starts from its beginning.
+    ray_cpus_per_machine : CPUs of each machine's placement-group bundle in
+        :mod:`lmgnn_dist.ray_pipeline` (``null``: ``num_trainers * omp_threads``).
+    ray_placement_strategy : the placement group's strategy (``SPREAD``: one machine per Ray
+        node where possible, all on one node when they fit; ``STRICT_SPREAD``: one node per
+        machine or fail; ``PACK``/``STRICT_PACK``: as few nodes as possible).
     """
 
     debug_local: int = 2
@@ -230,6 +238,19 @@ class LaunchConfig:
     num_trainers: int = 1
     num_servers: int = 1
     omp_threads: int = 1
+    max_restarts: int = 2
+    ray_cpus_per_machine: Optional[float] = None
+    ray_placement_strategy: str = "SPREAD"
+
+    def __post_init__(self):
+        if self.max_restarts < 0:
+            raise ConfigError(f"launch.max_restarts must be >= 0, got {self.max_restarts}")
+        if self.ray_cpus_per_machine is not None and self.ray_cpus_per_machine <= 0:
+            raise ConfigError("launch.ray_cpus_per_machine must be > 0 or null, got "
+                              f"{self.ray_cpus_per_machine}")
+        if self.ray_placement_strategy not in ("SPREAD", "STRICT_SPREAD", "PACK", "STRICT_PACK"):
+            raise ConfigError("launch.ray_placement_strategy must be SPREAD|STRICT_SPREAD|PACK|"
+                              f"STRICT_PACK, got {self.ray_placement_strategy!r}")
 
 
 @dataclass

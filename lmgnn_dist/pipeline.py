@@ -11,23 +11,115 @@ then writes their combined task table (:func:`format_task_table`) as JSON.
    loopback machines, or the machines of ``launch.ip_config``); every trainer runs
    ``python -m lmgnn_dist.train`` on the resolved config.
 3. Prints validation/test accuracy, wall time and peak memory of each stage from
-   ``<output_dir>/results.json`` and adds the job's wall time and peak memory to it.
+   ``<output_dir>/results.json`` and adds the job's wall time, peak memory and number of
+   restarts to it.
+
+Fault tolerance: if the distributed job fails (a process dies or exits non-zero) it is started
+again, every process afresh (new ports, new shared-memory namespace), at most
+``launch.max_restarts`` times. Trainers always run with ``resume=true``, so stages whose
+checkpoint is complete are not run again; the failed stage starts from its beginning. Exit code
+2 (bad input, e.g. a config or ip-config error) is never retried. With ``resume: false`` the
+earlier checkpoints of the configured stages are removed before the first attempt instead (the
+run would replace them anyway), so a restart cannot pick up a stale one.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
+import shutil
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .config import ConfigError, RunConfig, dump_config, load_config
+from .config import ConfigError, RunConfig, dump_config, load_config, to_dict
 
 ROWS = [("baseline", "frozen LM + RGCN (baseline)"), ("stage1", "1: graph-aware LM pre-fine-tune"),
         ("stage2", "2: GNN warm-start (LM frozen)"), ("stage3", "3: joint LM+GNN fine-tune")]
+
+#: exit codes that mean bad input (config, ip-config, partition mismatch): never retried
+NO_RETRY_EXIT_CODES = frozenset({2})
+
+# temp / old folders of an interrupted ``checkpoint.write_stage`` (".stage2.tmp-<pid>",
+# ".stage3.partial.tmp-<pid>") and trainers' staging folders (".stage3.partial.staging")
+_STALE_CKPT = re.compile(r"^\.(baseline|stage\d+)(\.partial)?\.((tmp|old)-\d+|staging)$")
+
+
+def planned_stages(cfg: RunConfig) -> List[str]:
+    """Checkpoint names of the stages ``cfg`` runs, in order (``baseline`` first if on)."""
+    return (["baseline"] if cfg.baseline else []) + [f"stage{k}" for k in cfg.stages]
+
+
+def clean_stale_checkpoints(output_dir: str) -> List[str]:
+    """Remove the temp/old folders a killed :func:`~lmgnn_dist.checkpoint.write_stage` left.
+
+    Only call this while no process of a job writes into ``output_dir``. A checkpoint folder
+    ``<stage>/`` itself is only ever created complete (renamed into place with its
+    ``metrics.json``), so it is left alone. Returns the names removed.
+    """
+    removed = []
+    root = Path(output_dir)
+    if root.is_dir():
+        for entry in sorted(root.iterdir()):
+            if entry.is_dir() and _STALE_CKPT.match(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    if removed:
+        print(f"[pipeline] removed stale checkpoint temp folders of a killed run: "
+              f"{', '.join(removed)}", flush=True)
+    return removed
+
+
+def prepare_output_dir(cfg: RunConfig) -> None:
+    """Make ``cfg.output_dir`` safe to run every job with ``resume=true``.
+
+    Removes stale checkpoint temp folders and, when ``cfg.resume`` is off, the earlier
+    checkpoints of the stages this run will produce (it would replace them anyway; left in
+    place, a restart after a failure would skip a stage on a stale checkpoint).
+    """
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    clean_stale_checkpoints(cfg.output_dir)
+    if not cfg.resume:
+        old = [n for s in planned_stages(cfg) for n in (s, f"{s}.partial")
+               if (Path(cfg.output_dir) / n).exists()]
+        for name in old:
+            shutil.rmtree(Path(cfg.output_dir) / name)
+        if old:
+            print(f"[pipeline] resume: false: removed the earlier checkpoint(s) {', '.join(old)} "
+                  f"in {cfg.output_dir}", flush=True)
+
+
+def run_with_restarts(attempt: Callable[[int], int], max_restarts: int, what: str,
+                      before_retry: Optional[Callable[[], None]] = None,
+                      log_prefix: str = "[pipeline]") -> Tuple[int, int]:
+    """Call ``attempt(i)`` (``i`` = 0, 1, ...) until it returns 0, at most ``1 + max_restarts``
+    times; an exit code in :data:`NO_RETRY_EXIT_CODES` ends at once.
+
+    ``before_retry()`` runs before each restart. Returns ``(exit code of the last attempt,
+    number of restarts)``. Exceptions of ``attempt`` (e.g. ``KeyboardInterrupt``) propagate.
+    """
+    restarts = 0
+    while True:
+        rc = attempt(restarts)
+        if rc == 0:
+            return 0, restarts
+        if rc in NO_RETRY_EXIT_CODES:
+            print(f"{log_prefix} {what} failed with exit code {rc} (bad input): not retried",
+                  file=sys.stderr, flush=True)
+            return rc, restarts
+        if restarts >= max_restarts:
+            print(f"{log_prefix} {what} failed with exit code {rc}; no restart left "
+                  f"(launch.max_restarts={max_restarts})", file=sys.stderr, flush=True)
+            return rc, restarts
+        restarts += 1
+        print(f"{log_prefix} {what} failed with exit code {rc}; restart {restarts}/{max_restarts}: "
+              "all processes start afresh, completed stages are kept, the failed stage starts "
+              "from its beginning", flush=True)
+        if before_retry is not None:
+            before_retry()
 
 
 def ensure_partitions(cfg: RunConfig) -> dict:
@@ -105,10 +197,15 @@ def launch_job(cfg: RunConfig, part_config: str, command: List[str]) -> int:
     return run_dist.main(argv)
 
 
+def train_command(config_path: str, *overrides: str) -> List[str]:
+    """The command of every process of a stage job; always ``resume=true`` (see the module doc)."""
+    return [sys.executable, "-m", "lmgnn_dist.train", "--config", config_path, "resume=true",
+            *overrides]
+
+
 def launch_stages(cfg: RunConfig, config_path: str, part_config: str) -> int:
     """Run the stages (``python -m lmgnn_dist.train``) on the job's trainers."""
-    return launch_job(cfg, part_config,
-                      [sys.executable, "-m", "lmgnn_dist.train", "--config", config_path])
+    return launch_job(cfg, part_config, train_command(config_path))
 
 
 def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
@@ -129,6 +226,30 @@ def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
         lines.append(f"{label:34s} {val:>12s} {test:>12s} {r['seconds']:9.1f} "
                      f"{r['peak_rss_mb_max_trainer']:13.0f} MiB{extra}")
     return "\n".join(lines)
+
+
+def write_summary(cfg: RunConfig, stages: Dict[str, dict], wall_s: float, peak_rss_job_mb: float,
+                  restarts: int, peak_label: str = "servers + trainers + driver",
+                  base: Optional[dict] = None) -> dict:
+    """Write ``<output_dir>/results.json``, print the table, and return the summary.
+
+    The summary is ``base`` (the trainers' ``results.json``: any keys they add are kept) with
+    ``config`` (``cfg``, as the user gave it), ``stages``, ``wall_s``, ``peak_rss_job_mb`` and
+    ``restarts`` set.
+    """
+    from .checkpoint import write_json_atomic
+
+    res_path = Path(cfg.output_dir) / "results.json"
+    summary = dict(base or {})
+    summary.update(config=to_dict(cfg), stages=stages, wall_s=wall_s,
+                   peak_rss_job_mb=peak_rss_job_mb, restarts=restarts)
+    write_json_atomic(str(res_path), summary)
+    print("\n" + format_table(stages, summary.get("primary", "acc")))
+    print(f"\ntotal wall time {wall_s:.1f}s; peak memory of the whole job ({peak_label}, "
+          f"summed RSS) {peak_rss_job_mb:.0f} MiB"
+          + (f"; {restarts} restart(s) after failures" if restarts else ""))
+    print(f"results: {res_path}; checkpoints: {cfg.output_dir}/<stage>/")
+    return summary
 
 
 TASK_ROWS = [("baseline", "frozen LM + RGCN"), ("stage2", "stage 2 (warm-start)"),
@@ -233,22 +354,19 @@ def run_one(config_path: str, overrides: Sequence[str]) -> Tuple[int, Optional[d
     except (ValueError, FileNotFoundError) as exc:  # TAGFormatError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2, None
+    prepare_output_dir(cfg)
     with TreeMemoryMonitor(os.getpid()) as mem:
-        rc = launch_stages(cfg, resolved, meta["part_config"])
+        rc, restarts = run_with_restarts(
+            lambda _i: launch_stages(cfg, resolved, meta["part_config"]),
+            cfg.launch.max_restarts, "the distributed job",
+            before_retry=lambda: clean_stale_checkpoints(cfg.output_dir))
     if rc != 0:
         print(f"[pipeline] the distributed job failed (exit code {rc})", file=sys.stderr)
         return rc, None
-    res_path = Path(cfg.output_dir) / "results.json"
-    summary = json.loads(res_path.read_text())
-    summary["wall_s"] = time.time() - t0
-    summary["peak_rss_job_mb"] = mem.peak_bytes / 2**20
-    from .checkpoint import write_json_atomic
-
-    write_json_atomic(str(res_path), summary)
-    print("\n" + format_table(summary["stages"], summary["primary"]))
-    print(f"\ntotal wall time {summary['wall_s']:.1f}s; peak memory of the whole job (servers + "
-          f"trainers + driver, summed RSS) {summary['peak_rss_job_mb']:.0f} MiB")
-    print(f"results: {res_path}; checkpoints: {cfg.output_dir}/<stage>/")
+    # the trainers' results.json has every configured stage (finished ones loaded back)
+    base = json.loads((Path(cfg.output_dir) / "results.json").read_text())
+    summary = write_summary(cfg, base["stages"], time.time() - t0, mem.peak_bytes / 2**20,
+                            restarts, base=base)
     return 0, summary
 
 

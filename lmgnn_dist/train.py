@@ -25,7 +25,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     from .config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    from .config import ConfigError
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
@@ -43,7 +49,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"[trainer] {ctx.world_size} trainers on {g.get_partition_book().num_partitions()} "
               f"machines; graph {cfg.data.graph_name}: "
               + ", ".join(f"{nt}={g.num_nodes(nt)}" for nt in g.ntypes), flush=True)
-    results = StageRunner(cfg, ctx, g, meta).run()
+    try:
+        runner = StageRunner(cfg, ctx, g, meta)
+    except (ValueError, FileNotFoundError) as exc:  # the config does not fit the graph
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)  # bad input: the drivers do not retry exit code 2
+    results = runner.run()
     if ctx.is_main:
         print("[trainer] results " + dumps_short(results), flush=True)
     dgl.distributed.exit_client()

@@ -54,8 +54,9 @@ def test_task_table_rows_and_format():
 
 
 def test_a_trainer_that_raises_ends_the_job(tmp_path, tiny_tag_dir, tiny_bert_dir):
-    """A ValueError inside the trainers (after DGL started) ends the whole job promptly with
-    the trainer's error line and its exit code."""
+    """A config that does not fit the graph, found inside the trainers (after DGL started),
+    ends the whole job promptly with the trainer's error line and exit code 2, which the
+    driver does not retry."""
     import subprocess
     import sys
     import time
@@ -70,7 +71,8 @@ def test_a_trainer_that_raises_ends_the_job(tmp_path, tiny_tag_dir, tiny_bert_di
     t0 = time.time()
     out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config",
                           str(tmp_path / "run.yaml")], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "task.target_ntype='nope' is not a node type of the graph" in out.stdout
-    assert "exited with code 1; stopping the others" in out.stdout
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "error: task.target_ntype='nope' is not a node type of the graph" in out.stdout
+    assert "exited with code 2; stopping the others" in out.stdout
+    assert "(bad input): not retried" in out.stderr and "restart 1/" not in out.stdout
     assert time.time() - t0 < 120

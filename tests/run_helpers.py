@@ -1,0 +1,33 @@
+"""Helpers of the real-run tests (test_restart.py, test_ray_pipeline.py)."""
+from __future__ import annotations
+
+import psutil
+
+
+def tiny_config(root, tag_dir, bert_dir, **top) -> dict:
+    """A run config for the tiny TAG + tiny BERT with small budgets."""
+    cfg = {
+        "seed": 0, "output_dir": str(root / "run"), "resume": True, "baseline": True,
+        "eval_batch_size": 16, "encode_batch_size": 16,
+        "data": {"tag_path": str(tag_dir), "part_dir": str(root / "parts"),
+                 "graph_name": "tiny", "num_parts": 2, "max_seq_len": 16},
+        "model": {"lm": str(bert_dir), "hidden_size": 16, "fanouts": [4, 4], "dropout": 0.0},
+        "stage1": {"max_steps": 6, "batch_size": 8, "num_negatives": 4, "lm_lr": 1e-3},
+        "stage2": {"epochs": 5, "batch_size": 8, "lr": 1e-2},
+        "stage3": {"max_steps": 6, "batch_size": 4, "lm_train_nodes": 6, "lm_lr": 1e-4,
+                   "gnn_lr": 1e-3},
+        "launch": {"debug_local": 2},
+    }
+    cfg.update(top)
+    return cfg
+
+
+def own_processes(marker: str):
+    """Processes of this test's jobs: ``lmgnn_dist.train`` with ``marker`` (a tmp path) in the
+    command line (the machine is shared: never touch another run's processes)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cl = p.info["cmdline"] or []
+        if "lmgnn_dist.train" in cl and any(marker in c for c in cl):
+            found.append(p)
+    return found

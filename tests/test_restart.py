@@ -1,0 +1,134 @@
+"""Stage-granular fault tolerance of the launcher-based driver (``lmgnn_dist.pipeline``).
+
+A real 2-server + 2-trainer run on the tiny graph whose trainer 1 is SIGKILLed in stage 3
+must restart the job once, keep the stages finished before the kill, and end like an
+uninterrupted run; bad input (exit code 2) is never retried.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import yaml
+
+from lmgnn_dist.pipeline import clean_stale_checkpoints, run_with_restarts
+
+from run_helpers import own_processes, tiny_config
+
+
+# ---------------------------------------------------------------------------- unit tests
+def test_exit_code_2_is_never_retried():
+    calls = []
+
+    def attempt(i):
+        calls.append(i)
+        return 2
+
+    assert run_with_restarts(attempt, max_restarts=5, what="job") == (2, 0)
+    assert calls == [0]
+
+
+def test_failures_are_retried_up_to_max_restarts():
+    codes = iter([-9, 1, 0])
+    assert run_with_restarts(lambda i: next(codes), max_restarts=2, what="job") == (0, 2)
+    calls = []
+    assert run_with_restarts(lambda i: calls.append(i) or 1, max_restarts=1, what="job") == (1, 1)
+    assert calls == [0, 1]
+    before = []
+    run_with_restarts(lambda i: 0 if i == 1 else 137, 3, "job", before_retry=lambda: before.append(1))
+    assert before == [1]
+
+
+def test_stale_checkpoint_temp_folders_are_removed(tmp_path):
+    (tmp_path / ".stage2.tmp-4242" / "lm").mkdir(parents=True)  # killed mid-write: no metrics
+    (tmp_path / ".stage1.old-77").mkdir()
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage1" / "metrics.json").write_text("{}")
+    (tmp_path / ".stage1.tmp-x").mkdir()  # not a pid: not ours
+    (tmp_path / "notes.tmp-1").mkdir()
+    assert clean_stale_checkpoints(str(tmp_path)) == [".stage1.old-77", ".stage2.tmp-4242"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".stage1.tmp-x", "notes.tmp-1", "stage1"]
+
+
+def test_bad_ip_config_fails_once_with_exit_code_2(tmp_path, tiny_tag_dir, tiny_bert_dir):
+    """The launcher's bad-input exit code 2 reaches the driver, which does not retry it."""
+    ips = tmp_path / "ips.txt"
+    ips.write_text("1.2.3\n")
+    cfg = tiny_config(tmp_path, tiny_tag_dir, tiny_bert_dir)
+    cfg["launch"] = {"debug_local": 0, "ip_config": str(ips), "max_restarts": 3}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.stderr.count("is not an IPv4/IPv6 address") == 1  # one attempt
+    assert "(bad input): not retried" in out.stderr and "restart" not in out.stdout
+
+
+# ---------------------------------------------------------------------------- kill and resume
+def test_killed_trainer_restarts_the_job_and_keeps_finished_stages(tmp_path, tiny_tag_dir,
+                                                                   tiny_bert_dir):
+    # reference: the same config, uninterrupted (shares the partitions)
+    ref_cfg = tiny_config(tmp_path, tiny_tag_dir, tiny_bert_dir, output_dir=str(tmp_path / "ref"))
+    (tmp_path / "ref.yaml").write_text(yaml.safe_dump(ref_cfg))
+    ref = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config",
+                          str(tmp_path / "ref.yaml")], capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+
+    out_dir = tmp_path / "run"
+    # long enough a stage 3 that the kill lands inside it (~0.05 s/step here)
+    cfg = tiny_config(tmp_path, tiny_tag_dir, tiny_bert_dir, resume=False)
+    cfg["stage3"]["max_steps"] = 150
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, killed, mtimes = [], [], {}
+    timer = threading.Timer(400, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if not killed and "[stage3] step" in line:
+                mtimes = {s: (out_dir / s / "metrics.json").stat().st_mtime_ns
+                          for s in ("baseline", "stage1", "stage2")}
+                victims = [p for p in own_processes(str(out_dir))
+                           if p.environ().get("DGL_ROLE") == "client"
+                           and p.environ().get("RANK") == "1"]
+                assert len(victims) == 1, [p.cmdline() for p in victims]
+                victims[0].send_signal(signal.SIGKILL)
+                killed.append(len(lines))
+                # as if the kill had hit write_stage: a stale temp folder of a dead process
+                (out_dir / ".stage3.tmp-999999").mkdir()
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+    log = "".join(lines)
+    assert rc == 0, log[-4000:]
+    assert killed, "stage 3 never started"
+    assert log.count("[launcher] trainer-1 exited with code -9") == 1
+    assert log.count("failed with exit code -9; restart 1/2") == 1
+    assert "removed stale checkpoint temp folders of a killed run: .stage3.tmp-999999" in log
+    after = "".join(lines[killed[0]:])
+    restart_at = after.index("restart 1/2")
+    rerun = after[restart_at:]
+    # finished stages were not run again; stage 3 was, from its beginning
+    assert "[stage1] step" not in rerun and "[baseline] epoch" not in rerun
+    assert "[stage2] epoch" not in rerun and "[stage3] step    1/150" in rerun
+    assert {s: (out_dir / s / "metrics.json").stat().st_mtime_ns for s in mtimes} == mtimes
+    # no half-written checkpoint: every stage folder is complete, no temp folder is left
+    assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == [
+        "baseline", "stage1", "stage2", "stage3"]
+    assert all((out_dir / s / "metrics.json").exists() for s in ("stage1", "stage3"))
+    res = json.loads((out_dir / "results.json").read_text())
+    want = json.loads((tmp_path / "ref" / "results.json").read_text())
+    assert set(res) == set(want) and res["restarts"] == 1 and want["restarts"] == 0
+    assert {k: set(v) for k, v in res["stages"].items()} == {
+        k: set(v) for k, v in want["stages"].items()}
+    assert res["config"]["resume"] is False and res["stages"]["stage3"]["steps"] == 150
+    time.sleep(1)
+    assert own_processes(str(tmp_path)) == []
