@@ -222,6 +222,9 @@ class LaunchConfig:
     ----------
     debug_local : > 0 runs that many loopback machines on this host (ip-config ignored).
     ip_config : one ``IP [PORT]`` per machine.
+    ssh_user, ssh_port, ssh_opts : how ``launch/run_dist.py`` reaches remote machines
+        (``ssh_opts``: ``KEY=VALUE`` ssh options, e.g. ``IdentityFile=~/.ssh/lmgnn``).
+    env : extra environment variables of every server and trainer process.
     num_trainers : trainers per machine.
     max_restarts : a distributed job that fails (a process dies or exits non-zero, except
         exit code 2 = bad input) is started again, all its processes afresh, at most this many
@@ -235,6 +238,10 @@ class LaunchConfig:
 
     debug_local: int = 2
     ip_config: str = ""
+    ssh_user: str = ""
+    ssh_port: int = 22
+    ssh_opts: List[str] = field(default_factory=list)
+    env: Dict[str, str] = field(default_factory=dict)
     num_trainers: int = 1
     num_servers: int = 1
     omp_threads: int = 1

@@ -193,8 +193,11 @@ def launch_job(cfg: RunConfig, part_config: str, command: List[str]) -> int:
                        else ["--ip-config", l.ip_config])
     argv += ["--part-config", part_config, "--workspace", cfg.output_dir,
              "--num-trainers", str(l.num_trainers), "--num-servers", str(l.num_servers),
-             "--omp-threads", str(l.omp_threads), "--", *command]
-    return run_dist.main(argv)
+             "--omp-threads", str(l.omp_threads), "--ssh-port", str(l.ssh_port)]
+    argv += ["--ssh-user", l.ssh_user] if l.ssh_user else []
+    argv += [a for opt in l.ssh_opts for a in ("--ssh-opt", opt)]
+    argv += [a for k, v in l.env.items() for a in ("--env", f"{k}={v}")]
+    return run_dist.main([*argv, "--", *command])
 
 
 def train_command(config_path: str, *overrides: str) -> List[str]:

@@ -76,3 +76,24 @@ def test_a_trainer_that_raises_ends_the_job(tmp_path, tiny_tag_dir, tiny_bert_di
     assert "exited with code 2; stopping the others" in out.stdout
     assert "(bad input): not retried" in out.stderr and "restart 1/" not in out.stdout
     assert time.time() - t0 < 120
+
+
+def test_launch_section_reaches_the_launcher(monkeypatch):
+    """ssh user/port/options and extra env of the config are passed to launch/run_dist.py."""
+    from launch import run_dist
+    from lmgnn_dist.config import load_config
+    from lmgnn_dist.pipeline import launch_job
+
+    seen = []
+    monkeypatch.setattr(run_dist, "main", lambda argv: seen.append(argv) or 0)
+    cfg = load_config(None, ["launch.debug_local=0", "launch.ip_config=ips.txt",
+                             "launch.ssh_user=me", "launch.ssh_port=2222",
+                             "launch.ssh_opts=[IdentityFile=/k, ServerAliveInterval=5]",
+                             "launch.env={NCCL_DEBUG: INFO, A: 'x y'}"])
+    assert launch_job(cfg, "g.json", ["python", "-m", "x"]) == 0
+    argv = seen[0]
+    assert argv[:2] == ["--ip-config", "ips.txt"] and argv[-4:] == ["--", "python", "-m", "x"]
+    joined = " ".join(argv)
+    assert "--ssh-port 2222" in joined and "--ssh-user me" in joined
+    assert "--ssh-opt IdentityFile=/k --ssh-opt ServerAliveInterval=5" in joined
+    assert argv[argv.index("--env") + 1] == "NCCL_DEBUG=INFO" and "A=x y" in argv
