@@ -274,9 +274,10 @@ class RunConfig:
     encode_batch_size : sub-batch size of the no-grad full-graph encoding.
     pipeline_depth : FIFO depth of the asynchronous fetch -> encode pipeline of every no-grad
         encoding (0: synchronous).
-    checkpoint_every : stages 1 and 3 write a progress checkpoint (``<stage>.partial/``,
-        atomically) every this many optimizer steps; a restarted job continues the stage from
-        the last one (0: off, a failed stage starts again from its beginning).
+    checkpoint_every : every stage writes a progress checkpoint (``<stage>.partial/``,
+        atomically) every this many optimizer steps (stage 2 and the baseline at the end of the
+        epoch in which the count is reached); a restarted job continues the stage from the last
+        one (0: off, a failed stage starts again from its beginning).
     """
 
     seed: int = 0

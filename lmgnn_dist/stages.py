@@ -218,12 +218,16 @@ class StageRunner:
         """
         s, primary = self.cfg.stage2, self.task.primary
         head = self.new_head(self.table.dim)
+        opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        state = self.load_progress(name, {"head": head}, opt, learnable, unit="epoch") or {}
         # hetero graphs: a relation without edges in a block leaves its weights unused
         model = DDP(head, find_unused_parameters=True)
-        opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         steps = self.min_over_trainers(self.task.num_train_batches(s.batch_size))
-        best, best_state, best_rows, best_epoch, epoch_losses = None, None, None, -1, []
-        for epoch in range(s.epochs):
+        best, best_state, best_rows, best_epoch, epoch_losses = (
+            state.get(k, d) for k, d in (("best", None), ("best_state", None),
+                                         ("best_rows", None), ("best_epoch", -1),
+                                         ("losses", [])))
+        for epoch in range(state.get("step", 0), s.epochs):
             total = 0.0
             for batch in itertools.islice(self.task.train_batches(
                     self.fanouts(), s.batch_size, self.gen), steps):
@@ -246,6 +250,12 @@ class StageRunner:
             if epoch % 5 == 0 or epoch == s.epochs - 1:
                 self.log(f"[{name}] epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
                          + self.describe(self.prefixed("val", val)))
+            every = self.cfg.checkpoint_every  # in optimizer steps: at the next epoch end
+            if every and epoch + 1 < s.epochs and (epoch + 1) * steps // every > epoch * steps // every:
+                self.save_progress(name, epoch + 1, {"head": head}, opt, learnable,
+                                   {"best": best, "best_state": best_state, "best_rows": best_rows,
+                                    "best_epoch": best_epoch, "losses": epoch_losses},
+                                   unit="epoch")
         head.load_state_dict(best_state)
         if learnable is not None:
             learnable.restore(best_rows)
@@ -577,10 +587,11 @@ class StageRunner:
         return every > 0 and done_steps % every == 0 and done_steps < max_steps
 
     def save_progress(self, name: str, done_steps: int, modules: Dict[str, torch.nn.Module],
-                      opt, learnable: Optional[LearnableEmbeddings], rank_state: dict) -> None:
+                      opt, learnable: Optional[LearnableEmbeddings], rank_state: dict,
+                      unit: str = "step") -> None:
         """Write ``<output_dir>/<name>.partial/`` atomically (collective): the modules' and
-        optimizer's states after ``done_steps`` steps (rank 0; DDP keeps them equal), and per
-        trainer its RNG states, ``rank_state`` and learnable-embedding rows."""
+        optimizer's states after ``done_steps`` steps (or epochs: ``unit``; rank 0, DDP keeps
+        them equal), and per trainer its RNG states, ``rank_state`` and learnable rows."""
         mine = dict(rank_state, rng=self.gen.get_state(), torch_rng=torch.get_rng_state())
         staging = self._stage_rank_files(f"{name}.partial", learnable, mine)
         if self.ctx.is_main:
@@ -592,10 +603,11 @@ class StageRunner:
             ckpt.write_stage(self.cfg.output_dir, f"{name}.partial", {"step": done_steps},
                              write_files)
         dist.barrier()
-        self.log(f"[{name}] progress checkpoint after step {done_steps}")
+        self.log(f"[{name}] progress checkpoint after {unit} {done_steps}")
 
     def load_progress(self, name: str, modules: Dict[str, torch.nn.Module], opt,
-                      learnable: Optional[LearnableEmbeddings]) -> Optional[dict]:
+                      learnable: Optional[LearnableEmbeddings],
+                      unit: str = "step") -> Optional[dict]:
         """Restore the last :meth:`save_progress` of stage ``name`` (when ``resume``): module
         and optimizer states, learnable embeddings, and this trainer's RNGs and ``rank_state``
         (those only with the same number of trainers). Returns the rank state with ``step``
@@ -616,7 +628,7 @@ class StageRunner:
         if "rng" in state:
             self.gen.set_state(state.pop("rng"))
             torch.set_rng_state(state.pop("torch_rng"))
-        self.log(f"[{name}] resuming after step {saved['step']} from its progress checkpoint")
+        self.log(f"[{name}] resuming after {unit} {saved['step']} from its progress checkpoint")
         return dict(state, step=saved["step"])
 
     # ------------------------------------------------------------------ the pipeline

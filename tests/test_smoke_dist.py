@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -209,14 +210,15 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
 
 def _run_and_kill_trainer1(args, when: str):
     """Run the pipeline ``args``; SIGKILL trainer 1 once a line contains ``when``.
-    Returns (killed, exit code)."""
+    Returns (killed, exit code, output)."""
     import signal
 
     import psutil
 
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed = False
+    killed, lines = False, []
     for line in proc.stdout:
+        lines.append(line)
         if not killed and when in line:
             for p in psutil.Process(proc.pid).children(recursive=True):
                 try:
@@ -226,12 +228,28 @@ def _run_and_kill_trainer1(args, when: str):
                 if env.get("DGL_ROLE") == "client" and env.get("RANK") == "1":
                     p.send_signal(signal.SIGKILL)
                     killed = True
-    return killed, proc.wait(timeout=300)
+    return killed, proc.wait(timeout=300), "".join(lines)
+
+
+def _killed_and_resumed(path, over, stage, when, resumed):
+    """One pipeline run: trainer 1 SIGKILLed at ``when``; the driver restarts the job, which
+    continues ``stage`` from its progress checkpoint (``resumed``). Returns the output after
+    the restart."""
+    killed, rc, out = _run_and_kill_trainer1(
+        [sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path), *over], when)
+    assert killed and rc == 0, out[-4000:]
+    # the launcher stops the job at the first failure it sees: the killed trainer (-9) or a
+    # peer whose collective broke; then the driver restarts the job once
+    assert re.search(r"\[launcher\] (trainer|server)-\S+ exited with code -?\d+", out), out[-3000:]
+    assert "restart 1/2" in out and "restart 2/2" not in out
+    after = out[out.index("restart 1/2"):]
+    assert resumed in after
+    return after
 
 
 def test_stage3_resumes_mid_stage_from_its_progress_checkpoint(smoke_run, tmp_path):
-    """checkpoint_every: a trainer SIGKILLed after step 8 of 12; the rerun continues at step 9
-    from `stage3.partial/` (model, optimizer, RNG, counters), and the stage ends complete."""
+    """checkpoint_every: a trainer SIGKILLed after step 8 of 12; the restarted job continues at
+    step 9 from `stage3.partial/` (model, optimizer, RNG, counters); the stage ends complete."""
     import shutil
 
     root, path, first, _ = smoke_run
@@ -239,41 +257,46 @@ def test_stage3_resumes_mid_stage_from_its_progress_checkpoint(smoke_run, tmp_pa
     out_dir = tmp_path / "run"
     for stage in ("baseline", "stage1", "stage2"):
         shutil.copytree(root / "run" / stage, out_dir / stage)
-    over = [f"output_dir={out_dir}", "checkpoint_every=4", "stage3.max_steps=12"]
-    killed, rc = _run_and_kill_trainer1(
-        [sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path), *over],
-        "[stage3] progress checkpoint after step 8")
-    assert killed and rc != 0
-    partial = out_dir / "stage3.partial"
-    assert (partial / "metrics.json").exists() and json.loads(
-        (partial / "metrics.json").read_text())["step"] == 8
-    assert sorted(p.name for p in (partial / "ranks").iterdir()) == ["rank-0.pt", "rank-1.pt"]
-    assert not (out_dir / "stage3").exists()
-    again = _run_pipeline(path, *over)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "[stage3] resuming after step 8 from its progress checkpoint" in again.stdout
-    assert "[stage3] step    1/12" not in again.stdout and "[stage3] step   11/12" in again.stdout
+    after = _killed_and_resumed(
+        path, [f"output_dir={out_dir}", "checkpoint_every=4", "stage3.max_steps=12"], "stage3",
+        "[stage3] progress checkpoint after step 8",
+        "[stage3] resuming after step 8 from its progress checkpoint")
+    assert "[stage3] step    1/12" not in after and "[stage3] step   11/12" in after
     s3 = json.loads((out_dir / "results.json").read_text())["stages"]["stage3"]
     assert len(s3["losses"]) == 12 and all(math.isfinite(x) for x in s3["losses"])
     # counters carried over: 12 steps x 2 trainers x <= 6 with-grad nodes, more than 4 steps' worth
     assert 2 * 8 < s3["lm_encodings"]["with_grad"] <= 2 * 12 * 6
-    assert not partial.exists()  # the finished stage removed its progress checkpoint
+    assert not (out_dir / "stage3.partial").exists()  # the finished stage removed its progress
 
 
 def test_stage1_resumes_mid_stage(smoke_run, tmp_path):
     root, path, first, _ = smoke_run
     assert first.returncode == 0
     out_dir = tmp_path / "run"
-    over = [f"output_dir={out_dir}", "checkpoint_every=4", "stage1.max_steps=12", "stages=[1]",
-            "baseline=false"]
-    killed, rc = _run_and_kill_trainer1(
-        [sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path), *over],
-        "[stage1] progress checkpoint after step 8")
-    assert killed and rc != 0 and (out_dir / "stage1.partial" / "progress.pt").exists()
-    again = _run_pipeline(path, *over)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "[stage1] resuming after step 8 from its progress checkpoint" in again.stdout
-    assert "[stage1] step    0/12" not in again.stdout and "[stage1] step   11/12" in again.stdout
+    after = _killed_and_resumed(
+        path, [f"output_dir={out_dir}", "checkpoint_every=4", "stage1.max_steps=12",
+               "stages=[1]", "baseline=false"], "stage1",
+        "[stage1] progress checkpoint after step 8",
+        "[stage1] resuming after step 8 from its progress checkpoint")
+    assert "[stage1] step    0/12" not in after and "[stage1] step   11/12" in after
     s1 = json.loads((out_dir / "results.json").read_text())["stages"]["stage1"]
     assert len(s1["losses"]) == 12 and (out_dir / "stage1" / "lm").is_dir()
     assert not (out_dir / "stage1.partial").exists()
+
+
+def test_stage2_resumes_after_its_last_progress_epoch(smoke_run, tmp_path):
+    import shutil
+
+    root, path, first, _ = smoke_run
+    assert first.returncode == 0
+    out_dir = tmp_path / "run"
+    shutil.copytree(root / "run" / "stage1", out_dir / "stage1")
+    # 15 training targets per trainer in batches of 8: 2 steps per epoch, a checkpoint per epoch
+    after = _killed_and_resumed(
+        path, [f"output_dir={out_dir}", "checkpoint_every=2", "stages=[2]", "baseline=false"],
+        "stage2", "[stage2] progress checkpoint after epoch 6",
+        "[stage2] resuming after epoch 6 from its progress checkpoint")
+    assert "[stage2] epoch   0" not in after and "[stage2] epoch  10" in after
+    s2 = json.loads((out_dir / "results.json").read_text())["stages"]["stage2"]
+    assert len(s2["losses"]) == 15 and 0 <= s2["best_epoch"] < 15
+    assert s2["test_acc"] > 0.7 and not (out_dir / "stage2.partial").exists()
