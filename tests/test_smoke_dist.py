@@ -10,6 +10,7 @@ import time
 
 import pytest
 import yaml
+from run_helpers import tiny_config
 
 
 def _run_pipeline(cfg_path, *overrides, timeout=600):
@@ -20,20 +21,12 @@ def _run_pipeline(cfg_path, *overrides, timeout=600):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, tiny_tag_dir, tiny_bert_dir):
     root = tmp_path_factory.mktemp("smoke")
-    cfg = {
-        "seed": 0, "output_dir": str(root / "run"), "resume": True, "baseline": True,
-        "eval_batch_size": 16, "encode_batch_size": 16,
-        "data": {"tag_path": str(tiny_tag_dir), "part_dir": str(root / "parts"),
-                 "graph_name": "tiny", "num_parts": 2, "max_seq_len": 16},
-        "model": {"lm": str(tiny_bert_dir), "hidden_size": 16, "fanouts": [4, 4], "dropout": 0.0},
-        "stage1": {"max_steps": 12, "batch_size": 8, "num_negatives": 4, "lm_lr": 1e-3},
-        "stage2": {"epochs": 15, "batch_size": 8, "lr": 1e-2},
-        "stage3": {"max_steps": 12, "batch_size": 4, "lm_train_nodes": 6, "lm_lr": 1e-4,
-                   "gnn_lr": 1e-3, "inference_source": "cache", "lm_infer_batch_size": 4,
-                   "trainable_policy": "degree", "deg_threshold": 1, "cache_max_staleness": 2,
-                   "refresh_batch_size": 4},
-        "launch": {"debug_local": 2},
-    }
+    cfg = tiny_config(root, tiny_tag_dir, tiny_bert_dir)
+    cfg["stage1"]["max_steps"] = 12
+    cfg["stage2"]["epochs"] = 15
+    cfg["stage3"].update(max_steps=12, inference_source="cache", lm_infer_batch_size=4,
+                         trainable_policy="degree", deg_threshold=1, cache_max_staleness=2,
+                         refresh_batch_size=4)
     path = root / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     t0 = time.time()

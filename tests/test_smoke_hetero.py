@@ -11,23 +11,17 @@ import sys
 
 import pytest
 import yaml
+from run_helpers import tiny_config
 
 
 def _run(root, name, tiny_hetero_dir, tiny_bert_dir, task, **extra):
-    cfg = {
-        "seed": 0, "output_dir": str(root / name / "run"), "resume": True, "baseline": True,
-        "eval_batch_size": 16, "encode_batch_size": 16,
-        "data": {"tag_path": str(tiny_hetero_dir), "part_dir": str(root / name / "parts"),
-                 "graph_name": "th", "num_parts": 2, "max_seq_len": 16},
-        "task": task,
-        "model": {"lm": str(tiny_bert_dir), "hidden_size": 16, "fanouts": [4, 4], "dropout": 0.0,
-                  **extra.pop("model", {})},
-        "stage1": {"max_steps": 10, "batch_size": 8, "num_negatives": 4, "lm_lr": 1e-3},
-        "stage2": {"epochs": 25, "batch_size": 8, "lr": 1e-2},
-        "stage3": {"max_steps": 8, "batch_size": 4, "lm_train_nodes": 8, "lm_lr": 1e-4,
-                   "gnn_lr": 1e-3, "lm_infer_batch_size": 8, "refresh_batch_size": 4},
-        "launch": {"debug_local": 2},
-    }
+    cfg = tiny_config(root / name, tiny_hetero_dir, tiny_bert_dir, task=task)
+    cfg["data"]["graph_name"] = "th"
+    cfg["model"].update(extra.pop("model", {}))
+    cfg["stage1"]["max_steps"] = 10
+    cfg["stage2"]["epochs"] = 25
+    cfg["stage3"].update(max_steps=8, batch_size=4, lm_train_nodes=8, lm_infer_batch_size=8,
+                         refresh_batch_size=4)
     cfg.update(extra)
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
