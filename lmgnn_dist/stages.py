@@ -275,7 +275,8 @@ class StageRunner:
         self.log(f"[{name}] encoded all nodes with the frozen LM in {enc['seconds']:.1f}s")
         learnable = self.new_learnable(name, lms.out_dim)
         head, metrics = self.train_gnn(name, learnable)
-        metrics.update(lm=self.table_lm, encode_s=enc["seconds"], seconds=time.time() - t0)
+        metrics.update(lm=str(lm_dir / "lm") if lm_dir else self.cfg.model.lm,
+                       encode_s=enc["seconds"], seconds=time.time() - t0)
         self.finish(name, metrics, head=head, learnable=learnable)
         return metrics
 
