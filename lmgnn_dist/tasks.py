@@ -121,6 +121,13 @@ class Task:
     def split_targets(self, split: str):
         raise NotImplementedError
 
+    def _cached_split(self, split: str, compute) -> torch.Tensor:
+        """``compute()`` once per split: a ``node_split``/``edge_split`` reads the whole mask
+        from the KV store."""
+        if split not in self._split_cache:
+            self._split_cache[split] = compute()
+        return self._split_cache[split]
+
 
 class NodeClassificationTask(Task):
     """Classify ``task.target_ntype`` nodes (cross-entropy; accuracy and macro-F1)."""
@@ -144,11 +151,9 @@ class NodeClassificationTask(Task):
         """This trainer's share of the target type's ``split`` nodes (DGL ``node_split``)."""
         import dgl
 
-        if split not in self._split_cache:
-            mask = self.g.nodes[self.target].data[f"{split}_mask"]
-            self._split_cache[split] = dgl.distributed.node_split(
-                mask, self.g.get_partition_book(), ntype=self.target, force_even=True)
-        return self._split_cache[split]
+        return self._cached_split(split, lambda: dgl.distributed.node_split(
+            self.g.nodes[self.target].data[f"{split}_mask"], self.g.get_partition_book(),
+            ntype=self.target, force_even=True))
 
     def _batches(self, ids, fanouts, batch_size, shuffle, full_neighbors=False):
         labels = self.g.nodes[self.target].data["label"]
@@ -197,11 +202,9 @@ class _EdgeTask(Task):
         """This trainer's share of the target relation's ``split`` edges (DGL ``edge_split``)."""
         import dgl
 
-        if split not in self._split_cache:
-            mask = self.g.edges[self.etype].data[f"{split}_mask"]
-            self._split_cache[split] = dgl.distributed.edge_split(
-                mask, self.g.get_partition_book(), etype=self.etype, force_even=True)
-        return self._split_cache[split]
+        return self._cached_split(split, lambda: dgl.distributed.edge_split(
+            self.g.edges[self.etype].data[f"{split}_mask"], self.g.get_partition_book(),
+            etype=self.etype, force_even=True))
 
     def _edge_batches(self, eids, fanouts, batch_size, generator, shuffle=True, **kw):
         if shuffle:
