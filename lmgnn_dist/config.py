@@ -22,6 +22,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 
+#: ``task.kind`` values (:mod:`lmgnn_dist.tasks` implements one class per kind)
+TASK_KINDS = ("node_classification", "edge_classification", "link_prediction")
+
+
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
 
@@ -228,7 +232,8 @@ class LaunchConfig:
     num_trainers : trainers per machine.
     max_restarts : a distributed job that fails (a process dies or exits non-zero, except
         exit code 2 = bad input) is started again, all its processes afresh, at most this many
-        times; completed stages are kept (resume), the failed stage starts from its beginning.
+        times; completed stages are kept (resume), the failed stage continues after its last
+        progress checkpoint (``checkpoint_every``) or starts from its beginning.
     ray_cpus_per_machine : CPUs of each machine's placement-group bundle in
         :mod:`lmgnn_dist.ray_pipeline` (``null``: ``num_trainers * omp_threads``).
     ray_placement_strategy : the placement group's strategy (``SPREAD``: one machine per Ray
@@ -304,9 +309,8 @@ class RunConfig:
                               f"{len(self.model.fanouts)} entries")
         if any(s not in (1, 2, 3) for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
             raise ConfigError(f"stages must be an increasing subset of [1, 2, 3], got {self.stages}")
-        kinds = ("node_classification", "edge_classification", "link_prediction")
-        if self.task.kind not in kinds:
-            raise ConfigError(f"task.kind must be one of {kinds}, got {self.task.kind!r}")
+        if self.task.kind not in TASK_KINDS:
+            raise ConfigError(f"task.kind must be one of {TASK_KINDS}, got {self.task.kind!r}")
         if self.task.kind != "node_classification" and not self.task.target_etype:
             raise ConfigError(f"task.kind={self.task.kind} needs task.target_etype "
                               "(src__etype__dst)")

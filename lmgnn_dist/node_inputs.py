@@ -18,6 +18,8 @@ from .dataloading import local_nodes
 from .model.joint import SHARED, own_key
 
 EMBEDDING = "embedding"
+__all__ = ["EMBEDDING", "SHARED", "LearnableEmbeddings", "gather_inputs", "lm_folder",
+           "resolve_encoders"]
 
 
 def resolve_encoders(encoders: Dict[str, str], lm: str, meta: dict
@@ -95,10 +97,6 @@ class LearnableEmbeddings:
             part_policy=g.get_node_partition_policy(nt)) for nt in ntypes}
         self.opt = (dgl.distributed.optim.SparseAdam(list(self.emb.values()), lr=lr)
                     if self.emb else None)
-
-    @property
-    def ntypes(self) -> List[str]:
-        return list(self.emb)
 
     def __call__(self, ids: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         return {nt: self.emb[nt](i) for nt, i in ids.items() if nt in self.emb}

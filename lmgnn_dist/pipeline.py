@@ -17,7 +17,8 @@ then writes their combined task table (:func:`format_task_table`) as JSON.
 Fault tolerance: if the distributed job fails (a process dies or exits non-zero) it is started
 again, every process afresh (new ports, new shared-memory namespace), at most
 ``launch.max_restarts`` times. Trainers always run with ``resume=true``, so stages whose
-checkpoint is complete are not run again; the failed stage starts from its beginning. Exit code
+checkpoint is complete are not run again; the failed stage continues after its last progress
+checkpoint (``checkpoint_every``), or starts from its beginning without one. Exit code
 2 (bad input, e.g. a config or ip-config error) is never retried. With ``resume: false`` the
 earlier checkpoints of the configured stages are removed before the first attempt instead (the
 run would replace them anyway), so a restart cannot pick up a stale one.
@@ -116,8 +117,8 @@ def run_with_restarts(attempt: Callable[[int], int], max_restarts: int, what: st
             return rc, restarts
         restarts += 1
         print(f"{log_prefix} {what} failed with exit code {rc}; restart {restarts}/{max_restarts}: "
-              "all processes start afresh, completed stages are kept, the failed stage starts "
-              "from its beginning", flush=True)
+              "all processes start afresh, completed stages are kept, the failed stage resumes "
+              "from its last progress checkpoint (checkpoint_every) or its beginning", flush=True)
         if before_retry is not None:
             before_retry()
 
@@ -300,8 +301,10 @@ def check_model_paths(cfg: RunConfig) -> None:
     """
     from partition.tokenize import load_tokenizer, resolve_model_path
 
+    from .node_inputs import EMBEDDING, SHARED
+
     own = [(f"model.encoders.{nt}", p) for nt, p in cfg.model.encoders.items()
-           if p not in ("shared", "embedding")]
+           if p not in (SHARED, EMBEDDING)]
     for key, path in [("model.lm", cfg.model.lm)] + own:
         try:
             resolve_model_path(path)

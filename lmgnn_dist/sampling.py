@@ -181,9 +181,9 @@ def select_trainable_nodes_hetero(num_input: Dict[str, int], num_seeds: Dict[str
     types = list(num_input)
     seed_pos = [torch.arange(num_seeds.get(nt, 0)) for nt in types]
     other_pos = [torch.arange(num_seeds.get(nt, 0), num_input[nt]) for nt in types]
-    # flattened order: all seeds (type by type), then all other input nodes
-    owner = torch.cat([torch.full((len(p),), i) for i, p in enumerate(seed_pos + other_pos)])
-    owner = owner % len(types) if types else owner
+    # flattened order: all seeds (type by type), then all other input nodes; owner = type index
+    owner = torch.cat([torch.full((len(p),), i) for part in (seed_pos, other_pos)
+                       for i, p in enumerate(part)] or [torch.zeros(0, dtype=torch.long)])
     local = torch.cat(seed_pos + other_pos) if types else torch.zeros(0, dtype=torch.long)
     deg = None
     if degrees is not None:

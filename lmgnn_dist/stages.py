@@ -32,7 +32,6 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint as ckpt
@@ -250,8 +249,7 @@ class StageRunner:
             if epoch % 5 == 0 or epoch == s.epochs - 1:
                 self.log(f"[{name}] epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
                          + self.describe(self.prefixed("val", val)))
-            every = self.cfg.checkpoint_every  # in optimizer steps: at the next epoch end
-            if every and epoch + 1 < s.epochs and (epoch + 1) * steps // every > epoch * steps // every:
+            if self.progress_due(epoch + 1, s.epochs, steps_per_unit=steps):
                 self.save_progress(name, epoch + 1, {"head": head}, opt, learnable,
                                    {"best": best, "best_state": best_state, "best_rows": best_rows,
                                     "best_epoch": best_epoch, "losses": epoch_losses},
@@ -583,9 +581,13 @@ class StageRunner:
         return staging
 
     # ------------------------------------------------------------------ progress checkpoints
-    def progress_due(self, done_steps: int, max_steps: int) -> bool:
+    def progress_due(self, done: int, total: int, steps_per_unit: int = 1) -> bool:
+        """Whether to write a progress checkpoint after ``done`` of ``total`` steps (or epochs
+        of ``steps_per_unit`` steps): the unit just finished crossed a multiple of
+        ``checkpoint_every`` optimizer steps, and the stage is not over."""
         every = self.cfg.checkpoint_every
-        return every > 0 and done_steps % every == 0 and done_steps < max_steps
+        return (every > 0 and done < total
+                and done * steps_per_unit // every > (done - 1) * steps_per_unit // every)
 
     def save_progress(self, name: str, done_steps: int, modules: Dict[str, torch.nn.Module],
                       opt, learnable: Optional[LearnableEmbeddings], rank_state: dict,

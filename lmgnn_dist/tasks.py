@@ -40,8 +40,6 @@ from .metrics import (HITS_AT, classification_metrics, confusion_matrix, ranking
 from .model.decoders import DistMultDecoder, EdgeClassifier, NodeClassifier, logistic_loss
 from .sampling import NEGATIVE_SAMPLERS
 
-KINDS = ("node_classification", "edge_classification", "link_prediction")
-
 #: ``input_nodes -> h_in`` (ntype -> float ``[N_in, D]``): the GNN's input features
 Features = Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
 

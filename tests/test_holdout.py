@@ -2,7 +2,6 @@
 the saved evaluation edges/negatives are exactly the held-out ones, filtered."""
 from __future__ import annotations
 
-import json
 
 import dgl
 import numpy as np

@@ -62,10 +62,6 @@ class NodeLMs(nn.Module):
                              "encoders of a run must produce the same width")
         self.out_dim = next(iter(dims.values())) if dims else 0
 
-    @property
-    def ntypes(self) -> List[str]:
-        return list(self.lm_of)
-
     def encoder(self, ntype: str) -> LMEncoder:
         return self.lms[self.lm_of[ntype]]
 
