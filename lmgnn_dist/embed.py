@@ -35,7 +35,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 
-def layerwise_rgcn(runner, head, inputs: Dict[str, "object"], mine: Dict[str, torch.Tensor],
+def layerwise_rgcn(env, head, inputs: Dict[str, "object"], mine: Dict[str, torch.Tensor],
                    batch_size: int) -> Dict[str, "object"]:
     """Run ``head.encoder`` (the RGCN) layer by layer over every node, starting from
     ``inputs`` (ntype -> ``DistTensor`` of input embeddings); returns ntype -> ``DistTensor``
@@ -45,7 +45,7 @@ def layerwise_rgcn(runner, head, inputs: Dict[str, "object"], mine: Dict[str, to
 
     from .dataloading import node_batches
 
-    g = runner.g
+    g = env.g
     h = inputs
     for i, layer in enumerate(head.encoder.layers):
         out = {nt: dgl.distributed.DistTensor((g.num_nodes(nt), layer.self_loop.out_features),
@@ -65,15 +65,15 @@ def layerwise_rgcn(runner, head, inputs: Dict[str, "object"], mine: Dict[str, to
     return h
 
 
-def export(runner, out_dir: Path, h, head, mine: Dict[str, torch.Tensor]) -> Dict[str, int]:
+def export(env, out_dir: Path, h, head, mine: Dict[str, torch.Tensor]) -> Dict[str, int]:
     """Write this trainer's share ``mine`` of embeddings (and target-type predictions) as
     Parquet."""
     import pyarrow as pa
 
     from partition.atomic import write_parquet_atomic
 
-    g, rank = runner.g, runner.ctx.rank
-    target = getattr(runner.task, "target", None)  # node classification only
+    g, rank = env.g, env.ctx.rank
+    target = getattr(env.task, "target", None)  # node classification only
     counts = {}
     for nt, ids in mine.items():
         emb = h[nt][ids]
@@ -92,19 +92,19 @@ def export(runner, out_dir: Path, h, head, mine: Dict[str, torch.Tensor]) -> Dic
     return counts
 
 
-def verify(runner, head, learnable, h, n: int) -> float:
+def verify(env, head, learnable, h, n: int) -> float:
     """Largest |layer-wise - mini-batch full-neighbourhood| GNN output over ``n`` nodes of the
     first LM-encoded type."""
     from .dataloading import node_batches
 
-    nt = next(iter(runner.lm_of))
-    ids = torch.arange(min(n, runner.g.num_nodes(nt)))
+    nt = next(iter(env.encoders.lm_of))
+    ids = torch.arange(min(n, env.g.num_nodes(nt)))
     worst = 0.0
     head.eval()
     with torch.no_grad():
-        for inp, seeds, blocks in node_batches(runner.g, {nt: ids}, runner.cfg.model.fanouts,
+        for inp, seeds, blocks in node_batches(env.g, {nt: ids}, env.cfg.model.fanouts,
                                                len(ids), shuffle=False, full_neighbors=True):
-            mb = head.encoder(blocks, runner.inputs(inp, learnable))[nt]
+            mb = head.encoder(blocks, env.features(learnable)(inp))[nt]
             lw = h[nt][seeds[nt]]
             worst = max(worst, float((mb - lw).abs().max()))
     return worst
@@ -141,45 +141,46 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ctx = initialize()
     import dgl
 
+    from .builders import build_learnable, build_lms, build_task_model
     from .dataloading import local_nodes
-    from .stages import StageRunner
+    from .node_inputs import lm_folder
+    from .trainer import StageEnv
+    from .trainer.base import all_reduce
 
     ckpt = Path(args.checkpoint)
     if not (ckpt / "gnn.pt").exists():
         raise FileNotFoundError(f"{ckpt / 'gnn.pt'} not found: --checkpoint must be a stage-2 "
                                 "or stage-3 folder")
     g = dgl.distributed.DistGraph(cfg.data.graph_name, part_config=meta["part_config"])
-    runner = StageRunner(cfg, ctx, g, meta)
+    env = StageEnv.create(cfg, ctx, g, meta)
     lm_dir = next((d for d in (ckpt, ckpt.parent / "stage1") if (d / "lm").exists()), None)
-    lms = runner.load_lms(lm_dir)
+    lms = build_lms(env.encoders, cfg.model, lm_dir)
     out = Path(args.out)
     # resumable: finished chunks of the LM encode are kept in <out>/lm_chunks and reused
-    enc = runner.encode_all(lms, chunk_store=out / "lm_chunks")
-    runner.log(f"[embed] LM chunks: {enc['chunks_encoded']} encoded, "
-               f"{enc['chunks_reused']} reused (rank 0)")
-    head = runner.new_head(lms.out_dim)
+    enc = env.fill_cache(lms, force=True, chunk_store=out / "lm_chunks")
+    env.log(f"[embed] LM chunks: {enc['chunks_encoded']} encoded, "
+            f"{enc['chunks_reused']} reused (rank 0)")
+    head = build_task_model(cfg.model, env.task, g.canonical_etypes, lms.out_dim, cfg.seed)
     head.load_state_dict(torch.load(ckpt / "gnn.pt"))
     head.eval()
-    learnable = runner.new_learnable("embed", lms.out_dim)
-    inputs = dict(runner.table.tables)
+    learnable = build_learnable(g, env.encoders, lms.out_dim, "embed", cfg.model.embedding_lr)
+    inputs = dict(env.cache.tables)
     if learnable is not None:
         learnable.load(ckpt / "node_emb", ctx.is_main)
         inputs.update({nt: e.weight for nt, e in learnable.emb.items()})
     mine = {nt: local_nodes(g, nt) for nt in g.ntypes}
-    h = layerwise_rgcn(runner, head, inputs, mine, args.batch_size)
-    counts = export(runner, out, h, head, mine)
+    h = layerwise_rgcn(env, head, inputs, mine, args.batch_size)
+    counts = export(env, out, h, head, mine)
     if args.verify:
-        diff = runner.all_reduce(torch.tensor([verify(runner, head, learnable, h, args.verify)]),
-                                 torch.distributed.ReduceOp.MAX).item()
-        runner.log(f"[embed] verify: max |layer-wise - mini-batch| GNN output = {diff:.3e}")
+        diff = all_reduce(torch.tensor([verify(env, head, learnable, h, args.verify)]),
+                          torch.distributed.ReduceOp.MAX).item()
+        env.log(f"[embed] verify: max |layer-wise - mini-batch| GNN output = {diff:.3e}")
     if ctx.is_main:
-        from .node_inputs import lm_folder
-
         for key, lm in lms.lms.items():
-            lm.save_pretrained(str(out / lm_folder(key)), tokenizer_source=runner.tokenizer)
+            lm.save_pretrained(str(out / lm_folder(key)), tokenizer_source=env.encoders.tokenizer)
     g.barrier()
-    runner.log(f"[embed] encoded in {enc['seconds']:.1f}s; wrote {out}/embeddings and "
-               f"{out}/predictions ({counts} rows on rank 0)")
+    env.log(f"[embed] encoded in {enc['seconds']:.1f}s; wrote {out}/embeddings and "
+            f"{out}/predictions ({counts} rows on rank 0)")
     dgl.distributed.exit_client()
 
 

@@ -337,6 +337,14 @@ class LinkPredictionTask(_EdgeTask):
 TASKS = {t.kind: t for t in (NodeClassificationTask, EdgeClassificationTask, LinkPredictionTask)}
 
 
+def metric_info(task_cfg) -> Tuple[str, Sequence[str]]:
+    """``(primary, metric_names)`` of ``task_cfg.kind``: the validation metric that selects
+    models (``task.eval_metric`` or the kind's default) and the scalar metrics shown in
+    tables. Needs no graph (the drivers' results tables)."""
+    cls = TASKS[task_cfg.kind]
+    return task_cfg.eval_metric or cls.primary, cls.metric_names
+
+
 def make_task(cfg, g, meta: dict) -> Task:
     """The :class:`Task` of ``cfg.task.kind`` (validated against the graph; ValueError
     naming what is missing)."""

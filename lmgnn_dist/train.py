@@ -1,8 +1,11 @@
-"""Entry point of every process of a job: ``python -m lmgnn_dist.train --config run.yaml [k=v ...]``.
+"""Entry point of every process of a job:
+``python -m lmgnn_dist.train --config run.yaml [--stage NAME ...] [--resume] [k=v ...]``.
 
-Started by ``launch/run_dist.py``: in a server process (``DGL_ROLE=server``) it serves its
-partition until the trainers finish; in a trainer it opens the ``DistGraph`` and runs the
-configured stages (:class:`lmgnn_dist.stages.StageRunner`).
+Started by ``launch/run_dist.py`` (or a driver's Ray actors): in a server process
+(``DGL_ROLE=server``) it serves its partition until the trainers finish; in a trainer it
+opens the ``DistGraph`` and, following the run plan (:class:`~lmgnn_dist.runplan.RunPlan`),
+fits each stage still to run with its trainer (:data:`lmgnn_dist.trainer.TRAINERS`); each
+writes its checkpoint ``<output_dir>/<stage>/``. The drivers write ``results.json``.
 """
 from __future__ import annotations
 
@@ -11,25 +14,37 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from .runplan import STAGE_ORDER
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="LM-GNN trainer / DGL server process")
     p.add_argument("--config", required=True, help="run config YAML")
+    p.add_argument("--stage", action="append", choices=STAGE_ORDER, default=[],
+                   help="run only this stage of the plan (repeatable; default: all of them)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip complete stages and continue from progress checkpoints "
+                        "(what the drivers use; otherwise the config's 'resume')")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stage3.max_steps=10")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
     from .dist_init import initialize, is_server
 
     if is_server():
         initialize()  # serves until every trainer is done, then exits the process
         return
-    from .config import load_config
-
-    from .config import ConfigError
+    from .config import ConfigError, load_config
+    from .runplan import PlanError, RunPlan
 
     try:
         cfg = load_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as exc:
+        cfg.resume = cfg.resume or args.resume
+        plan = RunPlan.from_config(cfg, only=args.stage)
+        plan.check()
+    except (ConfigError, PlanError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -41,7 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     from partition.build import load_partition_meta
 
-    from .stages import StageRunner, dumps_short
+    from .trainer import TRAINERS, StageEnv
 
     meta = load_partition_meta(cfg.data.part_dir)
     g = dgl.distributed.DistGraph(cfg.data.graph_name, part_config=meta["part_config"])
@@ -50,13 +65,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
               f"machines; graph {cfg.data.graph_name}: "
               + ", ".join(f"{nt}={g.num_nodes(nt)}" for nt in g.ntypes), flush=True)
     try:
-        runner = StageRunner(cfg, ctx, g, meta)
+        env = StageEnv.create(cfg, ctx, g, meta)
     except (ValueError, FileNotFoundError) as exc:  # the config does not fit the graph
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)  # bad input: the drivers do not retry exit code 2
-    results = runner.run()
+    ran = []
+    for name in plan.to_run():
+        # decided when the stage starts: stage 2 starts from a stage 1 run by this job
+        TRAINERS[name](env, name, plan.start_of(name)).fit()
+        ran.append(name)
     if ctx.is_main:
-        print("[trainer] results " + dumps_short(results), flush=True)
+        print(f"[trainer] stages run: {', '.join(ran) or 'none (all complete)'}", flush=True)
     dgl.distributed.exit_client()
 
 

@@ -9,13 +9,13 @@ import pytest
 TRAINER = r"""
 import sys, torch, dgl
 from lmgnn_dist.dist_init import initialize, run_and_exit
-from lmgnn_dist.emb_table import LMEmbeddingTable
+from lmgnn_dist.lm_cache import LMEmbeddingCache
 
 
 def main(argv):
     ctx = initialize()
     g = dgl.distributed.DistGraph("tiny", part_config=argv[0])
-    table = LMEmbeddingTable(g, dim=4, name="probe")
+    table = LMEmbeddingCache(g, dim=4, name="probe")
     n = g.num_nodes("paper")
     # rows owned by the other machine's partition, so reads really cross servers
     pb = g.get_partition_book()
@@ -23,7 +23,7 @@ def main(argv):
     rows_a = torch.nonzero(owner == 1).squeeze(1)[:5]   # trainer 0 writes rows of partition 1
     if ctx.rank == 0:
         table.write("paper", rows_a, torch.arange(20, dtype=torch.float32).view(5, 4), step=5)
-        table.lookup("paper", rows_a, step=5, max_staleness=None)  # flush: see LMEmbeddingTable.write
+        table.lookup("paper", rows_a, step=5, max_staleness=None)  # flush: see LMEmbeddingCache.write
     g.barrier()
     if ctx.rank == 1:
         emb, hit = table.lookup("paper", rows_a, step=6, max_staleness=2)

@@ -7,12 +7,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from launch.run_dist import (Host, LaunchError, check_partition_matches, free_port, main,
-                             read_ip_config, write_debug_ip_config)
+from launch.hosts import (Host, LaunchError, check_partition_matches, free_port, read_ip_config,
+                          write_debug_ip_config)
+from launch.run_dist import main
 
 _REAL_RUN = subprocess.run  # tests below monkeypatch subprocess.run (the launcher's ssh calls)
 
@@ -94,7 +96,7 @@ def test_failing_trainer_stops_everything(tmp_path):
 def test_remote_host_without_ssh_says_so(tmp_path, monkeypatch):
     import launch.run_dist as rd
 
-    monkeypatch.setattr(rd.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     launcher = rd.Launcher([Host("10.9.9.9", 30050)], str(tmp_path / "g.json"), ["true"],
                            ip_config=str(tmp_path / "ips.txt"))
     with pytest.raises(LaunchError, match="host 10.9.9.9 is remote but no 'ssh' client"):
@@ -114,9 +116,9 @@ def test_remote_command_is_built_for_ssh(tmp_path, monkeypatch):
         def poll(self):
             return 0
 
-    monkeypatch.setattr(rd.shutil, "which", lambda name: "/usr/bin/ssh")
-    monkeypatch.setattr(rd.subprocess, "Popen", FakePopen)
-    monkeypatch.setattr(rd.threading.Thread, "start", lambda self: None)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/ssh")
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(threading.Thread, "start", lambda self: None)
     launcher = rd.Launcher([Host("10.0.0.1", 30050), Host("10.0.0.2", 30050)],
                            str(tmp_path / "g.json"), ["python", "-m", "x"], ssh_port=2222,
                            ssh_user="me", ip_config=str(tmp_path / "ips.txt"))
@@ -157,8 +159,8 @@ def _fake_ssh(monkeypatch, behave):
     def no_start(self):
         raise AssertionError("processes were started despite a failed pre-flight check")
 
-    monkeypatch.setattr(rd.shutil, "which", lambda name: "/usr/bin/ssh")
-    monkeypatch.setattr(rd.subprocess, "run", run)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/ssh")
+    monkeypatch.setattr(subprocess, "run", run)
     monkeypatch.setattr(rd.Launcher, "start", no_start)
     return calls
 
@@ -203,7 +205,7 @@ def test_preflight_names_unreachable_host_and_missing_paths_in_one_line(tmp_path
 
 
 def test_preflight_checks_every_needed_path(tmp_path):
-    from launch.run_dist import remote_required_paths
+    from launch.remote import remote_required_paths
 
     (tmp_path / "run.yaml").write_text("x: 1\n")
     conf = tmp_path / "parts" / "g.json"
@@ -228,7 +230,7 @@ def test_preflight_reports_busy_port_and_finds_interface(tmp_path, monkeypatch):
     with host and port; a free one is not; the interface holding the address is found."""
     import socket
 
-    from launch.run_dist import check_remote_host
+    from launch.remote import check_remote_host
 
     monkeypatch.setattr(subprocess, "run", lambda argv, **kw: _run_here(shlex.split(argv[-1])[-1]))
     with socket.socket() as busy:
@@ -256,7 +258,7 @@ def test_preflight_reports_busy_port_and_finds_interface(tmp_path, monkeypatch):
      "command: exec (the login shell must run POSIX sh commands)"),
 ])
 def test_preflight_ssh_failures(monkeypatch, result, message):
-    from launch.run_dist import check_remote_host
+    from launch.remote import check_remote_host
 
     def run(argv, **kw):
         assert "ConnectTimeout=3" in argv and kw["timeout"] == 23
@@ -277,7 +279,7 @@ TRICKY = {"SPACES": "a b  c", "QUOTES": "it's \"quoted\"", "SHELL_META": "$HOME 
 def test_env_values_survive_the_remote_shell(tmp_path, login_shell):
     """sshd runs the remote command as ``$SHELL -c STRING``: every value arrives verbatim, the
     command runs in the given directory with its arguments intact."""
-    from launch.run_dist import remote_command
+    from launch.remote import remote_command
 
     if shutil.which(login_shell) is None:
         pytest.skip(f"no {login_shell}")
@@ -314,9 +316,9 @@ def test_env_keys_and_values_from_cli(tmp_path, capsys, monkeypatch):
             self.stdout, self.stdin, self.pid = None, None, 0
 
     monkeypatch.setattr(rd, "preflight_remote", lambda *a, **kw: {})
-    monkeypatch.setattr(rd.shutil, "which", lambda name: "/usr/bin/ssh")
-    monkeypatch.setattr(rd.subprocess, "Popen", FakePopen)
-    monkeypatch.setattr(rd.threading.Thread, "start", lambda self: None)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/ssh")
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(threading.Thread, "start", lambda self: None)
     monkeypatch.setattr(rd.Launcher, "wait", lambda self: 0)
     assert main(["--ip-config", ipc, "--part-config", conf, "--env", "OPTS=a=b c", "--", "true"]) == 0
     assert len(seen) == 4
@@ -328,7 +330,7 @@ def test_env_keys_and_values_from_cli(tmp_path, capsys, monkeypatch):
 
 def _wrapped(tmp_path, body, grace=1):
     """Start ``body`` (python) under the remote wrapper, as sshd would, with a stdin pipe."""
-    from launch.run_dist import remote_command
+    from launch.remote import remote_command
 
     pidfile = tmp_path / "pids"
     code = ("import os, signal, subprocess, sys, time\n"

@@ -258,7 +258,7 @@ def test_real_two_host_distdgl_job(cluster, tiny_parts, tiny_bert_dir, tmp_path)
     assert "[trainer-0] [trainer] 2 trainers on 2 machines" in out.stdout
     # gloo would pick the hostname's loopback address; the launcher named each host's interface
     assert all(f"[launcher] host {ip}: GLOO_SOCKET_IFNAME=eth0" in out.stdout for ip in cluster.ips)
-    res = json.loads((run_dir / "results.json").read_text())["stages"]["stage2"]
+    res = json.loads((run_dir / "stage2" / "metrics.json").read_text())  # the stage's results
     assert 0.0 <= res["test_acc"] <= 1.0 and len(res["losses"]) > 0
     assert (run_dir / "stage2" / "gnn.pt").exists()
     assert cluster.wait_hosts_empty() == [set(), set()]

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from lmgnn_dist.pipeline import format_task_table, main, task_rows
+from lmgnn_dist.pipeline import main
+from lmgnn_dist.results import format_task_table, task_rows
 
 
 def test_missing_model_path_is_one_error_line_before_anything_starts(tmp_path, capsys):

@@ -1,11 +1,12 @@
 """The Ray driver: one placement group + one actor per machine per stage job, on a local Ray.
 
 Plus the pure pieces it shares with the launcher: the per-process env contract
-(``launch.run_dist.process_specs``) and how machines map onto Ray nodes.
+(``launch.procs.process_specs``) and how machines map onto Ray nodes.
 """
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +14,8 @@ import time
 import pytest
 import yaml
 
-from launch.run_dist import Host, process_specs
+from launch.hosts import Host
+from launch.procs import process_specs
 
 from run_helpers import own_processes, tiny_config
 
@@ -37,7 +39,7 @@ def test_process_specs_is_the_launcher_env_contract(tmp_path):
 
 
 def test_machines_map_to_loopback_or_node_ips():
-    from lmgnn_dist.ray_pipeline import RayPipelineError, job_hosts
+    from lmgnn_dist.ray_job import RayPipelineError, job_hosts
 
     one = [{"ip": "10.1.1.1", "node_id": "a"}] * 3
     assert [h.ip for h in job_hosts(one)] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
@@ -64,15 +66,16 @@ def test_ray_pipeline_end_to_end_one_job_per_stage(tmp_path, tiny_tag_dir, tiny_
     log = out.stdout
     assert out.returncode == 0, log[-4000:] + out.stderr[-4000:]
     names = ["baseline", "stage1", "stage2", "stage3"]
-    for name in names:  # each stage had its own job on its own placement group
-        assert log.count(f"[ray-pipeline] {name}: starting its job (attempt 1)") == 1
-        assert f"[ray-pipeline] {name}: done" in log
-    assert log.count("2 machines (loopback machines on one node") == 4
+    # each stage had exactly one job (no restart), on its own placement group of 2 loopback
+    # machines, whose trainers ran exactly that one stage
+    jobs = re.findall(r"\[ray-pipeline\] (\w+): starting its job \(attempt (\d+)\)", log)
+    assert jobs == [(n, "1") for n in names], jobs
+    placed = re.findall(r"\[ray-pipeline\] (\w+): 2 machines \(loopback machines on one node", log)
+    assert placed == names, placed
+    ran = re.findall(r"\[m0 trainer-0\] \[trainer\] stages run: (.*)", log)
+    assert ran == names, ran
+    assert all(f"[ray-pipeline] {name}: done" in log for name in names)
     assert "Machine (0) group (0)" in log and "Machine (1) group (0)" in log
-    # each job's trainers ran exactly that one stage
-    ran = [set(json.loads(line.split("[trainer] results ", 1)[1]))
-           for line in log.splitlines() if "[m0 trainer-0] [trainer] results " in line]
-    assert ran == [{n} for n in names]
 
     run = tmp_path / "run"
     res = json.loads((run / "results.json").read_text())
@@ -130,15 +133,15 @@ class _FakeJob:
 
 
 def _fake_run(monkeypatch, tmp_path, script, *overrides):
-    import lmgnn_dist.pipeline as pl
+    import lmgnn_dist.prepare as prep
     import lmgnn_dist.ray_pipeline as rp
     from lmgnn_dist.config import load_config
 
-    monkeypatch.setattr(pl, "ensure_partitions", lambda cfg: {"part_config": "parts/g.json"})
+    monkeypatch.setattr(prep, "ensure_partitions", lambda cfg: {"part_config": "parts/g.json"})
     monkeypatch.setattr(rp, "StageJob", _FakeJob)
     _FakeJob.script, _FakeJob.calls = script, []
     cfg = load_config(None, [f"output_dir={tmp_path / 'run'}", *overrides])
-    rc = rp.run_pipeline(cfg, str(tmp_path / "run" / "config.yaml"))
+    rc = rp.run_pipeline(cfg)
     return rc, [n for n, _ in _FakeJob.calls]
 
 
@@ -149,8 +152,8 @@ def test_ray_driver_restarts_only_the_failed_stage(monkeypatch, tmp_path, capsys
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["restarts"] == 1 and res["stages"]["stage2"]["attempt"] == 1
     cmd = dict(_FakeJob.calls)["stage3"]
-    assert cmd[-3:] == ["resume=true", "stages=[3]", "baseline=false"]
-    assert dict(_FakeJob.calls)["baseline"][-2:] == ["stages=[]", "baseline=true"]
+    assert cmd[-3:] == ["--resume", "--stage", "stage3"]  # that job runs stage 3 alone
+    assert dict(_FakeJob.calls)["baseline"][-2:] == ["--stage", "baseline"]
     # all checkpoints complete: a second run starts no job
     rc, calls = _fake_run(monkeypatch, tmp_path, {})
     assert rc == 0 and calls == []

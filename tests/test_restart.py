@@ -16,7 +16,8 @@ import time
 
 import yaml
 
-from lmgnn_dist.pipeline import clean_stale_checkpoints, run_with_restarts
+from launch.procs import run_with_restarts
+from lmgnn_dist.runplan import clean_stale_checkpoints
 
 from run_helpers import own_processes, tiny_config
 

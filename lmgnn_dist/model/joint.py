@@ -65,6 +65,28 @@ class NodeLMs(nn.Module):
     def encoder(self, ntype: str) -> LMEncoder:
         return self.lms[self.lm_of[ntype]]
 
+    def weights_key(self) -> str:
+        """Which LM weights these are: SHA-1 over every LM's architecture (its config) and
+        tensors (parameters and buffers, in ``state_dict`` order), plus the node-type map.
+        Equal for equal weights wherever they were loaded from; the LM-embedding cache is
+        keyed by it (as GraphStorm keys its cache by model name + weight hash). Hashing
+        MiniLM's 22.7M parameters takes ~0.1-0.3 s on one CPU core."""
+        import hashlib
+        import json
+
+        h = hashlib.sha1(json.dumps(self.lm_of, sort_keys=True).encode())
+        for key in sorted(self.lms):
+            lm = self.lms[key]
+            h.update(key.encode())
+            arch = {k: v for k, v in lm.lm.config.to_dict().items()
+                    if not k.startswith("_") and k != "transformers_version"}
+            h.update(json.dumps(arch, sort_keys=True, default=str).encode())
+            h.update(repr(lm.sparse).encode())
+            for name, t in lm.lm.state_dict().items():
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        return h.hexdigest()
+
     def set_dropout(self, on: bool) -> None:
         """Train mode (dropout) or eval mode for every LM; gradients flow either way."""
         for lm in self.lms.values():

@@ -1,4 +1,5 @@
-"""Sharded LM-embedding cache in DGL's distributed KV store, and full-graph no-grad encoding.
+"""The LM-embedding cache: sharded in DGL's distributed KV store, filled by full-graph no-grad
+encoding, and keyed by the LM weights that filled it.
 
 One ``DistTensor`` of embeddings per node type, partitioned with the graph's node partition
 policy, so each server holds the rows of its own partition and any trainer reads/writes any
@@ -6,6 +7,10 @@ row; beside it a ``DistTensor`` of the training step at which each row was writt
 never). Stage 2 fills it once with the frozen LM. Stage 3 reads inference nodes from it with
 bounded staleness (LEADING / DyLGNN): a row written more than ``max_staleness`` steps ago
 counts as a *stale miss* and is re-encoded; every with-grad encoding is written back detached.
+
+Like GraphStorm's LM-embedding cache, it knows which LM weights filled it
+(:attr:`LMEmbeddingCache.filled_by`, :meth:`~lmgnn_dist.model.joint.NodeLMs.weights_key`):
+:meth:`LMEmbeddingCache.fill` re-encodes only when the LMs differ from those.
 """
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ def _never_written(shape, dtype):
     return torch.full(shape, -1, dtype=dtype)
 
 
-class LMEmbeddingTable:
+class LMEmbeddingCache:
     """Embeddings float32 ``[num_nodes(ntype), dim]`` + write steps int64 ``[num_nodes, 1]``.
 
     Parameters
@@ -67,6 +72,8 @@ class LMEmbeddingTable:
         self.g = g
         self.dim = dim
         self.stats = CacheStats()
+        #: :meth:`NodeLMs.weights_key` of the LMs whose full encode fills the cache (None: empty)
+        self.filled_by: Optional[str] = None
 
         self.tables: Dict[str, "dgl.distributed.DistTensor"] = {}
         self.steps: Dict[str, "dgl.distributed.DistTensor"] = {}
@@ -116,6 +123,16 @@ class LMEmbeddingTable:
         self.stats.stale_misses += int(stale.sum())
         return emb, hit
 
+    def fill(self, lms: NodeLMs, batch_size: int, show_progress: bool, step: int = 0,
+             **encode_kw) -> Optional[Dict[str, float]]:
+        """:meth:`encode_all` with ``lms`` unless the cache already holds their embeddings
+        (same :meth:`~lmgnn_dist.model.joint.NodeLMs.weights_key`). Collective, and every
+        trainer decides alike (DDP keeps the LMs equal). Returns :meth:`encode_all`'s
+        figures, or None when nothing was encoded."""
+        if lms.weights_key() == self.filled_by:
+            return None
+        return self.encode_all(lms, batch_size, show_progress, step, **encode_kw)
+
     def encode_all(self, lms: NodeLMs, batch_size: int, show_progress: bool, step: int = 0,
                    chunk_size: int = 512, pipeline_depth: int = 1,
                    sparse_rows: Optional[Callable[[str], Optional[Callable]]] = None,
@@ -132,8 +149,9 @@ class LMEmbeddingTable:
         as ``<chunk_store>/<nt>/<chunk_key>-<i>.npy`` once encoded, and a rerun loads the
         chunks already there instead of encoding them again (``chunk_key`` must identify the
         trainer and the job layout, e.g. ``rank0of2``).
-        Collective: all trainers must call it; ends with a barrier so the table is complete
-        everywhere on return. Rows are marked as written at ``step``. Returns
+        Collective: all trainers must call it; ends with a barrier so the cache is complete
+        everywhere on return, and :attr:`filled_by` names ``lms``. Rows are marked as written
+        at ``step``. Returns
         ``{"nodes": this trainer's count, "seconds": wall, "chunks_encoded", "chunks_reused"}``.
         """
         t0 = time.time()
@@ -164,5 +182,6 @@ class LMEmbeddingTable:
             bar.close()
             total += len(mine)
         self.g.barrier()
+        self.filled_by = lms.weights_key()
         return {"nodes": total, "seconds": time.time() - t0, "chunks_encoded": encoded,
                 "chunks_reused": reused}

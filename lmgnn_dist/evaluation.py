@@ -1,0 +1,93 @@
+"""Evaluation of a task head, and best-epoch selection.
+
+:func:`evaluate` runs the task's metrics over every trainer's share of a split (collective);
+:class:`BestModel` keeps the head (and learnable-embedding rows) of the epoch with the best
+validation ``task.primary`` metric (``task.eval_metric``), as GraphStorm's evaluators pick the
+best epoch.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, Optional, Sequence
+
+from .model.joint import MLPEncoder, TaskModel
+from .tasks import Features, Task
+
+
+def evaluate(task: Task, head: TaskModel, features: Features, split: str,
+             fanouts: Sequence[int], batch_size: int) -> Dict[str, object]:
+    """The task's metrics of ``head`` on ``split`` (``val``/``test``) over all trainers
+    (collective), with full neighbourhoods (none at all for the graph-free MLP head, whose
+    ``fanouts`` are ``[0]``). ``features``: input nodes -> GNN inputs. The head is put back
+    in training mode afterwards."""
+    graph_free = isinstance(head.encoder, MLPEncoder)
+    head.eval()
+    try:
+        return task.evaluate(head, features, split, fanouts, batch_size,
+                             full_neighbors=not graph_free)
+    finally:
+        head.train()
+
+
+def evaluate_splits(task: Task, head: TaskModel, features: Features, fanouts: Sequence[int],
+                    batch_size: int, splits: Sequence[str] = ("val", "test")
+                    ) -> Dict[str, object]:
+    """:func:`evaluate` on each of ``splits``, keys prefixed (``val_acc``, ``test_acc``)."""
+    out: Dict[str, object] = {}
+    for split in splits:
+        out.update(prefixed(split, evaluate(task, head, features, split, fanouts, batch_size)))
+    return out
+
+
+def prefixed(split: str, metrics: Dict[str, object]) -> Dict[str, object]:
+    """``{"acc": .9}`` -> ``{"val_acc": .9}``."""
+    return {f"{split}_{k}": v for k, v in metrics.items()}
+
+
+def describe(metric_names: Sequence[str], metrics: Dict[str, object], split: str = "val") -> str:
+    """``"val_acc 0.9000  val_macro_f1 0.8800"``: the scalar metrics of ``split`` present."""
+    return "  ".join(f"{split}_{k} {metrics[f'{split}_{k}']:.4f}"
+                     for k in metric_names if f"{split}_{k}" in metrics)
+
+
+class BestModel:
+    """The best validation result so far (higher ``primary`` is better) and the model state
+    that produced it: a deep copy of the head's ``state_dict`` and, when given, this trainer's
+    learnable-embedding rows (``LearnableEmbeddings.local_rows``).
+
+    :meth:`state` / :meth:`from_state` round-trip it through a progress checkpoint.
+    """
+
+    def __init__(self, primary: str):
+        self.primary = primary
+        self.val: Optional[Dict[str, object]] = None
+        self.epoch = -1
+        self.head_state: Optional[dict] = None
+        self.rows = None
+
+    def update(self, epoch: int, val: Dict[str, object], head: TaskModel, learnable=None) -> bool:
+        """Keep ``head`` (and ``learnable``'s rows) if ``val[primary]`` beats the best so far
+        (ties keep the earlier epoch); returns whether it did."""
+        if self.val is not None and not val[self.primary] > self.val[self.primary]:
+            return False
+        self.val, self.epoch = val, epoch
+        self.head_state = copy.deepcopy(head.state_dict())
+        self.rows = learnable.local_rows() if learnable is not None else None
+        return True
+
+    def restore(self, head: TaskModel, learnable=None) -> None:
+        """Load the kept state into ``head`` (and ``learnable``)."""
+        head.load_state_dict(self.head_state)
+        if learnable is not None:
+            learnable.restore(self.rows)
+
+    def state(self) -> dict:
+        return {"best": self.val, "best_epoch": self.epoch, "best_state": self.head_state,
+                "best_rows": self.rows}
+
+    @classmethod
+    def from_state(cls, primary: str, state: dict) -> "BestModel":
+        best = cls(primary)
+        best.val, best.epoch = state.get("best"), state.get("best_epoch", -1)
+        best.head_state, best.rows = state.get("best_state"), state.get("best_rows")
+        return best

@@ -1,0 +1,96 @@
+"""What the drivers do before a job starts: check the config against the installed models,
+partition the TAG (or reuse matching partitions), and lay out ``output_dir``.
+
+:func:`prepare_run` is the one sequence both drivers (:mod:`lmgnn_dist.pipeline`,
+:mod:`lmgnn_dist.ray_pipeline`) run; every bad input ends in one ``error:`` line, exit code 2,
+before any process starts.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Tuple
+
+from .config import ConfigError, RunConfig, dump_config
+from .runplan import RunPlan
+
+
+def check_model_paths(cfg: RunConfig) -> None:
+    """Every configured LM (``model.lm`` and per-type ``model.encoders`` paths) must resolve,
+    and a type's own LM must use the vocabulary of ``model.lm``'s tokenizer (the partitions
+    store token ids of that one). Checked before anything starts.
+
+    Raises FileNotFoundError / ConfigError naming the config key.
+    """
+    from partition.tokenize import load_tokenizer, resolve_model_path
+
+    from .node_inputs import EMBEDDING, SHARED
+
+    own = [(f"model.encoders.{nt}", p) for nt, p in cfg.model.encoders.items()
+           if p not in (SHARED, EMBEDDING)]
+    for key, path in [("model.lm", cfg.model.lm)] + own:
+        try:
+            resolve_model_path(path)
+        except (FileNotFoundError, ImportError) as exc:
+            raise FileNotFoundError(f"{key}: {exc}") from None
+    if own:
+        vocab = load_tokenizer(cfg.model.lm).get_vocab()
+        for key, path in own:
+            if load_tokenizer(path).get_vocab() != vocab:
+                raise ConfigError(f"{key}={path!r} has another vocabulary than model.lm="
+                                  f"{cfg.model.lm!r}, whose tokenizer made the partitions' token "
+                                  "ids; every LM of a run must share it")
+
+
+def ensure_partitions(cfg: RunConfig) -> dict:
+    """Partition ``cfg.data.tag_path`` unless ``cfg.data.part_dir`` already matches the options."""
+    from partition.build import META_FILE, PartitionOptions, load_partition_meta, partition_tag
+
+    d = cfg.data
+    lp = cfg.task.kind == "link_prediction"
+    opts = PartitionOptions(num_parts=d.num_parts, method=d.part_method,
+                            num_trainers_per_machine=d.num_trainers_per_machine,
+                            model=cfg.model.lm, max_seq_len=d.max_seq_len, graph_name=d.graph_name,
+                            holdout_etypes=[cfg.task.target_etype] if lp else [],
+                            eval_negatives=cfg.task.eval_negatives, holdout_seed=cfg.seed)
+    if (Path(d.part_dir) / META_FILE).exists():
+        meta = load_partition_meta(d.part_dir)
+        same = (meta["options"] == opts.__dict__
+                and meta["tag"] == str(Path(d.tag_path).resolve()))
+        if same:
+            print(f"[pipeline] using existing partitions in {d.part_dir}", flush=True)
+            return meta
+    print(f"[pipeline] partitioning {d.tag_path} into {d.num_parts} parts ({d.part_method}) "
+          f"-> {d.part_dir}", flush=True)
+    t0 = time.time()
+    partition_tag(d.tag_path, d.part_dir, opts)
+    print(f"[pipeline] partitioned in {time.time() - t0:.1f}s", flush=True)
+    return load_partition_meta(d.part_dir)
+
+
+def prepare_run(cfg: RunConfig) -> Tuple[RunPlan, dict, str]:
+    """Check, partition and lay out a run, in that order, before any job starts.
+
+    1. every configured LM resolves (:func:`check_model_paths`) and the run plan can run
+       (stage 3 finds a stage-2 checkpoint);
+    2. ``<output_dir>/config.yaml`` (the resolved config every process reads) is written;
+    3. the TAG is partitioned unless matching partitions exist (:func:`ensure_partitions`);
+    4. ``output_dir`` is cleaned of a killed run's temp folders (and, with ``resume: false``,
+       of the planned stages' old checkpoints).
+
+    Returns ``(plan, partition meta, path of config.yaml)``.
+
+    Raises
+    ------
+    ValueError (``ConfigError``, ``PlanError``, ``TAGFormatError``) or FileNotFoundError with
+    one line naming the key, file or stage at fault; nothing has started then.
+    """
+    check_model_paths(cfg)
+    plan = RunPlan.from_config(cfg)
+    plan.check()
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    resolved = str(Path(cfg.output_dir).resolve() / "config.yaml")
+    dump_config(cfg, resolved)
+    meta = ensure_partitions(cfg)
+    plan.prepare_output_dir()
+    return plan, meta, resolved

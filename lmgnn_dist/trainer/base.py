@@ -1,0 +1,184 @@
+"""What every stage trainer shares: the process's :class:`StageEnv` (config, DistGraph, task,
+node input encoders, the LM-embedding cache) and the :class:`StageTrainer` skeleton (seeding,
+DDP wrap, collectives, logging, timers, the stage checkpoint).
+
+A stage trainer is built with the env and the stage's name and start point
+(:class:`~lmgnn_dist.runplan.StageStart`) and runs with :meth:`StageTrainer.fit`, which
+returns the stage's metrics and has written ``<output_dir>/<stage>/``.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..builders import NodeInputEncoders, sparse_rows
+from ..dist_init import DistContext
+from ..lm_cache import LMEmbeddingCache
+from ..model.joint import NodeLMs
+from ..runplan import STAGE_ORDER, StageStart
+from ..tasks import Task, make_task
+
+
+class PhaseTimer:
+    """Wall seconds per named phase: ``with timer("sampling"): ...`` or ``timer.add(name, s)``."""
+
+    def __init__(self, seconds: Optional[Dict[str, float]] = None):
+        self.seconds: Dict[str, float] = dict(seconds or {})
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    @contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - t0)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (``ru_maxrss``)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    """A reduced copy of ``t`` over all trainers (collective; ``t`` is left as it was)."""
+    t = t.clone()
+    dist.all_reduce(t, op=op)
+    return t
+
+
+@dataclass
+class StageEnv:
+    """One trainer process's view of the run, shared by its stage trainers.
+
+    Attributes
+    ----------
+    cfg : the :class:`~lmgnn_dist.config.RunConfig`.
+    ctx : this trainer's :class:`~lmgnn_dist.dist_init.DistContext`.
+    g : ``dgl.distributed.DistGraph`` of the partitioned TAG.
+    meta : the partitioner's ``lmgnn_meta.json``.
+    task : the task head's :class:`~lmgnn_dist.tasks.Task`.
+    encoders : the node input encoders of every node type.
+    cache : the LM-embedding cache (created by the first :meth:`lm_cache` call: collective).
+    """
+
+    cfg: object
+    ctx: DistContext
+    g: object
+    meta: dict
+    task: Task
+    encoders: NodeInputEncoders
+    cache: Optional[LMEmbeddingCache] = field(default=None)
+
+    @classmethod
+    def create(cls, cfg, ctx: DistContext, g, meta: dict) -> "StageEnv":
+        """Raises ValueError naming the config key when the task or the encoders do not fit
+        the graph."""
+        return cls(cfg, ctx, g, meta, make_task(cfg, g, meta),
+                   NodeInputEncoders.from_config(cfg.model, meta))
+
+    def log(self, msg: str) -> None:
+        if self.ctx.is_main:
+            print(msg, flush=True)
+
+    def lm_cache(self, dim: int) -> LMEmbeddingCache:
+        if self.cache is None:
+            self.cache = LMEmbeddingCache(self.g, dim, ntypes=list(self.encoders.lm_of))
+        return self.cache
+
+    def fill_cache(self, lms: NodeLMs, step: int = 0, force: bool = False,
+                   chunk_store=None) -> Optional[dict]:
+        """Encode every LM-typed node with ``lms`` (no grad) into the cache unless it already
+        holds their embeddings (``force``: always). Collective. Returns the encode figures or
+        None."""
+        cache = self.lm_cache(lms.out_dim)
+        kw = dict(pipeline_depth=self.cfg.pipeline_depth, chunk_store=chunk_store,
+                  sparse_rows=sparse_rows(self.g, self.cfg.model.sparse_attention),
+                  chunk_key=f"rank{self.ctx.rank}of{self.ctx.world_size}")
+        encode = cache.encode_all if force else cache.fill
+        return encode(lms, self.cfg.encode_batch_size, self.ctx.is_main, step=step, **kw)
+
+    def features(self, learnable):
+        """``input nodes -> GNN inputs``: LM types from the cache, text-less types from
+        ``learnable`` (traced for gradient when autograd is on)."""
+        from ..node_inputs import gather_inputs
+
+        return lambda ids: gather_inputs(self.cache, learnable, ids)
+
+    def fanouts(self, graph_free: bool = False) -> List[int]:
+        return [0] if graph_free else list(self.cfg.model.fanouts)
+
+
+class StageTrainer:
+    """The skeleton every stage trainer shares.
+
+    Subclasses implement :meth:`fit`. On construction the trainer's RNGs are seeded for its
+    stage (:meth:`seed`), so its randomness depends only on (seed, rank, stage).
+    """
+
+    def __init__(self, env: StageEnv, name: str, start: StageStart):
+        self.env, self.name, self.start = env, name, start
+        self.cfg, self.ctx, self.g, self.task = env.cfg, env.ctx, env.g, env.task
+        #: this trainer's generator for edge/negative/trainable-node choices and shuffles
+        self.gen = torch.Generator()
+        self.timer = PhaseTimer()
+        self.seed()
+
+    def fit(self) -> dict:
+        """Train the stage, write its checkpoint, return its metrics."""
+        raise NotImplementedError
+
+    # -- the shared skeleton
+    def seed(self) -> None:
+        """Reseed this trainer's RNGs (``self.gen`` and torch's global one) for its stage.
+
+        The stage's trainer-side randomness (edge/negative/trainable-node choices, shuffling,
+        dropout) then depends only on (seed, rank, stage), not on how many draws earlier stages
+        made, which varies with the neighbours the (unseeded) DGL servers sample; a resumed
+        stage starts like a fresh one. Model initialisation draws from its own fork of the RNG
+        (:func:`~lmgnn_dist.builders.build_task_model`), so it does not reset this.
+        """
+        seed = (self.cfg.seed * 10 + STAGE_ORDER.index(self.name)) * 1000 + self.ctx.rank
+        self.gen.manual_seed(seed)
+        torch.manual_seed(seed)
+
+    def ddp(self, module: torch.nn.Module) -> DDP:
+        """``module`` wrapped for data-parallel training over the trainers (gloo).
+
+        ``find_unused_parameters``: a step may leave parameters without gradient (the LMs'
+        poolers, DistMult vectors of relations not in the batch, RGCN weights of relations
+        without edges in a block)."""
+        return DDP(module, find_unused_parameters=True)
+
+    def log(self, msg: str) -> None:
+        self.env.log(msg)
+
+    def all_reduce(self, t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+        return all_reduce(t, op)
+
+    def min_over_trainers(self, n: int) -> int:
+        return int(all_reduce(torch.tensor([n]), dist.ReduceOp.MIN).item())
+
+    def finish(self, metrics: dict, lms: Optional[NodeLMs] = None, head=None,
+               learnable=None) -> dict:
+        """Record peak memory, write the stage checkpoint (collective) and log one line."""
+        from .checkpoints import write_stage_checkpoint
+        from ..evaluation import describe
+
+        rss = all_reduce(torch.tensor([peak_rss_mb()]), dist.ReduceOp.MAX)
+        metrics["peak_rss_mb_max_trainer"] = float(rss.item())
+        write_stage_checkpoint(self.env, self.name, metrics, lms, head, learnable)
+        names = self.task.metric_names
+        self.log(f"[{self.name}] done in {metrics['seconds']:.1f}s  "
+                 + describe(names, metrics, "val") + "  " + describe(names, metrics, "test"))
+        return metrics

@@ -1,0 +1,86 @@
+"""Stage 2 (GNN warm-start) and the frozen-LM baseline: the GNN on fixed LM embeddings.
+
+The LMs the stage starts from (stage 1's, or the pre-trained ones for the baseline) encode
+every node once without gradient into the LM-embedding cache (skipped when it already holds
+their embeddings); then the GNN encoder (RGCN, LM-GNN eq. 1) + the task's decoder (and
+learnable embeddings of text-less types) train on them for ``stage2.epochs``, and the epoch
+with the best validation ``task.primary`` metric is kept (:class:`~lmgnn_dist.evaluation.
+BestModel`).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+import torch
+
+from ..builders import build_learnable, build_lms, build_task_model
+from ..evaluation import BestModel, describe, evaluate, prefixed
+from .base import StageTrainer
+from .checkpoints import Progress
+
+
+class GNNTrainer(StageTrainer):
+    """Trains the task head on the LM-embedding cache; ``fit()`` -> the stage's metrics:
+    val metrics of the best epoch, test metrics of that model, ``best_epoch``, ``epochs``,
+    ``steps_per_epoch``, ``losses`` (mean training loss per epoch), ``lm``, ``encode_s``,
+    ``seconds``, ``peak_rss_mb_max_trainer``."""
+
+    def fit(self) -> dict:
+        t0, env, lm_dir = time.time(), self.env, self.start.lm_dir
+        lms = build_lms(env.encoders, self.cfg.model, lm_dir)
+        enc = env.fill_cache(lms)
+        encode_s = enc["seconds"] if enc else 0.0
+        self.log(f"[{self.name}] encoded all nodes with the frozen LM in {encode_s:.1f}s"
+                 if enc else f"[{self.name}] the LM-embedding cache already holds this LM's "
+                 "embeddings")
+        learnable = build_learnable(self.g, env.encoders, lms.out_dim, self.name,
+                                    self.cfg.model.embedding_lr)
+        head, metrics = self.train_head(learnable, lms.out_dim)
+        metrics.update(lm=str(lm_dir / "lm") if lm_dir else self.cfg.model.lm,
+                       encode_s=encode_s, seconds=time.time() - t0)
+        return self.finish(metrics, head=head, learnable=learnable)
+
+    def train_head(self, learnable, in_dim: int):
+        """The epochs loop; returns ``(head with the best epoch's weights, metrics)``."""
+        s, task = self.cfg.stage2, self.task
+        head = build_task_model(self.cfg.model, task, self.g.canonical_etypes, in_dim,
+                                self.cfg.seed)
+        opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        progress = Progress(self.env, self.name, self.gen, unit="epoch")
+        state = progress.load({"head": head}, opt, learnable)
+        model = self.ddp(head)
+        steps = self.min_over_trainers(task.num_train_batches(s.batch_size))
+        best = BestModel.from_state(task.primary, state)
+        epoch_losses = state.get("losses", [])
+        features = self.env.features(learnable)
+        for epoch in range(state.get("step", 0), s.epochs):
+            total = 0.0
+            for batch in itertools.islice(task.train_batches(
+                    self.env.fanouts(), s.batch_size, self.gen), steps):
+                h = features(batch.input_nodes)
+                loss = model(batch.blocks, h, batch)
+                if learnable is not None:
+                    loss = loss + learnable.zero_term(h)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if learnable is not None:
+                    learnable.step()
+                total += loss.item()
+            epoch_losses.append(total / max(1, steps))
+            val = evaluate(task, head, features, "val", self.env.fanouts(),
+                           self.cfg.eval_batch_size)
+            best.update(epoch, val, head, learnable)
+            if epoch % 5 == 0 or epoch == s.epochs - 1:
+                self.log(f"[{self.name}] epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
+                         + describe(task.metric_names, prefixed("val", val)))
+            if progress.due(epoch + 1, s.epochs, steps_per_unit=steps):
+                progress.save(epoch + 1, {"head": head}, opt, learnable,
+                              dict(best.state(), losses=epoch_losses))
+        best.restore(head, learnable)
+        test = evaluate(task, head, features, "test", self.env.fanouts(), self.cfg.eval_batch_size)
+        metrics = {**prefixed("val", best.val), **prefixed("test", test),
+                   "best_epoch": best.epoch, "epochs": s.epochs, "steps_per_epoch": steps,
+                   "losses": epoch_losses}
+        return head, metrics

@@ -1,0 +1,109 @@
+"""Stage 1: graph-aware LM pre-fine-tuning on link prediction (LM-GNN §3.1).
+
+The LMs alone, trained on the graph's edges: each step draws a relation (weighted by this
+trainer's edges of it), ``batch_size`` positive edges of it, and ``num_negatives`` joint
+negatives per positive (LM-GNN §3.2); every unique end point is encoded once with gradient,
+DistMult scores the pairs and the logistic loss (eq. 2) trains LMs and DistMult. Only
+relations whose both end types are LM-encoded take part.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+
+from ..builders import build_lms
+from ..model.joint import LMLinkPredictor
+from ..sampling import joint_negative_sample
+from .base import StageTrainer
+from .checkpoints import Progress
+
+
+def gather_tokens(token_rows: Callable[[str, torch.Tensor], torch.Tensor],
+                  groups: Sequence[Tuple[str, torch.Tensor]]
+                  ) -> Tuple[Dict[str, torch.Tensor], List[torch.Tensor]]:
+    """Token rows of the unique nodes of ``groups`` (a list of ``(ntype, ids)``).
+
+    ``token_rows(ntype, ids)`` reads int token ids ``[len(ids), L]``. Returns ``tokens``
+    (ntype -> ``[U_t, L]``, one row per unique node of the type) and, per group, int64
+    positions ``[len(ids)]`` into its type's rows: nodes appearing in several groups (or twice
+    in one) are encoded once.
+    """
+    by_type: Dict[str, list] = {}
+    for nt, ids in groups:
+        by_type.setdefault(nt, []).append(ids)
+    tokens, inverse = {}, {}
+    for nt, parts in by_type.items():
+        uniq, inv = torch.unique(torch.cat(parts), return_inverse=True)
+        tokens[nt] = token_rows(nt, uniq)
+        inverse[nt] = list(torch.split(inv, [len(p) for p in parts]))
+    return tokens, [inverse[nt].pop(0) for nt, _ in groups]
+
+
+class LMLinkPredictionTrainer(StageTrainer):
+    """Stage 1; ``fit()`` -> metrics ``loss_first``/``loss_last`` (means of the first/last
+    fifth of the steps), ``losses``, ``steps``, ``lm_encodings_per_step``, ``seconds``."""
+
+    def relations(self) -> list:
+        lm_of = self.env.encoders.lm_of
+        return [c for c in self.g.canonical_etypes if c[0] in lm_of and c[2] in lm_of]
+
+    def local_edges(self, relations) -> Dict[tuple, torch.Tensor]:
+        """This trainer's even share of each relation's edge ids (``edge_split``)."""
+        import dgl
+
+        pb = self.g.get_partition_book()
+        return {c: dgl.distributed.edge_split(torch.ones(self.g.num_edges(c), dtype=torch.bool),
+                                              pb, etype=c, force_even=True)
+                for c in relations}
+
+    def fit(self) -> dict:
+        s, t0 = self.cfg.stage1, time.time()
+        lms = build_lms(self.env.encoders, self.cfg.model)
+        relations = self.relations()
+        model = LMLinkPredictor(lms, relations)
+        opt = torch.optim.AdamW([
+            {"params": lms.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
+            {"params": model.decoder.parameters(), "lr": s.decoder_lr}])
+        progress = Progress(self.env, self.name, self.gen)
+        state = progress.load({"model": model}, opt, None)
+        ddp = self.ddp(model)
+        local_edges = self.local_edges(relations)
+        cetypes = [c for c in local_edges if len(local_edges[c]) >= s.batch_size]
+        if not cetypes:
+            raise ValueError(f"stage1.batch_size={s.batch_size} exceeds every text relation's "
+                             "edges")
+        weights = torch.tensor([float(len(local_edges[c])) for c in cetypes])
+        losses, encoded = state.get("losses", []), state.get("encoded", 0)
+        rows = lambda nt, ids: self.g.nodes[nt].data["input_ids"][ids]  # noqa: E731
+        model.train()
+        for step in range(state.get("step", 0), s.max_steps):
+            c = cetypes[int(torch.multinomial(weights, 1, generator=self.gen))]
+            edges = local_edges[c]
+            eids = edges[torch.randint(0, len(edges), (s.batch_size,), generator=self.gen)]
+            src, dst = self.g.find_edges(eids, etype=c)
+            neg = joint_negative_sample(s.batch_size, s.num_negatives, self.g.num_nodes(c[2]),
+                                        generator=self.gen)
+            tokens, (src_pos, dst_pos, neg_nodes_pos) = gather_tokens(
+                rows, [(c[0], src), (c[2], dst), (c[2], neg.neg_nodes)])
+            loss, _ = ddp(tokens, src_pos, dst_pos, neg_nodes_pos[neg.pair_index], c)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            n_enc = sum(len(t) for t in tokens.values())
+            encoded += n_enc
+            if step % 10 == 0 or step == s.max_steps - 1:
+                self.log(f"[stage1] step {step:4d}/{s.max_steps}  loss {loss.item():.4f}  "
+                         f"({n_enc} LM encodings for {s.batch_size} positives x "
+                         f"{s.num_negatives} negatives)")
+            if progress.due(step + 1, s.max_steps):
+                progress.save(step + 1, {"model": model}, opt, None,
+                              {"losses": losses, "encoded": encoded})
+        k = max(1, len(losses) // 5)
+        metrics = {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
+                   "losses": losses, "steps": s.max_steps,
+                   "lm_encodings_per_step": encoded / max(1, s.max_steps),
+                   "seconds": time.time() - t0}
+        return self.finish(metrics, lms=lms)
