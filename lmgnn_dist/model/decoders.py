@@ -2,18 +2,17 @@
 logistic loss (eq. 2)."""
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CanonicalEtype = Tuple[str, str, str]
+from partition.tag import CanonicalEtype, etype_file_name
 
 
-def rel_key(cetype: CanonicalEtype) -> str:
-    """Module-dict key of a canonical etype: ``"src__etype__dst"``."""
-    return "__".join(cetype)
+#: module-dict key of a canonical etype: ``"src__etype__dst"``
+rel_key = etype_file_name
 
 
 class NodeClassifier(nn.Module):

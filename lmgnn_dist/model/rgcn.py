@@ -1,12 +1,12 @@
 """Relational GCN with a self-loop term, LM-GNN eq. (1), over DGL blocks (MFGs)."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
 
-CanonicalEtype = Tuple[str, str, str]
+from partition.tag import CanonicalEtype
 
 
 class RGCNLayer(nn.Module):

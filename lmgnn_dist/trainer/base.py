@@ -163,6 +163,19 @@ class StageTrainer:
     def log(self, msg: str) -> None:
         self.env.log(msg)
 
+    @staticmethod
+    def optimizer_step(loss: torch.Tensor, opt, learnable=None, h_learnable=None) -> None:
+        """Back-propagate ``loss`` and step ``opt`` and the learnable embeddings' sparse
+        optimizer. ``h_learnable`` (ntype -> rows read from ``learnable``) ties every read row
+        into the graph (``zero_term``), so DGL's sparse optimizer sees each of them."""
+        if learnable is not None:
+            loss = loss + learnable.zero_term(h_learnable)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if learnable is not None:
+            learnable.step()
+
     def all_reduce(self, t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
         return all_reduce(t, op)
 

@@ -60,13 +60,7 @@ class GNNTrainer(StageTrainer):
                     self.env.fanouts(), s.batch_size, self.gen), steps):
                 h = features(batch.input_nodes)
                 loss = model(batch.blocks, h, batch)
-                if learnable is not None:
-                    loss = loss + learnable.zero_term(h)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if learnable is not None:
-                    learnable.step()
+                self.optimizer_step(loss, opt, learnable, h)
                 total += loss.item()
             epoch_losses.append(total / max(1, steps))
             val = evaluate(task, head, features, "val", self.env.fanouts(),

@@ -123,13 +123,7 @@ class JointTrainer(StageTrainer):
         timer.add("lm_grad_forward", model.timings["lm"])
         timer.add("gnn_forward", model.timings["head"])
         with timer("backward_optimizer"):
-            if learnable is not None:
-                loss = loss + learnable.zero_term(h_fixed)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if learnable is not None:
-                learnable.step()
+            self.optimizer_step(loss, opt, learnable, h_fixed)
         with timer("communication"):
             for nt in lm_types:
                 cache.write(nt, inp[nt][train_idx[nt]], h_train[nt], step)

@@ -1,0 +1,103 @@
+"""The task interface: what a trainer asks of its pluggable head (see :mod:`lmgnn_dist.tasks`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from partition.tag import CanonicalEtype, etype_file_name, parse_etype_name
+
+from ..dataloading import num_batches
+
+#: ``input_nodes -> h_in`` (ntype -> float ``[N_in, D]``): the GNN's input features
+Features = Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
+
+
+@dataclass
+class NodeBatch:
+    """A mini-batch of target nodes: ``seeds[target]`` are the nodes to classify, ``labels``
+    int64 ``[B]`` their classes."""
+
+    input_nodes: Dict[str, torch.Tensor]
+    seeds: Dict[str, torch.Tensor]
+    blocks: List
+    labels: torch.Tensor
+
+
+def parse_etype(name: str, g) -> CanonicalEtype:
+    """``"question__tagged__tag"`` -> canonical etype of ``g``; ValueError naming the known
+    ones (config key ``task.target_etype``)."""
+    known = [tuple(c) for c in g.canonical_etypes]
+    try:
+        cetype = parse_etype_name(name)
+    except ValueError:
+        cetype = None
+    if cetype not in known:
+        raise ValueError(f"task.target_etype={name!r} is not an edge type of the graph; known: "
+                         f"{[etype_file_name(c) for c in known]}")
+    return cetype
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
+class Task:
+    """Base class; see the module docstring. Subclasses set ``kind``, ``primary`` (the
+    validation metric that selects the best stage-2 epoch) and ``metric_names`` (shown in
+    results tables)."""
+
+    kind = ""
+    primary = ""
+    metric_names: Sequence[str] = ()
+
+    def __init__(self, cfg, g, meta: dict):
+        self.cfg, self.g, self.meta = cfg, g, meta
+        self._split_cache: Dict[str, object] = {}
+        chosen = cfg.task.eval_metric
+        if chosen is not None:
+            if chosen not in self.metric_names:
+                raise ValueError(f"task.eval_metric={chosen!r} is not a metric of {self.kind}; "
+                                 f"choose one of {list(self.metric_names)}")
+            self.primary = chosen
+
+    # -- what the stage runner calls
+    def num_train_targets(self) -> int:
+        """This trainer's training targets (nodes or edges)."""
+        return len(self.split_targets("train"))
+
+    def num_train_batches(self, batch_size: int) -> int:
+        return num_batches(self.num_train_targets(), batch_size)
+
+    def train_batches(self, fanouts: Sequence[int], batch_size: int,
+                      generator: torch.Generator) -> Iterator:
+        raise NotImplementedError
+
+    def targets_in(self, batch) -> int:
+        """Training targets in ``batch`` (for per-epoch accounting)."""
+        raise NotImplementedError
+
+    def new_decoder(self, hidden: int) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, decoder: nn.Module, h: Dict[str, torch.Tensor], batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, head: nn.Module, features: Features, split: str, fanouts: Sequence[int],
+                 batch_size: int, full_neighbors: bool) -> Dict[str, object]:
+        raise NotImplementedError
+
+    def split_targets(self, split: str):
+        raise NotImplementedError
+
+    def _cached_split(self, split: str, compute) -> torch.Tensor:
+        """``compute()`` once per split: a ``node_split``/``edge_split`` reads the whole mask
+        from the KV store."""
+        if split not in self._split_cache:
+            self._split_cache[split] = compute()
+        return self._split_cache[split]

