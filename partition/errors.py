@@ -52,6 +52,7 @@ def one_line(exc, known_keys: Optional[Callable[[Loc], Sequence[str]]] = None,
     err = errors[0]
     loc = tuple(err["loc"])
     path, kind, ctx, value = key_path(loc), err["type"], err.get("ctx") or {}, err.get("input")
+    where = path or root
     if kind in _UNKNOWN:
         parent = loc[:-1]
         names = sorted({str(e["loc"][-1]) for e in errors
@@ -59,17 +60,17 @@ def one_line(exc, known_keys: Optional[Callable[[Loc], Sequence[str]]] = None,
         known = f"; known: {sorted(known_keys(parent))}" if known_keys else ""
         return f"{key_path(parent) or root}: unknown key(s) {names}{known}"
     if kind in _EXPECTED:
-        return f"{path}: expected {_EXPECTED[kind]}, got {_short(value)}"
+        return f"{where}: expected {_EXPECTED[kind]}, got {_short(value)}"
     if kind in _BOUNDS:
         bound = next(iter(ctx.values()))
-        return f"{path} must be {_BOUNDS[kind]} {bound}, got {_short(value)}"
+        return f"{where} must be {_BOUNDS[kind]} {bound}, got {_short(value)}"
     if kind == "literal_error":
         expected = str(ctx.get("expected", ""))
         one_of = "one of " if "," in expected else ""
-        return f"{path} must be {one_of}{expected}, got {_short(value)}"
+        return f"{where} must be {one_of}{expected}, got {_short(value)}"
     if kind == "missing":
-        return f"{path}: missing"
+        return f"{where}: missing"
     if kind in ("value_error", "assertion_error"):
         msg = str(ctx.get("error", err["msg"]))
         return f"{path} {msg}" if path else msg
-    return f"{path or root}: {err['msg']}"
+    return f"{where}: {err['msg']}"

@@ -38,7 +38,7 @@ class PartitionOptions:
     holdout_etypes : link-prediction targets (``src__etype__dst``) whose val/test edges are
         removed from the graph and saved aside with filtered negatives (:mod:`.holdout`).
     eval_negatives : filtered negatives per held-out positive.
-    holdout_seed : seed of the negatives.
+    holdout_seed : seed of the negatives and of the ``random`` method's node assignment.
     """
 
     num_parts: int = 2
