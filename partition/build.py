@@ -42,12 +42,12 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .fingerprint import META_FILE, fingerprint, fingerprint_changes  # noqa: F401
+from .fingerprint import META_FILE, fingerprint, fingerprint_changes  # noqa: F401 (re-export)
 from .graph_checks import check_num_parts, check_token_counts, drop_empty
 from .holdout import hold_out, parse_etype
 from .options import PartitionOptions
 from .tag import SPLIT_CODE, TAG, iter_texts, read_tag
-from .outdir import check_out_dir, staged_output
+from .outdir import staged_output
 from .tokenize import check_max_seq_len, load_tokenizer, token_lengths, tokenize_texts
 
 
@@ -130,9 +130,16 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
     file and the inputs' fingerprint (:mod:`partition.fingerprint`) in ``lmgnn_meta.json``.
     """
     opts.validate()
-    check_out_dir(out_dir, tag_dir)
     print_note = (lambda msg: print(f"[partition] {msg}", flush=True)) if progress else (
         lambda msg: None)
+    with staged_output(out_dir, tag_dir) as tmp_dir:  # refuses a bad out_dir before any work
+        meta = _partition_into(tmp_dir, Path(tag_dir), opts, print_note, progress)
+    return meta
+
+
+def _partition_into(tmp_dir: Path, tag_dir: Path, opts: PartitionOptions, print_note,
+                    progress: bool) -> dict:
+    """The work of :func:`partition_tag`, written into the temp folder ``tmp_dir``."""
     times = {}
     t0 = time.time()
     recorded = fingerprint(tag_dir, opts) if Path(tag_dir).is_dir() else None
@@ -171,36 +178,35 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
     times["build_s"] = time.time() - t0
     times["build_peak_rss_mb"] = _peak_rss_mb()
 
-    with staged_output(out_dir, tag_dir) as tmp_dir:
-        t0 = time.time()
-        orig_nids = _partition_graph(g, tmp_dir, opts)
-        times["partition_s"] = time.time() - t0
-        times["partition_peak_rss_mb"] = _peak_rss_mb()
-        (tmp_dir / "orig_ids").mkdir()
-        for nt, new2old in orig_nids.items():
-            # new DGL id -> user id of nodes/<nt>.parquet
-            np.save(tmp_dir / "orig_ids" / f"{nt}.npy", tag.nodes[nt].ids[new2old])
-        if held:
-            _save_holdout(tmp_dir / "holdout", held, orig_nids)
-        meta = {
-            "graph_name": opts.graph_name,
-            "part_config": f"{opts.graph_name}.json",
-            "tag": str(Path(tag_dir).resolve()),
-            "tag_name": tag.name,
-            "options": asdict(opts),
-            "fingerprint": recorded,
-            "pad_token_id": int(tokenizer.pad_token_id),
-            "ntypes": {nt: {"num_nodes": t.num_nodes, "classes": t.classes,
-                            "has_split": t.split is not None, "has_text": t.has_text}
-                       for nt, t in tag.nodes.items()},
-            "canonical_etypes": {"__".join(ce): {"num_edges": t.num_edges, "classes": t.classes,
-                                                 "has_split": t.split is not None}
-                                 for ce, t in tag.edges.items()},
-            "left_out": dropped,
-            "holdout": holdout_info,
-            "times": times,
-        }
-        (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    t0 = time.time()
+    orig_nids = _partition_graph(g, tmp_dir, opts)
+    times["partition_s"] = time.time() - t0
+    times["partition_peak_rss_mb"] = _peak_rss_mb()
+    (tmp_dir / "orig_ids").mkdir()
+    for nt, new2old in orig_nids.items():
+        # new DGL id -> user id of nodes/<nt>.parquet
+        np.save(tmp_dir / "orig_ids" / f"{nt}.npy", tag.nodes[nt].ids[new2old])
+    if held:
+        _save_holdout(tmp_dir / "holdout", held, orig_nids)
+    meta = {
+        "graph_name": opts.graph_name,
+        "part_config": f"{opts.graph_name}.json",
+        "tag": str(Path(tag_dir).resolve()),
+        "tag_name": tag.name,
+        "options": asdict(opts),
+        "fingerprint": recorded,
+        "pad_token_id": int(tokenizer.pad_token_id),
+        "ntypes": {nt: {"num_nodes": t.num_nodes, "classes": t.classes,
+                        "has_split": t.split is not None, "has_text": t.has_text}
+                   for nt, t in tag.nodes.items()},
+        "canonical_etypes": {"__".join(ce): {"num_edges": t.num_edges, "classes": t.classes,
+                                             "has_split": t.split is not None}
+                             for ce, t in tag.edges.items()},
+        "left_out": dropped,
+        "holdout": holdout_info,
+        "times": times,
+    }
+    (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
 
 

@@ -63,7 +63,8 @@ def int_column(table: pa.Table, name: str, path: Path, allow_null: bool) -> np.n
             row = _first(big)
             raise TAGFormatError(f"{path}: column {name!r} value {col[row].as_py()} at row {row} "
                                  "does not fit in int64")
-    return col.cast(pa.int64()).fill_null(-1).to_numpy().astype(np.int64, copy=False)
+    out = col.cast(pa.int64()).fill_null(-1).to_numpy()
+    return out if out.flags.writeable else out.copy()  # torch.from_numpy wants it writable
 
 
 def split_column(table: pa.Table, path: Path, ids: np.ndarray, what: str) -> Optional[np.ndarray]:
