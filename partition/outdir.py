@@ -58,7 +58,8 @@ def check_out_dir(out_dir: os.PathLike, tag_dir: os.PathLike) -> None:
                              "choose a folder outside it")
     for parent in (out, *out.parents):
         if parent.exists() and not parent.is_dir():
-            raise OutputDirError(f"{out_dir}: {parent} is a file, not a folder; choose another "
+            which = "" if parent == out else f"{parent} "
+            raise OutputDirError(f"{out_dir}: {which}is a file, not a folder; choose another "
                                  "--out")
     if not out.exists():
         return

@@ -45,12 +45,13 @@ def resolve_model_path(name_or_path: str) -> str:
         return expanded
     from huggingface_hub import constants, snapshot_download
 
-    if not expanded.startswith(("/", ".", "~")):
-        try:
-            return snapshot_download(name_or_path, local_files_only=True)
-        except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), not an id
-            if _downloads_allowed():
-                return name_or_path
+    if expanded.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"model path {name_or_path!r} does not exist")
+    try:
+        return snapshot_download(name_or_path, local_files_only=True)
+    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), not an id
+        if _downloads_allowed():
+            return name_or_path
     raise FileNotFoundError(
         f"model {name_or_path!r} does not exist: it is not the alias {MINILM_ALIAS!r}, a local "
         f"folder, or a model in the Hugging Face cache ({constants.HF_HUB_CACHE}); download it "

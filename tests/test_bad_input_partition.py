@@ -87,7 +87,7 @@ OPTION_CASES = {
     "mistyped model id": (["--model", "bert-base-uncasd"],
                           ["model 'bert-base-uncasd' does not exist"]),
     "missing model folder": (["--model", "./no/such/model"],
-                             ["model './no/such/model' does not exist"]),
+                             ["model path './no/such/model' does not exist"]),
     "eval negatives 0": (["--eval-negatives", "0"], ["eval_negatives (--eval-negatives)"]),
     "method unknown": (["--method", "spectral"], ["--method", "invalid choice"]),
 }
@@ -122,7 +122,7 @@ def test_bad_option_is_one_line(case, tmp_path, tiny_tag_dir, tiny_bert_dir, cap
 
 def _out_file(tmp, tag):
     (tmp / "notes.txt").write_text("mine")
-    return tmp / "notes.txt", "is a file"
+    return tmp / "notes.txt", "notes.txt: is a file, not a folder"
 
 
 def _out_user_folder(tmp, tag):
