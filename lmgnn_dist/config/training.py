@@ -1,0 +1,130 @@
+"""Config sections of the run: the three stages and the launch of processes."""
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Dict, List, Literal, Optional
+
+from .base import Bool, NonNegFloat, NonNegInt, Port, PosFloat, PosInt, section
+
+PLACEMENT_STRATEGIES = ("SPREAD", "STRICT_SPREAD", "PACK", "STRICT_PACK")
+
+
+@section
+class Stage1Config:
+    """Graph-aware LM pre-fine-tuning on link prediction (LM-GNN eq. 2, joint negatives).
+
+    Attributes
+    ----------
+    max_steps : optimizer steps per trainer (0 skips the stage).
+    batch_size : positive edges per step per trainer (n).
+    num_negatives : k negatives per positive, drawn from the batch's n shared negative nodes
+        (``k <= n``).
+    lm_lr, decoder_lr : learning rates of the LM and the DistMult relation vectors (> 0).
+    """
+
+    max_steps: NonNegInt = 40
+    batch_size: PosInt = 8
+    num_negatives: PosInt = 4
+    lm_lr: PosFloat = 2e-5
+    decoder_lr: PosFloat = 1e-2
+    weight_decay: NonNegFloat = 0.0
+
+
+@section
+class Stage2Config:
+    """GNN warm-start with the LM frozen (its embeddings computed once, no grad).
+
+    Attributes
+    ----------
+    epochs : passes over the training targets (>= 1: the stage keeps the epoch with the best
+        validation metric, so it needs one).
+    batch_size : target nodes per mini-batch per trainer.
+    lr : GNN + decoder learning rate.
+    """
+
+    epochs: PosInt = 30
+    batch_size: PosInt = 64
+    lr: PosFloat = 1e-3
+    weight_decay: NonNegFloat = 5e-4
+
+
+@section
+class Stage3Config:
+    """Joint LM + GNN fine-tuning with back-prop on a sampled subset of nodes.
+
+    Attributes
+    ----------
+    max_steps : optimizer steps per trainer (0 just evaluates the stage-2 model).
+    batch_size : target nodes per mini-batch per trainer.
+    lm_train_nodes : at most this many sampled nodes (targets first) are encoded with gradient.
+    lm_infer_batch_size : sub-batch size of no-grad encoding of inference nodes.
+    inference_source : ``cache`` (read inference nodes from the LM-embedding cache, refreshed by
+        every with-grad encoding) or ``encode`` (re-encode them without gradient each step).
+    trainable_policy : ``random`` (seeds, then random others), ``targets`` (seeds only) or
+        ``degree`` (seeds, then others of degree > ``deg_threshold``, highest first).
+    cache_max_staleness : a cached row written more than this many steps ago is a stale miss
+        and is re-encoded (``null``: rows never go stale).
+    refresh_batch_size : LEADING's second pipeline: this many random nodes re-encoded without
+        gradient each step to keep the cache fresh (0 disables).
+    lm_dropout : run the LM's dropout for with-grad nodes (default off). Off, the LM runs in
+        eval mode while still receiving gradients, so the with-grad embeddings (which include
+        every target) come from the same function as the cached/no-grad ones and as those the
+        stage-2 head was fit on and is evaluated with. Measured on the smoke graph: with
+        dropout on, stage 3 dropped a converged model from 1.0 to 0.73 test accuracy; off,
+        it stayed at 1.0.
+    lm_lr, gnn_lr : learning rates (``gnn_lr`` is the head's).
+    mode : ``joint`` (LM + RGCN from stage 2) or ``lm_only`` (the cost floor for comparison: LM
+        fine-tuned on the targets alone with a fresh MLP head, no graph).
+    """
+
+    mode: Literal["joint", "lm_only"] = "joint"
+    max_steps: NonNegInt = 40
+    batch_size: PosInt = 16
+    lm_train_nodes: PosInt = 16
+    lm_infer_batch_size: PosInt = 64
+    inference_source: Literal["cache", "encode"] = "cache"
+    trainable_policy: Literal["random", "targets", "degree"] = "random"
+    deg_threshold: NonNegInt = 0
+    cache_max_staleness: Optional[NonNegInt] = None
+    refresh_batch_size: NonNegInt = 0
+    lm_dropout: Bool = False
+    lm_lr: PosFloat = 1e-5
+    gnn_lr: PosFloat = 1e-4
+    weight_decay: NonNegFloat = 0.0
+
+
+@section
+class LaunchConfig:
+    """Processes of the job.
+
+    Attributes
+    ----------
+    debug_local : > 0 runs that many loopback machines on this host (ip-config ignored).
+    ip_config : one ``IP [PORT]`` per machine.
+    ssh_user, ssh_port, ssh_opts : how ``launch/run_dist.py`` reaches remote machines
+        (``ssh_opts``: ``KEY=VALUE`` ssh options, e.g. ``IdentityFile=~/.ssh/lmgnn``).
+    env : extra environment variables of every server and trainer process.
+    num_trainers : trainers per machine.
+    max_restarts : a distributed job that fails (a process dies or exits non-zero, except
+        exit code 2 = bad input) is started again, all its processes afresh, at most this many
+        times; completed stages are kept (resume), the failed stage continues after its last
+        progress checkpoint (``checkpoint_every``) or starts from its beginning.
+    ray_cpus_per_machine : CPUs of each machine's placement-group bundle in
+        :mod:`lmgnn_dist.ray_pipeline` (``null``: ``num_trainers * omp_threads``).
+    ray_placement_strategy : the placement group's strategy (``SPREAD``: one machine per Ray
+        node where possible, all on one node when they fit; ``STRICT_SPREAD``: one node per
+        machine or fail; ``PACK``/``STRICT_PACK``: as few nodes as possible).
+    """
+
+    debug_local: NonNegInt = 2
+    ip_config: str = ""
+    ssh_user: str = ""
+    ssh_port: Port = 22
+    ssh_opts: List[str] = field(default_factory=list)
+    env: Dict[str, str] = field(default_factory=dict)
+    num_trainers: PosInt = 1
+    num_servers: PosInt = 1
+    omp_threads: PosInt = 1
+    max_restarts: NonNegInt = 2
+    ray_cpus_per_machine: Optional[PosFloat] = None
+    ray_placement_strategy: Literal[PLACEMENT_STRATEGIES] = "SPREAD"

@@ -1,0 +1,99 @@
+"""Partition reuse (the inputs' fingerprint) and the task-vs-TAG schema check (issue 13)."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+import pyarrow as pa
+import pytest
+
+from bad_input_helpers import write_raw_tag
+from partition.build import PartitionOptions, fingerprint_changes, partition_tag
+from partition.tag import write_tag
+from partition.task_check import TaskSchemaError, check_task_against_tag
+
+
+@pytest.fixture()
+def parted(tmp_path, tiny_bert_dir):
+    """A fresh copy of the tiny TAG and its partitions: (tag dir, part dir, options)."""
+    from conftest import make_tiny_tag
+
+    tag = tmp_path / "tag"
+    write_tag(make_tiny_tag(), tag)
+    opts = PartitionOptions(num_parts=1, method="random", model=str(tiny_bert_dir),
+                            max_seq_len=16, graph_name="tiny")
+    partition_tag(tag, tmp_path / "parts", opts, progress=False)
+    return tag, tmp_path / "parts", opts
+
+
+def test_fingerprint_matches_then_names_each_change(parted):
+    tag, parts, opts = parted
+    assert fingerprint_changes(parts, tag, opts) == []
+    assert fingerprint_changes(parts, tag, asdict(opts)) == []  # a dict works too
+    other = PartitionOptions(**{**asdict(opts), "max_seq_len": 8, "holdout_seed": 3})
+    assert fingerprint_changes(parts, tag, other) == ["option holdout_seed 0 -> 3",
+                                                      "option max_seq_len 16 -> 8"]
+    node_file = tag / "nodes" / "paper.parquet"
+    size = node_file.stat().st_size
+    with open(node_file, "ab") as f:
+        f.write(b"x")
+    st = (tag / "metadata.json").stat()
+    os.utime(tag / "metadata.json", ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    write_raw_tag(tag, {}, {"paper__likes__paper": {"src": pa.array([1000]),
+                                                    "dst": pa.array([1007])}})
+    assert fingerprint_changes(parts, tag, opts) == [
+        "new file edges/paper__likes__paper.parquet",
+        "metadata.json changed (modified since it was partitioned)",
+        f"nodes/paper.parquet changed (size {size} -> {size + 1})"]
+
+
+def test_fingerprint_of_no_or_old_partitions(parted, tmp_path):
+    tag, parts, opts = parted
+    assert fingerprint_changes(tmp_path / "nowhere", tag, opts) == [
+        f"no partitions in {tmp_path / 'nowhere'} (lmgnn_meta.json not found)"]
+    (parts / "lmgnn_meta.json").write_text('{"options": {}}')  # before fingerprints existed
+    [line] = fingerprint_changes(parts, tag, opts)
+    assert "records no input fingerprint" in line
+
+
+def test_removed_tag_file_is_a_change(parted):
+    tag, parts, opts = parted
+    (tag / "edges" / "paper__cites__paper.parquet").unlink()
+    assert fingerprint_changes(parts, tag, opts) == [
+        "file edges/paper__cites__paper.parquet removed"]
+
+
+@pytest.mark.parametrize("kind,ntype,etype,fragment", [
+    ("node_classification", "paper", "", None),
+    ("node_classification", "venue", "", "targets node type 'venue', which the TAG"),
+    ("node_classification", "user", "", "needs column(s) ['label', 'split']"),
+    ("node_classification", "answer", "", "column 'label' must be integer"),
+    ("node_classification", "empty", "", "finds no rows"),
+    ("edge_classification", "", "question__has_answer__answer", None),
+    ("edge_classification", "", "question__tagged__tag", "needs column(s) ['label']"),
+    ("edge_classification", "", "", "targets relation ''"),
+    ("link_prediction", "", "question__tagged__tag", None),
+    ("link_prediction", "", "user__asks__question", "needs column(s) ['split']"),
+    ("link_prediction", "", "question__asks__user", "known: ['question__has_answer__answer'"),
+    ("regression", "paper", "", "task kind 'regression'"),
+])
+def test_task_against_tag_schema(tmp_path, kind, ntype, etype, fragment):
+    split = ["train", "val", "test"]
+    tag = write_raw_tag(tmp_path, {
+        "paper": {"id": [1, 2, 3], "text": ["a", "b", "c"], "label": [0, 1, 0], "split": split},
+        "user": {"id": [1, 2, 3]},
+        "answer": {"id": [1, 2, 3], "label": [0.5, 1.0, 0.0], "split": split},
+        "empty": pa.table({"id": pa.array([], pa.int64()), "label": pa.array([], pa.int64()),
+                           "split": pa.array([], pa.string())}),
+    }, {
+        "question__has_answer__answer": {"src": [1], "dst": [2], "label": [1], "split": ["val"]},
+        "question__tagged__tag": {"src": [1], "dst": [2], "split": ["train"]},
+        "user__asks__question": {"src": [1], "dst": [2]},
+    })
+    if fragment is None:
+        check_task_against_tag(tag, kind, ntype, etype)
+        return
+    with pytest.raises(TaskSchemaError) as info:
+        check_task_against_tag(tag, kind, ntype, etype)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+    assert isinstance(info.value, ValueError)
