@@ -8,11 +8,27 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 
 class LaunchError(RuntimeError):
     """A launch cannot start: bad ip-config, mismatched partitions, missing tools."""
+
+
+def read_text_file(path: Optional[str], what: str, hint: str = "") -> str:
+    """The text of ``path``; LaunchError (one line naming ``what`` and the path) when it is
+    missing, a folder, unreadable or not UTF-8 text."""
+    if not path:
+        raise LaunchError(f"no {what} given")
+    hint = f" ({hint})" if hint else ""
+    if not os.path.exists(path):
+        raise LaunchError(f"{path}: {what} not found{hint}")
+    if os.path.isdir(path):
+        raise LaunchError(f"{path}: {what} is a folder, expected a file{hint}")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LaunchError(f"{path}: cannot read the {what} ({exc})") from None
 
 
 @dataclass
@@ -45,11 +61,10 @@ def read_ip_config(path: str, num_servers: int = 1) -> List[Host]:
     LaunchError naming the file and line for a malformed line, a bad IP or port, or a
     duplicate IP (DGL identifies machines by IP: on one host use 127.0.0.1, 127.0.0.2, ...).
     """
-    if not os.path.exists(path):
-        raise LaunchError(f"{path}: ip-config not found")
+    text = read_text_file(path, "ip-config")
     hosts: List[Host] = []
     seen: Dict[str, int] = {}
-    for lineno, raw in enumerate(Path(path).read_text().splitlines(), 1):
+    for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -110,9 +125,14 @@ def check_partition_matches(part_config: str, hosts: Sequence[Host]) -> dict:
     ------
     LaunchError naming the file and both numbers.
     """
-    if not os.path.exists(part_config):
-        raise LaunchError(f"{part_config}: partition config not found (run `python -m partition`)")
-    meta = json.loads(Path(part_config).read_text())
+    text = read_text_file(part_config, "partition config", "run `python -m partition`")
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise LaunchError(f"{part_config}: partition config is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("num_parts"), int):
+        raise LaunchError(f"{part_config}: not a DGL partition config (no integer 'num_parts'); "
+                          "pass the <graph_name>.json that `python -m partition` wrote")
     if meta.get("num_parts") != len(hosts):
         raise LaunchError(
             f"{part_config} has {meta.get('num_parts')} partitions but the ip-config lists "

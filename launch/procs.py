@@ -23,8 +23,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .hosts import Host, free_port
 
-#: exit codes that mean bad input (config, ip-config, partition mismatch): never retried
-NO_RETRY_EXIT_CODES = frozenset({2})
+#: exit codes never retried: 2 = bad input (config, ip-config, partition mismatch), 3 = a job
+#: process ended on an exception that is not a lost peer (``lmgnn_dist.dist_init.exit_code_of``)
+NO_RETRY_EXIT_CODES = frozenset({2, 3})
+#: exit code of a job process that ended on an exception (see above)
+EXCEPTION_EXIT_CODE = 3
+#: what each of them means, for the driver's one line
+NO_RETRY_REASONS = {2: "bad input", 3: "an exception in a job process, which would repeat"}
 
 
 @dataclass
@@ -185,7 +190,8 @@ class Outcome:
 
 class JobWatch:
     """The supervision rule of a job, from its processes' states (pure; call it while
-    polling): any process that exited non-zero fails the job with its code; once every
+    polling): any process that exited non-zero fails the job with its code (one killed by a
+    signal first, when several have ended: its peers' errors follow from it); once every
     trainer exited 0 the DGL servers (which exit by themselves after their clients) get
     ``server_grace_s`` seconds, after which the job counts as done anyway."""
 
@@ -198,9 +204,11 @@ class JobWatch:
         """``states``: ``(name, is_server, exit code or None)`` per process; returns the
         outcome, or None while the job is still running."""
         now = time.time() if now is None else now
-        for name, _, rc in states:
-            if rc not in (None, 0):
-                return Outcome(rc, failed=name)
+        failed = [(name, rc) for name, _, rc in states if rc not in (None, 0)]
+        if failed:
+            # a process killed by a signal first: its peers' errors are its consequence
+            name, rc = min(failed, key=lambda f: f[1] >= 0)
+            return Outcome(rc, failed=name)
         if all(rc == 0 for _, is_server, rc in states if not is_server):
             if self._servers_deadline is None:
                 self._servers_deadline = now + self.server_grace_s
@@ -226,8 +234,8 @@ def run_with_restarts(attempt: Callable[[int], int], max_restarts: int, what: st
         if rc == 0:
             return 0, restarts
         if rc in NO_RETRY_EXIT_CODES:
-            print(f"{log_prefix} {what} failed with exit code {rc} (bad input): not retried",
-                  file=sys.stderr, flush=True)
+            print(f"{log_prefix} {what} failed with exit code {rc} ({NO_RETRY_REASONS[rc]}): "
+                  "not retried", file=sys.stderr, flush=True)
             return rc, restarts
         if restarts >= max_restarts:
             print(f"{log_prefix} {what} failed with exit code {rc}; no restart left "

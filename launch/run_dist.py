@@ -45,8 +45,8 @@ if __package__ in (None, ""):  # run as a script: python launch/run_dist.py
 
 from launch.hosts import (Host, LaunchError, check_partition_matches,  # noqa: E402
                           check_port_free, read_ip_config, write_debug_ip_config)
-from launch.procs import (JobWatch, Proc, ProcSpec, join_streams,  # noqa: E402
-                          process_specs, start_process, stop_processes)
+from launch.procs import (EXCEPTION_EXIT_CODE, JobWatch, Proc, ProcSpec,  # noqa: E402
+                          join_streams, process_specs, start_process, stop_processes)
 from launch.remote import (REMOTE_KILL_GRACE_S, check_env_key,  # noqa: E402
                            preflight_remote, remote_command, ssh_argv)
 
@@ -76,9 +76,11 @@ class Launcher:
     procs: List[Proc] = field(default_factory=list)
     job_id: str = field(default_factory=lambda: os.urandom(4).hex())
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_line: Dict[str, str] = field(default_factory=dict)
 
     def _print(self, name: str, line: str) -> None:
         with self._lock:
+            self._last_line[name] = line
             print(f"[{name}] {line}", flush=True)
 
     def _spawn(self, spec: ProcSpec) -> None:
@@ -128,6 +130,9 @@ class Launcher:
                             "servers did not exit after the trainers; stopping them")
                 self.stop()
             join_streams(self.procs)
+            if outcome.rc == EXCEPTION_EXIT_CODE:  # say what it ended on, once, last
+                self._print("launcher", f"{outcome.failed} ended on: "
+                            f"{self._last_line.get(outcome.failed, '?')}")
             return outcome.rc
 
 
@@ -172,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = parse_args(argv)
     try:
-        if args.debug_local:
+        if args.debug_local is not None:
             ip_config = os.path.join(args.workspace, "ip_config_debug.txt")
             hosts = write_debug_ip_config(ip_config, args.debug_local)
         else:

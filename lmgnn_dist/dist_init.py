@@ -23,10 +23,14 @@ real remote hosts are left untouched.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Optional
 
+# a job process that raised an exception other than a lost connection exits with this code;
+# the drivers do not retry it (a bug or bad input repeats on every attempt)
+from launch.procs import EXCEPTION_EXIT_CODE
 _ISOLATED: Optional[str] = None
 
 
@@ -138,13 +142,33 @@ def initialize(ip_config: Optional[str] = None, timeout_s: int = 1800) -> Option
     return DistContext(dist.get_rank(), dist.get_world_size(), rpc.get_machine_id())
 
 
+#: exit code of a process whose peer, server or connection was lost: the drivers retry it
+LOST_PEER_EXIT_CODE = 1
+_LOST_PEER = re.compile(r"connection (closed|reset|refused|lost)|closed by peer|broken pipe|"
+                        r"timed? ?out|socket|peer|gloo|rpc|server.*(exit|lost)", re.IGNORECASE)
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code of a job process that ends on ``exc``: :data:`LOST_PEER_EXIT_CODE` when
+    it is a lost peer/server/connection (a ``ConnectionError``/``TimeoutError``, or a
+    gloo/RPC error naming one: retried), :data:`EXCEPTION_EXIT_CODE` for any other exception
+    (a bug or bad input: not retried)."""
+    if isinstance(exc, (ConnectionError, TimeoutError, EOFError)):
+        return LOST_PEER_EXIT_CODE
+    if _LOST_PEER.search(f"{type(exc).__name__}: {exc}"):
+        return LOST_PEER_EXIT_CODE
+    return EXCEPTION_EXIT_CODE
+
+
 def run_and_exit(main, argv) -> None:
     """Run a job process's ``main(argv)`` and end the process with its outcome.
 
     A trainer that raises must *exit*: DGL's client keeps the interpreter alive after an
     exception (its exit handlers wait for servers and peers), so the launcher would wait
-    forever instead of stopping the job. The traceback is printed, output flushed, and the
-    process leaves with ``os._exit`` (code 1, or the code of a ``SystemExit``).
+    forever instead of stopping the job. The traceback is printed, then one line
+    ``error: <type>: <message>`` (what the launcher reports), output flushed, and the process
+    leaves with ``os._exit``: the code of a ``SystemExit``, else :func:`exit_code_of` the
+    exception (3: not retried; 1: a lost peer, retried).
     """
     import sys
     import traceback
@@ -156,9 +180,11 @@ def run_and_exit(main, argv) -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
-    except BaseException:  # noqa: BLE001 - any failure must end the process
+    except BaseException as exc:  # noqa: BLE001 - any failure must end the process
         traceback.print_exc()
-        code = 1
+        last = (str(exc).strip().splitlines() or [""])[-1]
+        print(f"error: {type(exc).__name__}: {last}", file=sys.stderr)
+        code = exit_code_of(exc)
     if code == 0:
         return
     sys.stdout.flush()

@@ -42,24 +42,50 @@ def check_model_paths(cfg: RunConfig) -> None:
                                   "ids; every LM of a run must share it")
 
 
-def ensure_partitions(cfg: RunConfig) -> dict:
-    """Partition ``cfg.data.tag_path`` unless ``cfg.data.part_dir`` already matches the options."""
-    from partition.build import META_FILE, PartitionOptions, load_partition_meta, partition_tag
+def partition_options(cfg: RunConfig):
+    """The :class:`~partition.options.PartitionOptions` a run's config asks for."""
+    from partition.options import PartitionOptions
 
-    d = cfg.data
-    lp = cfg.task.kind == "link_prediction"
-    opts = PartitionOptions(num_parts=d.num_parts, method=d.part_method,
+    d, lp = cfg.data, cfg.task.kind == "link_prediction"
+    return PartitionOptions(num_parts=d.num_parts, method=d.part_method,
                             num_trainers_per_machine=d.num_trainers_per_machine,
-                            model=cfg.model.lm, max_seq_len=d.max_seq_len, graph_name=d.graph_name,
+                            model=cfg.model.lm, max_seq_len=d.max_seq_len,
+                            graph_name=d.graph_name,
                             holdout_etypes=[cfg.task.target_etype] if lp else [],
                             eval_negatives=cfg.task.eval_negatives, holdout_seed=cfg.seed)
-    if (Path(d.part_dir) / META_FILE).exists():
-        meta = load_partition_meta(d.part_dir)
-        same = (meta["options"] == opts.__dict__
-                and meta["tag"] == str(Path(d.tag_path).resolve()))
-        if same:
+
+
+def ensure_partitions(cfg: RunConfig) -> dict:
+    """Partition ``cfg.data.tag_path`` into ``cfg.data.part_dir`` unless the partitions there
+    were made from the same inputs (TAG files, options: their recorded fingerprint,
+    :func:`partition.fingerprint.fingerprint_changes`). When they were not, rebuild them,
+    saying which input changed, or with ``data.on_partition_change: refuse`` raise.
+
+    Raises
+    ------
+    ConfigError naming the changed inputs (``refuse``); the partitioner's one-line errors
+    (TAGFormatError / ValueError / FileNotFoundError).
+    """
+    from partition.build import load_partition_meta, partition_tag
+    from partition.fingerprint import META_FILE, fingerprint_changes
+
+    d, opts = cfg.data, partition_options(cfg)
+    fresh = not (Path(d.part_dir) / META_FILE).exists()
+    if not fresh:
+        changes = fingerprint_changes(d.part_dir, d.tag_path, opts)
+        recorded = load_partition_meta(d.part_dir).get("tag")
+        if recorded != str(Path(d.tag_path).resolve()):
+            changes.insert(0, f"TAG folder {recorded} -> {Path(d.tag_path).resolve()}")
+        if not changes:
             print(f"[pipeline] using existing partitions in {d.part_dir}", flush=True)
-            return meta
+            return load_partition_meta(d.part_dir)
+        said = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5
+                                         else "")
+        if d.on_partition_change == "refuse":
+            raise ConfigError(f"data.part_dir={d.part_dir} holds partitions of other inputs "
+                              f"({said}); data.on_partition_change=refuse")
+        print(f"[pipeline] the partitions in {d.part_dir} are stale ({said}): rebuilding",
+              flush=True)
     print(f"[pipeline] partitioning {d.tag_path} into {d.num_parts} parts ({d.part_method}) "
           f"-> {d.part_dir}", flush=True)
     t0 = time.time()
@@ -68,11 +94,32 @@ def ensure_partitions(cfg: RunConfig) -> dict:
     return load_partition_meta(d.part_dir)
 
 
+def check_inputs(cfg: RunConfig) -> None:
+    """Offline, in well under a second, before anything starts: every configured LM resolves
+    (:func:`check_model_paths`), ``data.max_seq_len`` fits the LM's positions, and the task's
+    target exists in the TAG with the columns it needs.
+
+    Raises
+    ------
+    ConfigError / TAGFormatError / FileNotFoundError with one line naming the key or file.
+    """
+    from partition.task_check import check_task_against_tag
+    from partition.tokenize import check_max_seq_len
+
+    check_model_paths(cfg)
+    try:
+        check_max_seq_len(cfg.model.lm, cfg.data.max_seq_len)
+    except ValueError as exc:
+        raise ConfigError(f"data.max_seq_len: {exc}") from None
+    t = cfg.task
+    check_task_against_tag(cfg.data.tag_path, t.kind, t.target_ntype, t.target_etype)
+
+
 def prepare_run(cfg: RunConfig) -> Tuple[RunPlan, dict, str]:
     """Check, partition and lay out a run, in that order, before any job starts.
 
-    1. every configured LM resolves (:func:`check_model_paths`) and the run plan can run
-       (stage 3 finds a stage-2 checkpoint);
+    1. the inputs fit (:func:`check_inputs`: models, ``max_seq_len``, task vs TAG) and the run
+       plan can run (stage 3 finds a stage-2 checkpoint);
     2. ``<output_dir>/config.yaml`` (the resolved config every process reads) is written;
     3. the TAG is partitioned unless matching partitions exist (:func:`ensure_partitions`);
     4. ``output_dir`` is cleaned of a killed run's temp folders (and, with ``resume: false``,
@@ -85,7 +132,7 @@ def prepare_run(cfg: RunConfig) -> Tuple[RunPlan, dict, str]:
     ValueError (``ConfigError``, ``PlanError``, ``TAGFormatError``) or FileNotFoundError with
     one line naming the key, file or stage at fault; nothing has started then.
     """
-    check_model_paths(cfg)
+    check_inputs(cfg)
     plan = RunPlan.from_config(cfg)
     plan.check()
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)

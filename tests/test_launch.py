@@ -392,3 +392,28 @@ def test_remote_wrapper_returns_exit_code_and_cleans_up(tmp_path):
     finally:
         proc.stdin.close()
         _gone(pids, timeout=0)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("debug-local-0", "error: --debug-local needs 1..254 machines, got 0"),
+    ("ip-config-folder", "ips: ip-config is a folder, expected a file"),
+    ("ip-config-binary", "bin.txt: cannot read the ip-config"),
+    ("part-config-truncated", "g.json: partition config is not valid JSON"),
+    ("part-config-folder", "parts: partition config is a folder, expected a file"),
+    ("part-config-list", "g.json: not a DGL partition config (no integer 'num_parts')"),
+])
+def test_bad_launcher_files_give_one_line_and_start_nothing(tmp_path, capsys, case, message):
+    (tmp_path / "ips").mkdir()
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe127.0.0.1")
+    conf = tmp_path / "g.json"
+    conf.write_text({"part-config-truncated": '{"num_parts": 2',
+                     "part-config-list": "[2]"}.get(case, '{"num_parts": 1}'))
+    where = {"debug-local-0": ["--debug-local", "0"],
+             "ip-config-folder": ["--ip-config", str(tmp_path / "ips")],
+             "ip-config-binary": ["--ip-config", str(tmp_path / "bin.txt")]}.get(
+        case, ["--debug-local", "1"])
+    part = str(tmp_path / "parts") if case == "part-config-folder" else str(conf)
+    rc = main([*where, "--part-config", part, "--workspace", str(tmp_path), "--", "true"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err

@@ -67,34 +67,23 @@ def test_a_trainer_that_raises_ends_the_job(tmp_path, tiny_tag_dir, tiny_bert_di
     cfg = {"output_dir": str(tmp_path / "run"),
            "data": {"tag_path": str(tiny_tag_dir), "part_dir": str(tmp_path / "parts"),
                     "graph_name": "tiny", "max_seq_len": 16},
-           "task": {"target_ntype": "nope"}, "model": {"lm": str(tiny_bert_dir)}}
+           "model": {"lm": str(tiny_bert_dir), "encoders": {"paper": "embedding"}}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
     t0 = time.time()
     out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config",
                           str(tmp_path / "run.yaml")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "error: task.target_ntype='nope' is not a node type of the graph" in out.stdout
+    assert "error: no node type is encoded by an LM" in out.stdout
     assert "exited with code 2; stopping the others" in out.stdout
     assert "(bad input): not retried" in out.stderr and "restart 1/" not in out.stdout
     assert time.time() - t0 < 120
 
 
-def test_launch_section_reaches_the_launcher(monkeypatch):
-    """ssh user/port/options and extra env of the config are passed to launch/run_dist.py."""
-    from launch import run_dist
-    from lmgnn_dist.config import load_config
-    from lmgnn_dist.pipeline import launch_job
-
-    seen = []
-    monkeypatch.setattr(run_dist, "main", lambda argv: seen.append(argv) or 0)
-    cfg = load_config(None, ["launch.debug_local=0", "launch.ip_config=ips.txt",
-                             "launch.ssh_user=me", "launch.ssh_port=2222",
-                             "launch.ssh_opts=[IdentityFile=/k, ServerAliveInterval=5]",
-                             "launch.env={NCCL_DEBUG: INFO, A: 'x y'}"])
-    assert launch_job(cfg, "g.json", ["python", "-m", "x"]) == 0
-    argv = seen[0]
-    assert argv[:2] == ["--ip-config", "ips.txt"] and argv[-4:] == ["--", "python", "-m", "x"]
-    joined = " ".join(argv)
-    assert "--ssh-port 2222" in joined and "--ssh-user me" in joined
-    assert "--ssh-opt IdentityFile=/k --ssh-opt ServerAliveInterval=5" in joined
-    assert argv[argv.index("--env") + 1] == "NCCL_DEBUG=INFO" and "A=x y" in argv
+def test_a_task_target_missing_from_the_tag_is_refused_before_anything_starts(
+        tmp_path, tiny_tag_dir, tiny_bert_dir, capsys):
+    rc = main(["--config", "examples/cora/pipeline.yaml", f"output_dir={tmp_path / 'run'}",
+               f"data.tag_path={tiny_tag_dir}", f"data.part_dir={tmp_path / 'parts'}",
+               f"model.lm={tiny_bert_dir}", "data.max_seq_len=16", "task.target_ntype=nope"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "'nope'" in err[0] and err[0].startswith("error: ")
+    assert not (tmp_path / "parts").exists() and not (tmp_path / "run").exists()

@@ -139,3 +139,38 @@ def test_killed_trainer_restarts_the_job_and_keeps_finished_stages(tmp_path, tin
     assert res["config"]["resume"] is False and res["stages"]["stage3"]["steps"] == 150
     time.sleep(1)
     assert own_processes(str(tmp_path)) == []
+
+
+# ------------------------------------------------- exceptions are not retried, process deaths are
+def test_exit_code_of_tells_lost_peers_from_exceptions():
+    from lmgnn_dist.dist_init import exit_code_of
+
+    lost = [ConnectionResetError("x"), TimeoutError("x"),
+            RuntimeError("[gloo/transport/tcp/pair.cc:598] Connection closed by peer [127.0.0.2]:4")]
+    assert [exit_code_of(e) for e in lost] == [1, 1, 1]
+    bugs = [ValueError("boom"), KeyError("val_acc"), RuntimeError("mat1 and mat2 shapes cannot "
+                                                                  "be multiplied (4x8 and 16x2)")]
+    assert [exit_code_of(e) for e in bugs] == [3, 3, 3]
+    assert run_with_restarts(lambda i: 3, max_restarts=5, what="job") == (3, 0)
+
+
+def test_trainer_exception_stops_the_job_once_with_its_last_line(tmp_path):
+    """A process that raises ends the job with code 3 and the launcher names its last line;
+    when a process was killed by a signal, that death is what the job reports."""
+    from launch.procs import JobWatch
+
+    script = tmp_path / "boom.py"
+    script.write_text("import os, time\nfrom lmgnn_dist.dist_init import run_and_exit\n"
+                      "def main(argv):\n    if os.environ['DGL_ROLE'] == 'server':\n"
+                      "        time.sleep(60)\n    raise ValueError('stage 3 found no target')\n"
+                      "run_and_exit(main, [])\n")
+    (tmp_path / "g.json").write_text(json.dumps({"num_parts": 1}))
+    out = subprocess.run([sys.executable, "launch/run_dist.py", "--debug-local", "1",
+                          "--workspace", str(tmp_path), "--part-config", str(tmp_path / "g.json"),
+                          "--", sys.executable, str(script)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3, out.stdout[-2000:] + out.stderr[-2000:]
+    assert ("[launcher] trainer-0 ended on: error: ValueError: stage 3 found no target"
+            in out.stdout)
+    peer_then_killed = [("trainer-0", False, 1), ("trainer-1", False, -9)]
+    assert JobWatch().check(peer_then_killed).failed == "trainer-1"

@@ -48,6 +48,9 @@ class DataConfig:
     num_parts : partitions = machines (>= 1).
     part_method : ``metis`` or ``random``.
     max_seq_len : tokens per node text (>= 2, at most the LM's positions).
+    on_partition_change : what the drivers do when ``part_dir`` holds partitions made from
+        other inputs (TAG files or partitioning options changed since): ``rebuild`` them (the
+        driver says which input changed) or ``refuse`` with one error line naming it.
     """
 
     tag_path: str = "examples/cora/tag"
@@ -57,6 +60,7 @@ class DataConfig:
     part_method: Literal[METHODS] = "metis"
     num_trainers_per_machine: PosInt = 1
     max_seq_len: Annotated[int, Strict(), Field(ge=2)] = 128  # room for [CLS] and [SEP]
+    on_partition_change: Literal["rebuild", "refuse"] = "rebuild"
 
 
 @section
