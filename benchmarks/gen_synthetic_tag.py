@@ -22,7 +22,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from partition.atomic import write_json_atomic, write_parquet_atomic  # noqa: E402
-from partition.tag import random_split, split_strings  # noqa: E402
+from partition.tag_write import random_split, split_strings  # noqa: E402
 
 WORDS = ("graph node edge text model train layer neural token embed sample batch partition "
          "server trainer cache stale fresh degree power law random metis split label class "

@@ -301,12 +301,3 @@ def _read_edge_table(
     label, classes = label_column(table, path, edge_rows, "edge row", classes)
     split = split_column(table, path, edge_rows, "edge row")
     return EdgeTable(cetype, ends["src"], ends["dst"], label, split, classes)
-
-
-def __getattr__(name: str):
-    """``write_tag``, ``random_split`` and ``split_strings`` live in :mod:`.tag_write`."""
-    if name in ("write_tag", "random_split", "split_strings"):
-        from . import tag_write
-
-        return getattr(tag_write, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,8 @@ def make_tiny_tag(n: int = 60, seed: int = 0):
 
     Node ids are non-contiguous (``1000 + 7 * i``) to exercise the id mapping.
     """
-    from partition.tag import TAG, EdgeTable, NodeTable, random_split
+    from partition.tag import TAG, EdgeTable, NodeTable
+    from partition.tag_write import random_split
 
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 2
@@ -52,7 +53,8 @@ def make_tiny_hetero_tag(n_q: int = 40, seed: int = 0):
       ``question__tagged__tag`` (split) for link prediction: a question is tagged with the
       class words its text uses; ``user__asks__question``; each with its reverse.
     """
-    from partition.tag import TAG, EdgeTable, NodeTable, random_split
+    from partition.tag import TAG, EdgeTable, NodeTable
+    from partition.tag_write import random_split
 
     rng = np.random.default_rng(seed)
     words = [w for c in (0, 1) for w in WORDS[c]]  # tag t is word t
@@ -99,7 +101,7 @@ def make_tiny_hetero_tag(n_q: int = 40, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def tiny_hetero_dir(tmp_path_factory):
-    from partition.tag import write_tag
+    from partition.tag_write import write_tag
 
     root = tmp_path_factory.mktemp("tiny_hetero")
     write_tag(make_tiny_hetero_tag(), root)
@@ -108,7 +110,7 @@ def tiny_hetero_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_tag_dir(tmp_path_factory):
-    from partition.tag import write_tag
+    from partition.tag_write import write_tag
 
     root = tmp_path_factory.mktemp("tiny_tag")
     write_tag(make_tiny_tag(), root)

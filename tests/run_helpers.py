@@ -22,6 +22,12 @@ def tiny_config(root, tag_dir, bert_dir, **top) -> dict:
     return cfg
 
 
+def held_out_acc(metrics: dict) -> float:
+    """Accuracy over the val and test nodes together (weighted by their counts)."""
+    n_val, n_test = (sum(metrics[f"{s}_support"].values()) for s in ("val", "test"))
+    return (metrics["val_acc"] * n_val + metrics["test_acc"] * n_test) / (n_val + n_test)
+
+
 def own_processes(marker: str):
     """Processes of this test's jobs: ``lmgnn_dist.train`` with ``marker`` (a tmp path) in the
     command line (the machine is shared: never touch another run's processes)."""

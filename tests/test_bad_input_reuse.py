@@ -9,7 +9,7 @@ import pytest
 
 from bad_input_helpers import write_raw_tag
 from partition.build import PartitionOptions, fingerprint_changes, partition_tag
-from partition.tag import write_tag
+from partition.tag_write import write_tag
 from partition.task_check import TaskSchemaError, check_task_against_tag
 
 

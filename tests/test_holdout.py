@@ -121,7 +121,7 @@ def test_holdout_errors_and_reverse_lookup(tiny_hetero_dir, tiny_tag_dir):
 
 def test_self_reverse_relation_drops_both_directions(tiny_tag_dir):
     """Cora-style: one relation holds both directions; a held-out (u, v) also removes (v, u)."""
-    from partition.tag import random_split
+    from partition.tag_write import random_split
 
     tag = read_tag(tiny_tag_dir)
     c = ("paper", "cites", "paper")

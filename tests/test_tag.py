@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from partition.tag import SPLIT_CODE, TAGFormatError, random_split, read_tag, write_tag
+from partition.tag import SPLIT_CODE, TAGFormatError, read_tag
+from partition.tag_write import random_split, write_tag
 
 
 def _write(root, nodes=None, edges=None, meta=None):

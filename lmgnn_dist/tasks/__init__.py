@@ -1,4 +1,4 @@
-"""The three LM-GNN tasks as pluggable heads of one stage runner.
+"""The three LM-GNN tasks as the pluggable heads of the stage trainers.
 
 A :class:`Task` knows its training targets (nodes or edges), how to batch them with DGL's
 samplers, its decoder and loss, and its evaluation:

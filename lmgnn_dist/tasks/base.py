@@ -66,7 +66,7 @@ class Task:
                                  f"choose one of {list(self.metric_names)}")
             self.primary = chosen
 
-    # -- what the stage runner calls
+    # -- what the stage trainers call
     def num_train_targets(self) -> int:
         """This trainer's training targets (nodes or edges)."""
         return len(self.split_targets("train"))

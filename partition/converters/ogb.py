@@ -78,7 +78,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import atomic_path, write_parquet_atomic
-from ..tag import SPLIT_CODE, TAG, EdgeTable, NodeTable, write_tag
+from ..tag import SPLIT_CODE, TAG, EdgeTable, NodeTable
+from ..tag_write import write_tag
 
 #: placeholder text of a node that has no text in the text file (flagged ``has_text=false``).
 NO_TEXT = "[no text]"

@@ -66,7 +66,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..atomic import write_json_atomic, write_parquet_atomic
-from ..tag import SPLITS, random_split, split_strings
+from ..tag import SPLITS
+from ..tag_write import random_split, split_strings
 
 DEFAULT_SITE = "quantumcomputing.stackexchange.com"
 LICENSE = (
@@ -209,7 +210,7 @@ def convert_stackexchange(
     seed : seed of the random question ``split``; the ``has_answer`` and ``tagged`` edge
         splits use ``seed + 1`` and ``seed + 2`` (the same seed gives the same splits).
     split : train/val/test fractions (non-negative, summing to 1); sizes are
-        ``floor(f * n)`` for train and val, the rest test (:func:`partition.tag.random_split`).
+        ``floor(f * n)`` for train and val, the rest test (:func:`partition.tag_write.random_split`).
     site : site host name recorded in ``metadata.json`` (``source``/attribution).
     name : TAG name (default: ``site`` with dots replaced, minus ``.com``).
     source : ``metadata.json["source"]`` text (default: a description naming ``site``).

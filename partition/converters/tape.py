@@ -24,7 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..tag import SPLIT_CODE, TAG, EdgeTable, NodeTable, random_split, write_tag
+from ..tag import SPLIT_CODE, TAG, EdgeTable, NodeTable
+from ..tag_write import random_split, write_tag
 
 CORA_CLASSES = [
     "Rule_Learning", "Neural_Networks", "Case_Based", "Genetic_Algorithms",
