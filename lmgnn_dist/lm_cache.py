@@ -138,7 +138,7 @@ class LMEmbeddingCache:
                    sparse_rows: Optional[Callable[[str], Optional[Callable]]] = None,
                    chunk_store: Optional[Path] = None, chunk_key: str = ""
                    ) -> Dict[str, float]:
-        """Encode every node of the table's types once without gradient, each type with its LM
+        """Encode every node of the cache's types once without gradient, each type with its LM
         (``lms.encoder(ntype)``); each trainer takes its ``node_split`` share.
 
         Nodes are grouped by token length (``seq_len``) so sub-batches carry little padding, and

@@ -146,11 +146,11 @@ class LearnableEmbeddings:
         self.g.barrier()
 
 
-def gather_inputs(table, learnable: Optional[LearnableEmbeddings],
+def gather_inputs(cache, learnable: Optional[LearnableEmbeddings],
                   ids: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """GNN inputs of ``ids`` (ntype -> int64): LM types from the embedding table, text-less
+    """GNN inputs of ``ids`` (ntype -> int64): LM types from the LM-embedding cache, text-less
     types from the learnable embeddings (traced for gradient if autograd is on)."""
-    out = table.read({nt: i for nt, i in ids.items() if nt in table.tables})
+    out = cache.read({nt: i for nt, i in ids.items() if nt in cache.tables})
     if learnable is not None:
         out.update(learnable(ids))
     return out
