@@ -78,7 +78,8 @@ def table(rows: dict, n_train_per_epoch_steps: float) -> str:
         return r["train_step_s"] * n_train_per_epoch_steps
 
     hdr = (f"{'config':9s} {'enc/node/ep grad':>16s} {'no-grad':>8s} {'total':>7s} {'x':>6s} "
-           f"{'s/epoch':>8s} {'x':>6s} {'peak RSS MiB':>12s} {'x':>6s} {'test acc':>8s}")
+           f"{'s/epoch':>8s} {'x':>6s} {'peak RSS MiB':>12s} {'x':>6s} {'GPU MiB':>8s} "
+           f"{'test acc':>8s}")
     lines = [hdr, "-" * len(hdr)]
     for name, r in rows.items():
         e = r["lm_encodings_per_node_per_epoch"]
@@ -92,6 +93,7 @@ def table(rows: dict, n_train_per_epoch_steps: float) -> str:
             f"{epoch_s(r):8.1f} {epoch_s(r) / epoch_s(base):6.2f} "
             f"{r['peak_rss_mb_max_trainer']:12.0f} "
             f"{r['peak_rss_mb_max_trainer'] / base['peak_rss_mb_max_trainer']:6.2f} "
+            f"{r.get('peak_gpu_mem_mib') or 0:8.0f} "
             f"{r['test_acc']:8.4f}")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from .device import CPU, DevicePlan
 from .model.joint import MLPEncoder, NodeLMs, TaskModel
 from .model.lm import LMEncoder
 from .model.rgcn import RGCN
@@ -55,16 +56,19 @@ class NodeInputEncoders:
         return cls(lm_of, paths, emb, int(meta["pad_token_id"]), meta["options"]["model"])
 
 
-def build_lms(encoders: NodeInputEncoders, model_cfg,
-              stage_dir: Optional[Path] = None) -> NodeLMs:
+def build_lms(encoders: NodeInputEncoders, model_cfg, stage_dir: Optional[Path] = None,
+              device: DevicePlan = CPU) -> NodeLMs:
     """The run's LMs, from ``stage_dir``'s ``lm*/`` folders where present (a stage
-    checkpoint), else the configured models (``model.lm`` / ``model.encoders``)."""
+    checkpoint), else the configured models (``model.lm`` / ``model.encoders``), placed and
+    run as ``device`` says (with ``model.lm_gradient_checkpointing``)."""
     sparse = model_cfg.sparse_attention
     lms = {}
     for key, path in encoders.lm_paths.items():
         saved = stage_dir / lm_folder(key) if stage_dir is not None else None
         lms[key] = LMEncoder(str(saved) if saved is not None and saved.exists() else path,
-                             encoders.pad_id, sparse=sparse if sparse.enabled else None)
+                             encoders.pad_id, sparse=sparse if sparse.enabled else None,
+                             device=device,
+                             gradient_checkpointing=model_cfg.lm_gradient_checkpointing)
     return NodeLMs(lms, encoders.lm_of)
 
 

@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 Batch = Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], List]
-from partition.tag import CanonicalEtype
+from partition.etypes import CanonicalEtype
 
 
 def is_single_type(g) -> bool:

@@ -98,11 +98,13 @@ class DistContext:
     ----------
     rank, world_size : ``torch.distributed`` rank/size over all trainers.
     machine_id : this trainer's machine (= its local partition id).
+    local_rank : this trainer's index on its machine (``LOCAL_RANK``; its GPU on a GPU machine).
     """
 
     rank: int
     world_size: int
     machine_id: int
+    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -139,7 +141,8 @@ def initialize(ip_config: Optional[str] = None, timeout_s: int = 1800) -> Option
         dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
     from dgl.distributed import rpc
 
-    return DistContext(dist.get_rank(), dist.get_world_size(), rpc.get_machine_id())
+    return DistContext(dist.get_rank(), dist.get_world_size(), rpc.get_machine_id(),
+                       int(os.environ.get("LOCAL_RANK", "0")))
 
 
 #: exit code of a process whose peer, server or connection was lost: the drivers retry it

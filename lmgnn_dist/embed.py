@@ -154,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     g = dgl.distributed.DistGraph(cfg.data.graph_name, part_config=meta["part_config"])
     env = StageEnv.create(cfg, ctx, g, meta)
     lm_dir = next((d for d in (ckpt, ckpt.parent / "stage1") if (d / "lm").exists()), None)
-    lms = build_lms(env.encoders, cfg.model, lm_dir)
+    lms = build_lms(env.encoders, cfg.model, lm_dir, env.device)
     out = Path(args.out)
     # resumable: finished chunks of the LM encode are kept in <out>/lm_chunks and reused
     enc = env.fill_cache(lms, force=True, chunk_store=out / "lm_chunks")

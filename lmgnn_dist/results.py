@@ -19,10 +19,12 @@ ROWS = [("baseline", "frozen LM + RGCN (baseline)"), ("stage1", "1: graph-aware 
 
 def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
     """The per-stage table printed at the end of a run: val/test ``metric`` (the task's
-    primary one), wall time and peak memory per stage."""
+    primary one), wall time and peak memory per stage (RSS, and GPU memory when a stage used
+    a GPU: ``peak_gpu_mem_mib``, max over trainers)."""
     name = metric.replace("_", "-")
+    gpu = any((r.get("peak_gpu_mem_mib") or 0) > 0 for r in results.values())
     head = (f"{'stage':34s} {'val ' + name:>12s} {'test ' + name:>12s} {'time (s)':>9s} "
-            f"{'peak RSS/trainer':>17s}")
+            f"{'peak RSS/trainer':>17s}" + (f" {'peak GPU mem':>13s}" if gpu else ""))
     lines = [head, "-" * len(head)]
     for key, label in ROWS:
         r = results.get(key)
@@ -32,8 +34,9 @@ def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
         test = f"{r['test_' + metric]:.4f}" if "test_" + metric in r else "-"
         extra = (f"   (LP loss {r['loss_first']:.3f} -> {r['loss_last']:.3f})"
                  if key == "stage1" else "")
+        gpu_mem = f" {r.get('peak_gpu_mem_mib') or 0:9.0f} MiB" if gpu else ""
         lines.append(f"{label:34s} {val:>12s} {test:>12s} {r['seconds']:9.1f} "
-                     f"{r['peak_rss_mb_max_trainer']:13.0f} MiB{extra}")
+                     f"{r['peak_rss_mb_max_trainer']:13.0f} MiB{gpu_mem}{extra}")
     return "\n".join(lines)
 
 

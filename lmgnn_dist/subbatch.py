@@ -46,7 +46,8 @@ def encode_pipelined(lm: LMEncoder, fetch: Callable[[torch.Tensor], torch.Tensor
     fetch : ``ids [b] -> token ids [b, L]`` (e.g. a ``DistTensor`` row pull).
     ids : int64 ``[N]`` nodes, encoded in order in sub-batches of ``batch_size``.
     depth : FIFO slots between producer and consumer; 0 = synchronous.
-    device : where the LM runs (CPU by default).
+    device : where the LM runs (default: ``lm.device``); on CUDA the token rows are pinned
+        and copied on a side stream.
     fetch_sparse : ``ids [b] -> bool [b]``, rows to encode with block-sparse attention
         (e.g. low-degree nodes); None: all dense.
 
@@ -58,7 +59,7 @@ def encode_pipelined(lm: LMEncoder, fetch: Callable[[torch.Tensor], torch.Tensor
     ------
     Any exception of ``fetch`` (re-raised in the caller's thread).
     """
-    device = device or torch.device("cpu")
+    device = device or lm.device
     stream = torch.cuda.Stream() if device.type == "cuda" else None
     chunks = [ids[s:s + batch_size] for s in range(0, len(ids), batch_size)]
     outs: List[torch.Tensor] = []

@@ -34,19 +34,19 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Dict, Iterator, List, Optional, Tuple
+from typing import Annotated, Dict, Iterator, List, Optional
 
 import numpy as np
 import pyarrow.parquet as pq
 import pydantic
 
 from .errors import one_line
+from .etypes import CanonicalEtype, etype_file_name, parse_etype_name  # noqa: F401 (re-exported)
 from .tag_columns import SPLIT_CODE, SPLITS, TAGFormatError  # noqa: F401 (re-exported)
 from .tag_columns import check_text_column, int_column, label_column, read_table, split_column
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
-CanonicalEtype = Tuple[str, str, str]
 
 
 @dataclass
@@ -120,21 +120,6 @@ class TAG:
     nodes: Dict[str, NodeTable]
     edges: Dict[CanonicalEtype, EdgeTable]
     metadata: dict = field(default_factory=dict)
-
-
-def etype_file_name(cetype: CanonicalEtype) -> str:
-    """``("paper", "cites", "paper") -> "paper__cites__paper"`` (the edge file's stem, and how
-    configs and metadata name a canonical edge type)."""
-    return "__".join(cetype)
-
-
-def parse_etype_name(name: str) -> CanonicalEtype:
-    """``"paper__cites__paper" -> ("paper", "cites", "paper")``, the inverse of
-    :func:`etype_file_name`. Raises ValueError unless ``name`` has exactly three parts."""
-    parts = tuple(name.split("__"))
-    if len(parts) != 3 or not all(parts):
-        raise ValueError(f"{name!r} is not a canonical edge type 'src__etype__dst'")
-    return parts  # type: ignore[return-value]
 
 
 def _check_name(name: str, what: str, path: Path) -> None:

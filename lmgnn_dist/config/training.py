@@ -111,6 +111,9 @@ class LaunchConfig:
         progress checkpoint (``checkpoint_every``) or starts from its beginning.
     ray_cpus_per_machine : CPUs of each machine's placement-group bundle in
         :mod:`lmgnn_dist.ray_pipeline` (``null``: ``num_trainers * omp_threads``).
+    device : where the LMs run: ``auto`` (a GPU when one is visible), ``cpu`` or ``cuda``
+        (trainer ``i`` of a machine on GPU ``i``); see :mod:`lmgnn_dist.device`.
+    precision : the LMs' autocast precision: ``fp32``, ``bf16`` or ``fp16`` (GPU only).
     ray_placement_strategy : the placement group's strategy (``SPREAD``: one machine per Ray
         node where possible, all on one node when they fit; ``STRICT_SPREAD``: one node per
         machine or fail; ``PACK``/``STRICT_PACK``: as few nodes as possible).
@@ -128,3 +131,5 @@ class LaunchConfig:
     max_restarts: NonNegInt = 2
     ray_cpus_per_machine: Optional[PosFloat] = None
     ray_placement_strategy: Literal[PLACEMENT_STRATEGIES] = "SPREAD"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partition.tag import CanonicalEtype, etype_file_name
+from partition.etypes import CanonicalEtype, etype_file_name
 
 
 #: module-dict key of a canonical etype: ``"src__etype__dst"``

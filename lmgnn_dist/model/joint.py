@@ -33,7 +33,7 @@ def mix_embeddings(h_train: torch.Tensor, train_idx: torch.Tensor,
     ``infer_idx`` ``[I]`` -> ``[T + I, D]``. Gradient flows only into ``h_train``.
     """
     n = len(train_idx) + len(infer_idx)
-    out = torch.zeros(n, h_train.shape[1], dtype=h_train.dtype)
+    out = torch.zeros(n, h_train.shape[1], dtype=h_train.dtype, device=h_train.device)
     out = out.index_put((infer_idx,), h_infer.detach().to(h_train.dtype))
     return out.index_put((train_idx,), h_train)
 
@@ -90,7 +90,7 @@ class NodeLMs(nn.Module):
     def set_dropout(self, on: bool) -> None:
         """Train mode (dropout) or eval mode for every LM; gradients flow either way."""
         for lm in self.lms.values():
-            lm.lm.train(on)
+            lm.set_dropout(on)
 
     def forward(self, tokens: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         by_key: Dict[str, List[str]] = {}

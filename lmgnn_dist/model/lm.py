@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from partition.tokenize import resolve_model_path
+from ..device import CPU, DevicePlan
 
 
 class LMEncoder(nn.Module):
@@ -26,20 +26,72 @@ class LMEncoder(nn.Module):
     ``sparse``: a ``SparseAttentionConfig`` enabling block-sparse attention for the rows that
     :meth:`encode_no_grad` is told to encode sparsely (low-degree inference nodes).
 
+    ``device``: a :class:`~lmgnn_dist.device.DevicePlan`. The LM lives on ``device.lm`` and
+    runs under its autocast precision; token ids are moved there, and the float32 [CLS]
+    embeddings are returned on ``device.gnn`` (with autograd across the move: the gradient
+    flows back to the LM). ``gradient_checkpointing``: Hugging Face gradient checkpointing.
+
     Columns after the longest real sequence of the batch are dropped before the forward pass,
     which changes nothing numerically (padding is masked) but saves the work on padding.
     """
 
-    def __init__(self, name_or_path: str, pad_token_id: int = 0, sparse=None):
+    def __init__(self, name_or_path: str, pad_token_id: int = 0, sparse=None,
+                 device: DevicePlan = CPU, gradient_checkpointing: bool = False):
         super().__init__()
         #: block-sparse settings (``SparseAttentionConfig``) for no-grad rows, or None
         self.sparse = sparse
         from transformers import AutoModel
 
+        from partition.tokenize import resolve_model_path
+
         self.name_or_path = name_or_path
         self.lm = AutoModel.from_pretrained(resolve_model_path(name_or_path))
         self.pad_token_id = pad_token_id
         self.out_dim = int(self.lm.config.hidden_size)
+        self.plan = device
+        self.lm.to(device.lm)
+        self.gradient_checkpointing = gradient_checkpointing
+        if gradient_checkpointing:
+            self.lm.gradient_checkpointing_enable()
+        self._dropout_p: dict = {}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the LM runs."""
+        return self.plan.lm
+
+    def set_dropout(self, on: bool) -> None:
+        """Train the LM with its dropout (``on``) or without it; gradients flow either way.
+
+        Without dropout the LM is put in eval mode, except under gradient checkpointing
+        (which Hugging Face applies in training mode only): then it stays in training mode
+        with every dropout probability set to 0, which computes the same function.
+        """
+        if on or not self.gradient_checkpointing:
+            self._restore_dropout()
+            self.lm.train(on)
+            return
+        self.lm.train(True)
+        for name, module in self.lm.named_modules():
+            if isinstance(module, nn.Dropout):
+                self._dropout_p.setdefault((name, "p"), module.p)
+                module.p = 0.0
+            elif isinstance(getattr(module, "dropout_prob", None), float):  # SDPA attention
+                self._dropout_p.setdefault((name, "dropout_prob"), module.dropout_prob)
+                module.dropout_prob = 0.0
+
+    def _restore_dropout(self) -> None:
+        modules = dict(self.lm.named_modules())
+        for (name, attr), value in self._dropout_p.items():
+            setattr(modules[name], attr, value)
+        self._dropout_p.clear()
+
+    def _cls(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[CLS] embeddings float32 ``[B, out_dim]`` on the LM's device, under autocast."""
+        ids, mask = self._trim(input_ids)
+        ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        with self.plan.autocast():
+            return self.lm(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0].float()
 
     def _trim(self, input_ids: torch.Tensor):
         input_ids = input_ids.long()
@@ -50,9 +102,8 @@ class LMEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[CLS] embeddings with autograd (training mode as set by the caller)."""
         if input_ids.shape[0] == 0:
-            return torch.zeros(0, self.out_dim)
-        ids, mask = self._trim(input_ids)
-        return self.lm(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+            return torch.zeros(0, self.out_dim, device=self.plan.gnn)
+        return self._cls(input_ids).to(self.plan.gnn)
 
     @torch.no_grad()
     def encode_no_grad(self, input_ids: torch.Tensor, batch_size: int = 64,
@@ -91,18 +142,19 @@ class LMEncoder(nn.Module):
 
     def _encode_rows(self, input_ids: torch.Tensor, rows: torch.Tensor, batch_size: int,
                      out: torch.Tensor) -> None:
-        lengths = (input_ids[rows] != self.pad_token_id).sum(1)
+        lengths = (input_ids[rows.to(input_ids.device)] != self.pad_token_id).sum(1).cpu()
         rows = rows[torch.argsort(lengths, descending=True)]
         for start in range(0, len(rows), batch_size):
             r = rows[start:start + batch_size]
-            ids, mask = self._trim(input_ids[r])
-            out[r] = self.lm(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+            out[r] = self._cls(input_ids[r.to(input_ids.device)]).cpu()
 
     def save_pretrained(self, path: str, tokenizer_source: Optional[str] = None) -> None:
         """Save as a Hugging Face folder (``from_pretrained`` loads it), with the tokenizer."""
         os.makedirs(path, exist_ok=True)
         self.lm.save_pretrained(path)
         from transformers import AutoTokenizer
+
+        from partition.tokenize import resolve_model_path
 
         AutoTokenizer.from_pretrained(resolve_model_path(tokenizer_source or self.name_or_path)
                                       ).save_pretrained(path)

@@ -6,7 +6,7 @@ from typing import Dict, List, Sequence
 import torch
 from torch import nn
 
-from partition.tag import CanonicalEtype
+from partition.etypes import CanonicalEtype
 
 
 class RGCNLayer(nn.Module):

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from partition.tag import CanonicalEtype, etype_file_name, parse_etype_name
+from partition.etypes import CanonicalEtype, etype_file_name, parse_etype_name
 
 from ..dataloading import num_batches
 

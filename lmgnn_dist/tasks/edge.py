@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from partition.tag import parse_etype_name
+from partition.etypes import parse_etype_name
 
 from ..dataloading import EdgeBatch, edge_batch
 from ..metrics import HITS_AT, classification_metrics, confusion_matrix, ranking_metrics, ranking_sums

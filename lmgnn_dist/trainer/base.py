@@ -18,11 +18,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..builders import NodeInputEncoders, sparse_rows
+from ..device import CPU, DevicePlan, peak_gpu_mem_mib, resolve_device
 from ..dist_init import DistContext
 from ..lm_cache import LMEmbeddingCache
 from ..model.joint import NodeLMs
 from ..runplan import STAGE_ORDER, StageStart
 from ..tasks import Task, make_task
+from .gradsync import AllReduceGradients
 
 
 class PhaseTimer:
@@ -69,6 +71,8 @@ class StageEnv:
     meta : the partitioner's ``lmgnn_meta.json``.
     task : the task head's :class:`~lmgnn_dist.tasks.Task`.
     encoders : the node input encoders of every node type.
+    device : where the LMs and the GNN run (:mod:`lmgnn_dist.device`).
+    groups : device type -> process group of its gradients (``cuda``: an NCCL group).
     cache : the LM-embedding cache (created by the first :meth:`lm_cache` call: collective).
     """
 
@@ -78,14 +82,25 @@ class StageEnv:
     meta: dict
     task: Task
     encoders: NodeInputEncoders
+    device: DevicePlan = CPU
+    groups: Dict[str, object] = field(default_factory=dict)
     cache: Optional[LMEmbeddingCache] = field(default=None)
 
     @classmethod
     def create(cls, cfg, ctx: DistContext, g, meta: dict) -> "StageEnv":
-        """Raises ValueError naming the config key when the task or the encoders do not fit
-        the graph."""
-        return cls(cfg, ctx, g, meta, make_task(cfg, g, meta),
-                   NodeInputEncoders.from_config(cfg.model, meta))
+        """Resolve the task, the node input encoders and the devices (logged once).
+        Collective when the LMs run on GPUs (creates their NCCL group).
+
+        Raises ValueError (``DeviceError`` included) naming the config key when the task, the
+        encoders or the device settings do not fit the graph or the machine.
+        """
+        plan = resolve_device(cfg.launch.device, cfg.launch.precision, ctx.local_rank,
+                              cfg.launch.num_trainers)
+        groups = {"cuda": dist.new_group(backend="nccl")} if plan.lm.type == "cuda" else {}
+        env = cls(cfg, ctx, g, meta, make_task(cfg, g, meta),
+                  NodeInputEncoders.from_config(cfg.model, meta), plan, groups)
+        env.log(f"[trainer] devices: {plan.describe()}")
+        return env
 
     def log(self, msg: str) -> None:
         if self.ctx.is_main:
@@ -132,6 +147,8 @@ class StageTrainer:
         #: this trainer's generator for edge/negative/trainable-node choices and shuffles
         self.gen = torch.Generator()
         self.timer = PhaseTimer()
+        #: the data-parallel wrapper of :meth:`ddp`
+        self.data_parallel: Optional[torch.nn.Module] = None
         self.seed()
 
     def fit(self) -> dict:
@@ -152,26 +169,41 @@ class StageTrainer:
         self.gen.manual_seed(seed)
         torch.manual_seed(seed)
 
-    def ddp(self, module: torch.nn.Module) -> DDP:
-        """``module`` wrapped for data-parallel training over the trainers (gloo).
+    def ddp(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` wrapped for data-parallel training over the trainers; gradients are
+        averaged in ``loss.backward()`` (DDP: every parameter on one device type, gloo or
+        NCCL) or by :meth:`optimizer_step` (:class:`~.gradsync.AllReduceGradients`: LMs on a
+        GPU and GNN on the CPU in one model).
 
         ``find_unused_parameters``: a step may leave parameters without gradient (the LMs'
         poolers, DistMult vectors of relations not in the batch, RGCN weights of relations
         without edges in a block)."""
-        return DDP(module, find_unused_parameters=True)
+        types = {p.device.type for p in module.parameters()}
+        if len(types) > 1:
+            self.data_parallel = AllReduceGradients(module, self.env.groups)
+        elif types == {"cuda"}:
+            self.data_parallel = DDP(module, device_ids=[self.env.device.lm],
+                                     process_group=self.env.groups.get("cuda"),
+                                     find_unused_parameters=True)
+        else:
+            self.data_parallel = DDP(module, find_unused_parameters=True)
+        return self.data_parallel
 
     def log(self, msg: str) -> None:
         self.env.log(msg)
 
-    @staticmethod
-    def optimizer_step(loss: torch.Tensor, opt, learnable=None, h_learnable=None) -> None:
-        """Back-propagate ``loss`` and step ``opt`` and the learnable embeddings' sparse
-        optimizer. ``h_learnable`` (ntype -> rows read from ``learnable``) ties every read row
-        into the graph (``zero_term``), so DGL's sparse optimizer sees each of them."""
+    def optimizer_step(self, loss: torch.Tensor, opt, learnable=None, h_learnable=None) -> None:
+        """Back-propagate ``loss``, average the gradients over the trainers (inside backward
+        with DDP, else :meth:`AllReduceGradients.sync`), and step ``opt`` and the learnable
+        embeddings' sparse optimizer. ``h_learnable`` (ntype -> rows read from ``learnable``)
+        ties every read row into the graph (``zero_term``), so DGL's sparse optimizer sees
+        each of them."""
         if learnable is not None:
             loss = loss + learnable.zero_term(h_learnable)
         opt.zero_grad()
         loss.backward()
+        if isinstance(self.data_parallel, AllReduceGradients):
+            self.data_parallel.sync()
         opt.step()
         if learnable is not None:
             learnable.step()
@@ -185,11 +217,12 @@ class StageTrainer:
     def finish(self, metrics: dict, lms: Optional[NodeLMs] = None, head=None,
                learnable=None) -> dict:
         """Record peak memory, write the stage checkpoint (collective) and log one line."""
-        from .checkpoints import write_stage_checkpoint
         from ..evaluation import describe
+        from .checkpoints import write_stage_checkpoint
 
-        rss = all_reduce(torch.tensor([peak_rss_mb()]), dist.ReduceOp.MAX)
-        metrics["peak_rss_mb_max_trainer"] = float(rss.item())
+        rss, gpu = all_reduce(torch.tensor([peak_rss_mb(), peak_gpu_mem_mib(self.env.device)]),
+                              dist.ReduceOp.MAX).tolist()
+        metrics.update(peak_rss_mb_max_trainer=rss, peak_gpu_mem_mib=gpu)
         write_stage_checkpoint(self.env, self.name, metrics, lms, head, learnable)
         names = self.task.metric_names
         self.log(f"[{self.name}] done in {metrics['seconds']:.1f}s  "

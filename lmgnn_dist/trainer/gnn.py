@@ -28,7 +28,7 @@ class GNNTrainer(StageTrainer):
 
     def fit(self) -> dict:
         t0, env, lm_dir = time.time(), self.env, self.start.lm_dir
-        lms = build_lms(env.encoders, self.cfg.model, lm_dir)
+        lms = build_lms(env.encoders, self.cfg.model, lm_dir, env.device)
         enc = env.fill_cache(lms)
         encode_s = enc["seconds"] if enc else 0.0
         self.log(f"[{self.name}] encoded all nodes with the frozen LM in {encode_s:.1f}s"

@@ -36,7 +36,7 @@ class JointTrainer(StageTrainer):
     def fit(self) -> dict:
         s, t0, env = self.cfg.stage3, time.time(), self.env
         graph_free = s.mode == "lm_only"
-        lms = build_lms(env.encoders, self.cfg.model, self.start.lm_dir)
+        lms = build_lms(env.encoders, self.cfg.model, self.start.lm_dir, env.device)
         head = build_task_model(self.cfg.model, self.task, self.g.canonical_etypes,
                                 lms.out_dim, self.cfg.seed, graph_free)
         learnable = build_learnable(self.g, env.encoders, lms.out_dim, self.name,

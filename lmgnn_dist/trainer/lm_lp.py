@@ -60,7 +60,7 @@ class LMLinkPredictionTrainer(StageTrainer):
 
     def fit(self) -> dict:
         s, t0 = self.cfg.stage1, time.time()
-        lms = build_lms(self.env.encoders, self.cfg.model)
+        lms = build_lms(self.env.encoders, self.cfg.model, device=self.env.device)
         relations = self.relations()
         model = LMLinkPredictor(lms, relations)
         opt = torch.optim.AdamW([

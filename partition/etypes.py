@@ -1,0 +1,24 @@
+"""Canonical edge types: the ``(src_ntype, etype, dst_ntype)`` alias and its name
+``src__etype__dst`` (edge file stems, config keys, metadata keys). Defined once, here, with no
+dependency beyond the standard library (the LM-side code imports it on machines without
+DGL or pyarrow)."""
+from __future__ import annotations
+
+from typing import Tuple
+
+CanonicalEtype = Tuple[str, str, str]
+
+
+def etype_file_name(cetype: CanonicalEtype) -> str:
+    """``("paper", "cites", "paper") -> "paper__cites__paper"`` (the edge file's stem, and how
+    configs and metadata name a canonical edge type)."""
+    return "__".join(cetype)
+
+
+def parse_etype_name(name: str) -> CanonicalEtype:
+    """``"paper__cites__paper" -> ("paper", "cites", "paper")``, the inverse of
+    :func:`etype_file_name`. Raises ValueError unless ``name`` has exactly three parts."""
+    parts = tuple(name.split("__"))
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"{name!r} is not a canonical edge type 'src__etype__dst'")
+    return parts  # type: ignore[return-value]

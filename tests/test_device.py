@@ -1,0 +1,127 @@
+"""Devices and precision (issue 14) on the CPU: resolution and its errors, the LM under bf16
+autocast, gradient checkpointing without dropout, and the gradient all-reduce used when the
+LMs (GPU) and the GNN (CPU) share one model. The GPU side is benchmarks/gpu_check.sh."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lmgnn_dist.device import CPU, DeviceError, DevicePlan, resolve_device
+from lmgnn_dist.model.lm import LMEncoder
+from lmgnn_dist.trainer.gradsync import AllReduceGradients
+
+
+def test_resolution_picks_the_trainers_gpu_and_keeps_the_gnn_on_the_cpu():
+    assert resolve_device("auto", cuda_available=False) == CPU
+    plan = resolve_device("auto", "bf16", local_rank=1, trainers_per_machine=2,
+                          cuda_available=True, gpu_count=2)
+    assert plan.lm == torch.device("cuda", 1) and plan.gnn == torch.device("cpu")
+    assert plan.mixed and plan.autocast_dtype is torch.bfloat16
+    assert "LMs on cuda:1 in bf16, GNN encoder + decoder on cpu" in plan.describe()
+    assert resolve_device("cpu", "bf16", cuda_available=True).lm == torch.device("cpu")
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(device="gpu"), "launch.device must be one of ['auto', 'cpu', 'cuda'], got 'gpu'"),
+    (dict(precision="fp8"), "launch.precision must be one of ['fp32', 'bf16', 'fp16']"),
+    (dict(device="cuda", cuda_available=False), "launch.device=cuda but torch sees no CUDA"),
+    (dict(device="cuda", trainers_per_machine=4, cuda_available=True, gpu_count=2),
+     "launch.num_trainers=4 trainers per machine need a GPU each, but this machine has 2"),
+    (dict(device="cpu", precision="fp16"), "launch.precision=fp16 needs launch.device=cuda"),
+    (dict(device="cuda", precision="fp16", cuda_available=True, gpu_count=1),
+     "launch.precision=fp16 needs a gradient scaler over the GPU LM and the CPU GNN"),
+])
+def test_resolution_errors_name_the_config_key(args, message):
+    with pytest.raises(DeviceError) as err:
+        resolve_device(**args)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def _tokens(n=6, length=12, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 3000, (n, length), generator=gen)
+    ids[:, 0], ids[:, -3:] = 101, 0  # [CLS] ... padding
+    return ids
+
+
+def test_lm_step_under_bf16_autocast_on_cpu(tiny_bert_dir):
+    """The LM's forward runs in bf16 (CPU autocast), its [CLS] output comes back float32 and
+    close to fp32's, and the LM's parameters get float32 gradients through it."""
+    fp32 = LMEncoder(str(tiny_bert_dir))
+    bf16 = LMEncoder(str(tiny_bert_dir), device=DevicePlan(torch.device("cpu"),
+                                                           torch.device("cpu"), "bf16"))
+    fp32.set_dropout(False)
+    bf16.set_dropout(False)
+    ids = _tokens()
+    ref, out = fp32(ids), bf16(ids)
+    assert out.dtype is torch.float32 and out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=0.1, rtol=0.05) and not torch.equal(out, ref)
+    seen = []
+    hook = bf16.lm.encoder.layer[0].attention.self.query.register_forward_hook(
+        lambda m, i, o: seen.append(o.dtype))
+    out = bf16(ids)
+    hook.remove()
+    assert seen == [torch.bfloat16]  # the matmuls ran in bf16
+    out.pow(2).sum().backward()
+    grads = [p.grad for p in bf16.lm.encoder.parameters()]
+    assert all(g is not None and g.dtype is torch.float32 for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    no_grad = bf16.encode_no_grad(ids, batch_size=4)
+    assert no_grad.dtype is torch.float32 and torch.allclose(no_grad, out.detach(), atol=1e-2)
+
+
+def test_gradient_checkpointing_without_dropout_computes_the_eval_function(tiny_bert_dir):
+    ckpt = LMEncoder(str(tiny_bert_dir), gradient_checkpointing=True)
+    plain = LMEncoder(str(tiny_bert_dir))
+    plain.set_dropout(False)
+    ckpt.set_dropout(False)
+    assert ckpt.lm.training  # HF checkpoints only in training mode: dropout zeroed instead
+    ids = _tokens()
+    out = ckpt(ids)
+    assert torch.allclose(out, plain(ids), atol=1e-6)
+    out.sum().backward()
+    assert all(p.grad is not None for p in ckpt.lm.encoder.parameters())
+    ckpt.set_dropout(True)  # dropout back: two passes differ
+    assert not torch.allclose(ckpt(ids), ckpt(ids))
+
+
+def _two_trainers(rank: int, store: str, results):
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.manual_seed(rank)  # different initial weights: the wrapper broadcasts rank 0's
+    model = torch.nn.ModuleDict({"used": torch.nn.Linear(2, 1, bias=False),
+                                 "mine": torch.nn.Linear(2, 1, bias=False),
+                                 "never": torch.nn.Linear(2, 1, bias=False)})
+    synced = AllReduceGradients(model)
+    x = torch.ones(1, 2) * (rank + 1)
+    loss = model["used"](x).sum() + (model["mine"](x).sum() if rank == 0 else 0)
+    loss.backward()
+    synced.sync()
+    results[rank] = {"w": model["used"].weight.detach().clone(),
+                     "used": model["used"].weight.grad.clone(),
+                     "mine": model["mine"].weight.grad.clone(),
+                     "never": model["never"].weight.grad}
+    dist.destroy_process_group()
+
+
+def test_all_reduce_gradients_averages_over_trainers(tmp_path):
+    results = mp.Manager().dict()
+    mp.spawn(_two_trainers, args=(str(tmp_path / "store"), results), nprocs=2, join=True)
+    r0, r1 = results[0], results[1]
+    assert torch.equal(r0["w"], r1["w"])  # rank 0's initial weights everywhere
+    assert torch.equal(r0["used"], torch.full((1, 2), 1.5))  # mean of 1 and 2
+    assert torch.equal(r1["used"], r0["used"])
+    assert torch.equal(r1["mine"], torch.full((1, 2), 0.5))  # used on rank 0 only: (1 + 0) / 2
+    assert r0["never"] is None and r1["never"] is None  # unused everywhere: no gradient
+
+
+def test_results_table_gains_a_gpu_memory_column_only_when_a_stage_used_a_gpu():
+    from lmgnn_dist.results import format_table
+
+    stages = {"stage2": {"val_acc": 0.9, "test_acc": 0.8, "seconds": 3.0,
+                         "peak_rss_mb_max_trainer": 600.0, "peak_gpu_mem_mib": 0.0}}
+    assert "GPU" not in format_table(stages)
+    stages["stage2"]["peak_gpu_mem_mib"] = 1234.0
+    head, _, row = format_table(stages).splitlines()
+    assert head.endswith("peak GPU mem") and row.endswith("1234 MiB")
