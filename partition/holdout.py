@@ -20,9 +20,9 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from .etypes import CanonicalEtype
+from .etypes import parse_etype as parse_etype_in
 from .tag import SPLIT_CODE, TAG, EdgeTable, TAGFormatError, etype_file_name
-
-CanonicalEtype = Tuple[str, str, str]
 
 #: largest ``num_eval_edges * num_dst_nodes`` for which negatives are drawn without replacement
 #: (a random permutation per positive); above it they are drawn with replacement.
@@ -50,12 +50,10 @@ def parse_etype(name: str, tag: TAG) -> CanonicalEtype:
 
     Raises TAGFormatError naming the known relations if ``name`` is not one of them.
     """
-    cetype = tuple(name.split("__"))
-    if cetype not in tag.edges:
-        known = sorted(etype_file_name(c) for c in tag.edges)
-        raise TAGFormatError(f"link-prediction target {name!r} is not an edge type of the TAG; "
-                             f"known: {known}")
-    return cetype  # type: ignore[return-value]
+    try:
+        return parse_etype_in(name, tag.edges, "link-prediction target", "the TAG")
+    except ValueError as exc:
+        raise TAGFormatError(str(exc)) from None
 
 
 def find_reverse(tag: TAG, cetype: CanonicalEtype) -> Optional[CanonicalEtype]:

@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from partition.etypes import CanonicalEtype, etype_file_name, parse_etype_name
+from partition.etypes import CanonicalEtype
+from partition.etypes import parse_etype as parse_etype_in
 
 from ..dataloading import num_batches
 
@@ -30,15 +31,7 @@ class NodeBatch:
 def parse_etype(name: str, g) -> CanonicalEtype:
     """``"question__tagged__tag"`` -> canonical etype of ``g``; ValueError naming the known
     ones (config key ``task.target_etype``)."""
-    known = [tuple(c) for c in g.canonical_etypes]
-    try:
-        cetype = parse_etype_name(name)
-    except ValueError:
-        cetype = None
-    if cetype not in known:
-        raise ValueError(f"task.target_etype={name!r} is not an edge type of the graph; known: "
-                         f"{[etype_file_name(c) for c in known]}")
-    return cetype
+    return parse_etype_in(name, g.canonical_etypes, "task.target_etype", "the graph")
 
 
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:
