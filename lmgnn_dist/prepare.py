@@ -52,7 +52,8 @@ def partition_options(cfg: RunConfig):
                             model=cfg.model.lm, max_seq_len=d.max_seq_len,
                             graph_name=d.graph_name,
                             holdout_etypes=[cfg.task.target_etype] if lp else [],
-                            eval_negatives=cfg.task.eval_negatives, holdout_seed=cfg.seed)
+                            eval_negatives=cfg.task.eval_negatives, holdout_seed=cfg.seed,
+                            add_reverse_edges=d.add_reverse_edges)
 
 
 def ensure_partitions(cfg: RunConfig) -> dict:
