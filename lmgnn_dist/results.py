@@ -15,11 +15,15 @@ from .config import to_dict
 
 ROWS = [("baseline", "frozen LM + RGCN (baseline)"), ("stage1", "1: graph-aware LM pre-fine-tune"),
         ("stage2", "2: GNN warm-start (LM frozen)"), ("stage3", "3: joint LM+GNN fine-tune")]
+#: stage 3's row when it ran with ``stage3.mode: lm_only`` (no graph)
+LM_ONLY_ROW = "3: LM-only fine-tune (no graph)"
 
 
-def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
+def format_table(results: Dict[str, dict], metric: str = "acc",
+                 stage3_mode: str = "joint") -> str:
     """The per-stage table printed at the end of a run: val/test ``metric`` (the task's
-    primary one), wall time and peak memory per stage."""
+    primary one), wall time and peak memory per stage; stage 3's row names what ran
+    (``stage3_mode``)."""
     name = metric.replace("_", "-")
     head = (f"{'stage':34s} {'val ' + name:>12s} {'test ' + name:>12s} {'time (s)':>9s} "
             f"{'peak RSS/trainer':>17s}")
@@ -28,6 +32,7 @@ def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
         r = results.get(key)
         if r is None:
             continue
+        label = LM_ONLY_ROW if key == "stage3" and stage3_mode == "lm_only" else label
         val = f"{r['val_' + metric]:.4f}" if "val_" + metric in r else "-"
         test = f"{r['test_' + metric]:.4f}" if "test_" + metric in r else "-"
         extra = (f"   (LP loss {r['loss_first']:.3f} -> {r['loss_last']:.3f})"
@@ -39,7 +44,8 @@ def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
 
 def write_results(cfg, stages: Dict[str, dict], wall_s: float, peak_rss_job_mb: float,
                   restarts: int, peak_label: str = "servers + trainers + driver") -> dict:
-    """Write ``<output_dir>/results.json`` (atomically), print the table, return the summary.
+    """Write ``<output_dir>/results.json`` (atomically) and ``report.png``
+    (:mod:`lmgnn_dist.report`), print the table and the picture's path, return the summary.
 
     ``stages``: stage name -> its checkpoint's metrics (:meth:`RunPlan.results`).
     """
@@ -51,16 +57,24 @@ def write_results(cfg, stages: Dict[str, dict], wall_s: float, peak_rss_job_mb: 
                "metric_names": list(names), "stages": stages, "wall_s": wall_s,
                "peak_rss_job_mb": peak_rss_job_mb, "restarts": restarts}
     write_json_atomic(str(res_path), summary)
-    print("\n" + format_table(stages, primary))
+    print("\n" + format_table(stages, primary, cfg.stage3.mode))
     print(f"\ntotal wall time {wall_s:.1f}s; peak memory of the whole job ({peak_label}, "
           f"summed RSS) {peak_rss_job_mb:.0f} MiB"
           + (f"; {restarts} restart(s) after failures" if restarts else ""))
-    print(f"results: {res_path}; checkpoints: {cfg.output_dir}/<stage>/")
+    print(f"results: {res_path}; checkpoints: {cfg.output_dir}/<stage>/; logs: "
+          f"{cfg.output_dir}/logs/; TensorBoard: {cfg.output_dir}/tb/")
+    try:
+        from .report import write_report
+
+        print(f"report: {write_report(summary, Path(cfg.output_dir) / 'report.png')}")
+    except Exception as exc:  # noqa: BLE001 - the picture must never cost the results
+        print(f"report.png not written: {type(exc).__name__}: {exc}")
     return summary
 
 
 TASK_ROWS = [("baseline", "frozen LM + RGCN"), ("stage2", "stage 2 (warm-start)"),
              ("stage3", "after stage 3 (joint)")]
+LM_ONLY_TASK_ROW = "after stage 3 (LM only)"
 
 
 def task_rows(summary: dict) -> List[dict]:
@@ -68,10 +82,12 @@ def task_rows(summary: dict) -> List[dict]:
     target, and every scalar val/test metric plus per-class F1 where the task has classes."""
     cfg, rows = summary["config"]["task"], []
     target = cfg["target_ntype"] if summary["task"] == "node_classification" else cfg["target_etype"]
+    lm_only = summary["config"].get("stage3", {}).get("mode") == "lm_only"
     for key, label in TASK_ROWS:
         r = summary["stages"].get(key)
         if r is None:
             continue
+        label = LM_ONLY_TASK_ROW if key == "stage3" and lm_only else label
         row = {"task": summary["task"], "target": target, "model": label, "stage": key}
         row.update({k: v for k, v in r.items() if k.startswith(("val_", "test_"))})
         rows.append(row)

@@ -87,7 +87,8 @@ def test_killed_trainer_restarts_the_job_and_keeps_finished_stages(tmp_path, tin
     cfg["stage3"]["max_steps"] = 150
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config",
+                             str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, killed, mtimes = [], [], {}
     timer = threading.Timer(400, proc.kill)

@@ -37,7 +37,17 @@ class LMEncoder(nn.Module):
         from transformers import AutoModel
 
         self.name_or_path = name_or_path
-        self.lm = AutoModel.from_pretrained(resolve_model_path(name_or_path))
+        from transformers.utils import logging as hf_logging
+
+        path = resolve_model_path(name_or_path)
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # not "pooler weights were not used": on purpose
+        try:  # no pooler: only [CLS] of the last layer is used (a pooler would get no gradient)
+            self.lm = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        except TypeError:  # a model class without a pooler option (e.g. DistilBERT)
+            self.lm = AutoModel.from_pretrained(path)
+        finally:
+            hf_logging.set_verbosity(level)
         self.pad_token_id = pad_token_id
         self.out_dim = int(self.lm.config.hidden_size)
 

@@ -79,6 +79,7 @@ class StageEnv:
     task: Task
     encoders: NodeInputEncoders
     cache: Optional[LMEmbeddingCache] = field(default=None)
+    _unused: Optional[bool] = field(default=None, repr=False)
 
     @classmethod
     def create(cls, cfg, ctx: DistContext, g, meta: dict) -> "StageEnv":
@@ -87,9 +88,29 @@ class StageEnv:
         return cls(cfg, ctx, g, meta, make_task(cfg, g, meta),
                    NodeInputEncoders.from_config(cfg.model, meta))
 
-    def log(self, msg: str) -> None:
+    def log(self, msg: str, console: bool = False) -> None:
+        """Log ``msg`` on rank 0 (``console``: a line for the user's console, see
+        :mod:`lmgnn_dist.monitor`)."""
         if self.ctx.is_main:
-            print(msg, flush=True)
+            from ..monitor import log
+
+            log(msg, console)
+
+    def can_leave_unused(self) -> bool:
+        """Whether a training step can leave model parameters without gradient: the graph
+        has several node types or relations, or a node without in-edges (a batch of only
+        such nodes gives blocks without edges, whose relation weight is then unused).
+        The same on every trainer; computed once."""
+        if self._unused is None:
+            g = self.g
+            self._unused = len(g.ntypes) > 1 or len(g.canonical_etypes) > 1
+            for nt in g.ntypes if not self._unused else []:
+                try:
+                    deg = g.nodes[nt].data["in_degree"][torch.arange(g.num_nodes(nt))]
+                except KeyError:  # not a partition of ours: assume the worst
+                    deg = torch.zeros(1)
+                self._unused = self._unused or bool((deg == 0).any())
+        return self._unused
 
     def lm_cache(self, dim: int) -> LMEmbeddingCache:
         if self.cache is None:
@@ -155,13 +176,23 @@ class StageTrainer:
     def ddp(self, module: torch.nn.Module) -> DDP:
         """``module`` wrapped for data-parallel training over the trainers (gloo).
 
-        ``find_unused_parameters``: a step may leave parameters without gradient (the LMs'
-        poolers, DistMult vectors of relations not in the batch, RGCN weights of relations
-        without edges in a block)."""
-        return DDP(module, find_unused_parameters=True)
+        ``find_unused_parameters`` only where a step can leave parameters without gradient
+        (:meth:`StageEnv.can_leave_unused`): DistMult vectors of relations not in the batch,
+        RGCN weights of relations without edges in a block, an LM whose type is not in the
+        batch. The LMs are loaded without their pooler (never used: [CLS] of the last
+        layer), so a homogeneous graph needs no search (which costs an autograd traversal
+        per step and made DDP warn on every trainer)."""
+        return DDP(module, find_unused_parameters=self.env.can_leave_unused())
 
-    def log(self, msg: str) -> None:
-        self.env.log(msg)
+    def log(self, msg: str, console: bool = False) -> None:
+        self.env.log(msg, console)
+
+    def monitor(self, total: int, unit: str = "step", initial: int = 0):
+        """The stage's progress bar + TensorBoard writer (:class:`~lmgnn_dist.monitor.
+        StageMonitor`)."""
+        from ..monitor import StageMonitor
+
+        return StageMonitor(self.env, self.name, total, unit, initial)
 
     @staticmethod
     def optimizer_step(loss: torch.Tensor, opt, learnable=None, h_learnable=None) -> None:
@@ -192,6 +223,10 @@ class StageTrainer:
         metrics["peak_rss_mb_max_trainer"] = float(rss.item())
         write_stage_checkpoint(self.env, self.name, metrics, lms, head, learnable)
         names = self.task.metric_names
-        self.log(f"[{self.name}] done in {metrics['seconds']:.1f}s  "
-                 + describe(names, metrics, "val") + "  " + describe(names, metrics, "test"))
+        scores = (describe(names, metrics, "val") + "  " + describe(names, metrics, "test")
+                  if any(k.startswith("val_") for k in metrics) else
+                  f"loss {metrics['loss_first']:.4f} -> {metrics['loss_last']:.4f}"
+                  if metrics.get("loss_first") is not None else "")
+        self.log(f"[{self.name}] done in {metrics['seconds']:.1f}s  {scores}".rstrip(),
+                 console=True)
         return metrics
