@@ -12,7 +12,8 @@ A relation is left as it is when
 - its reverse is already in the TAG: ``(d, "rev_" + e, s)``, or ``(d, e[4:], s)`` for a relation
   named ``rev_<e>`` (the converters' convention, :func:`partition.holdout.find_reverse`);
 - it joins one node type and already stores both directions of every edge (e.g. Cora's
-  citations, made symmetric upstream): a reverse relation would repeat each edge.
+  citations, made symmetric upstream): a reverse relation would repeat each edge;
+- it has no edges (the partitioner leaves it out).
 
 Applied once, before the link-prediction hold-out, so :mod:`partition.holdout` removes a held-out
 edge's reverse from the added relation as it does for a reverse in the TAG.
@@ -60,6 +61,8 @@ def add_reverse_edges(tag: TAG) -> Tuple[TAG, Dict[str, dict]]:
         rev = (d, reverse_name(e), s)
         if rev in tag.edges:
             skipped[name] = f"its reverse {etype_file_name(rev)} is in the TAG"
+        elif t.num_edges == 0:  # left out with a note by graph_checks.drop_empty
+            skipped[name] = "it has no edges"
         elif s == d and is_symmetric(t, tag.nodes[s].num_nodes):
             skipped[name] = "it stores both directions of every edge already"
         else:
