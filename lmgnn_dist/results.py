@@ -15,8 +15,10 @@ from .config import to_dict
 
 ROWS = [("baseline", "frozen LM + RGCN (baseline)"), ("stage1", "1: graph-aware LM pre-fine-tune"),
         ("stage2", "2: GNN warm-start (LM frozen)"), ("stage3", "3: joint LM+GNN fine-tune")]
-#: stage 3's row when it ran with ``stage3.mode: lm_only`` (no graph)
+#: stage 3's row when it ran with ``stage3.mode: lm_only`` (no graph), or no step at all
+#: (``stage3.max_steps=0``: the stage-1 LM and stage-2 model re-encoded and evaluated)
 LM_ONLY_ROW = "3: LM-only fine-tune (no graph)"
+EVAL_ONLY_ROW = "3: re-encode + evaluate (0 steps)"
 
 
 def format_table(results: Dict[str, dict], metric: str = "acc",
@@ -32,7 +34,9 @@ def format_table(results: Dict[str, dict], metric: str = "acc",
         r = results.get(key)
         if r is None:
             continue
-        label = LM_ONLY_ROW if key == "stage3" and stage3_mode == "lm_only" else label
+        if key == "stage3":
+            label = (EVAL_ONLY_ROW if r.get("steps") == 0 else
+                     LM_ONLY_ROW if stage3_mode == "lm_only" else label)
         val = f"{r['val_' + metric]:.4f}" if "val_" + metric in r else "-"
         test = f"{r['test_' + metric]:.4f}" if "test_" + metric in r else "-"
         extra = (f"   (LP loss {r['loss_first']:.3f} -> {r['loss_last']:.3f})"

@@ -15,7 +15,7 @@ import yaml
 from run_helpers import tiny_config
 
 from lmgnn_dist.report import PANELS, panels_of, write_report
-from lmgnn_dist.results import LM_ONLY_ROW, format_table
+from lmgnn_dist.results import EVAL_ONLY_ROW, LM_ONLY_ROW, format_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +55,8 @@ def test_table_names_what_ran():
     assert "3: joint LM+GNN fine-tune" in format_table(stages, "acc")
     lm_only = format_table(stages, "acc", stage3_mode="lm_only")
     assert LM_ONLY_ROW in lm_only and "joint" not in lm_only
+    stages["stage3"]["steps"] = 0
+    assert EVAL_ONLY_ROW in format_table(stages, "acc")
 
 
 def _entry_points() -> dict:
