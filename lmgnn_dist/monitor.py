@@ -87,13 +87,21 @@ def progress_bar(total: int, desc: str, unit: str, initial: int = 0, disable: bo
                 disable=disable, ncols=100, ascii=True, mininterval=0.5, dynamic_ncols=False)
 
 
-def _writer(output_dir: str, stage: str):
+def _writer(output_dir: str, stage: str, initial: int):
+    """The stage's ``SummaryWriter``. A stage that starts afresh replaces the event files of
+    an earlier run of it; a resumed one adds to them (steps after its progress checkpoint
+    then appear twice: the failed attempt's and the resumed ones)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard not installed: the bar still works
         log(f"[{stage}] tensorboard is not installed: no event files")
         return None
-    return SummaryWriter(str(Path(output_dir) / "tb" / stage))
+    folder = Path(output_dir) / "tb" / stage
+    if initial == 0 and folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    return SummaryWriter(str(folder))
 
 
 class StageMonitor:
@@ -112,7 +120,7 @@ class StageMonitor:
         self.stage, self.unit = stage, unit
         self.main = bool(env.ctx.is_main)
         self.bar = progress_bar(total, desc or stage, unit, initial) if self.main else None
-        self.writer = _writer(env.cfg.output_dir, stage) if self.main else None
+        self.writer = _writer(env.cfg.output_dir, stage, initial) if self.main else None
 
     def scalars(self, values: Dict[str, Optional[float]], step: int) -> None:
         """Write the numeric ``values`` (name -> number; None and non-numbers skipped)."""

@@ -128,6 +128,7 @@ def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0,
                if "val_acc" in m else "")
         print(f"{LOG} {name}: done, job wall time {time.time() - t_stage:.1f}s "
               f"(stage {m['seconds']:.1f}s){acc}; checkpoint {done_dir}", flush=True)
+    output.close()
     # the largest stage job's peak (actors + their processes, per-machine peaks summed) + the
     # driver process itself (its process tree would include a local Ray instance's workers)
     driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
