@@ -125,9 +125,9 @@ def write_report(summary: dict, path: Path) -> Path:
                 ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.3f}", ha="center",
                         va="bottom", fontsize=8)
         ax.set_xticks(x, [stage_label(k, summary) for k in keys], fontsize=8)
-        lo = min(min(stages[k].get(f"{s}_{primary}", 1.0) for s in ("val", "test"))
-                 for k in keys)
-        ax.set_ylim(max(0.0, lo - 0.1), min(1.05, max(1.0, lo) + 0.05))
+        shown = [stages[k].get(f"{s}_{primary}") for k in keys for s in ("val", "test")]
+        shown = [v for v in shown if isinstance(v, (int, float))]
+        ax.set_ylim(max(0.0, min(shown) - 0.1), max(shown) + 0.05)
         ax.set_ylabel(primary)
         ax.set_title(PANELS[4])
         ax.legend(loc="upper left", fontsize=8)
