@@ -151,3 +151,47 @@ def test_tensorboard_files_hold_the_scalars(quiet_run):
     assert {k for k in s3 if k.startswith("time_split_s/")} == {
         f"time_split_s/{p}" for p in res["stages"]["stage3"]["time_split_s"]}
     assert "scalars" in EventAccumulator(str(run / "tb" / "baseline")).Reload().Tags()
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.text, self.tty = "", tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_process_output_filters_the_console_and_logs_everything(tmp_path, tty):
+    from launch.procs import BAR_MARK, CONSOLE_MARK, ProcessOutput
+
+    stream = _Stream(tty)
+    out = ProcessOutput(str(tmp_path / "logs"), verbose=False, stream=stream)
+    out("trainer-0", "Initialize the distributed services with graphbolt: False")
+    out("trainer-0", BAR_MARK + "stage1:  50%|##  | 1/2 [00:01<00:01, 1.0step/s]")
+    out("trainer-0", BAR_MARK + "stage1: 100%|####| 2/2 [00:02<00:00, 1.0step/s]")
+    out("trainer-0", BAR_MARK + "stage1: 100%|####| 2/2 [00:02<00:00, 1.1step/s]")  # close
+    out("trainer-0", CONSOLE_MARK + "[stage1] done in 2.0s  loss 3.0 -> 2.0")
+    out("trainer-1", "error: ValueError: boom")
+    out("launcher", "trainer-1 exited with code 3; stopping the others")
+    out.close()
+    if tty:  # redrawn in place, the summary line on a line of its own
+        assert stream.text.startswith("\rstage1:  50%") and "\r" + "stage1: 100%" in stream.text
+        assert "\x1b[K\n[stage1] done in 2.0s" in stream.text
+    else:  # the end of the bar once (the 50% refresh came < 30 s after its start)
+        assert stream.text.splitlines()[0] == "stage1: 100%|####| 2/2 [00:02<00:00, 1.0step/s]"
+    shown = [ln.split("\r")[-1].replace("\x1b[K", "") for ln in stream.text.splitlines()]
+    assert shown[-3:] == ["[stage1] done in 2.0s  loss 3.0 -> 2.0",
+                          "[trainer-1] error: ValueError: boom",
+                          "[launcher] trainer-1 exited with code 3; stopping the others"]
+    assert "graphbolt" not in stream.text
+    log = (tmp_path / "logs" / "trainer-0.log").read_text().splitlines()
+    assert log[1:] == ["Initialize the distributed services with graphbolt: False",
+                       "[stage1] done in 2.0s  loss 3.0 -> 2.0"]  # no marks, no bar lines
+    assert out.last_line["trainer-1"] == "error: ValueError: boom"
