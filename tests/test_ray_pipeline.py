@@ -115,7 +115,7 @@ class _FakeJob:
     script: dict = {}
     calls: list = []
 
-    def __init__(self, cfg, name, command, part_config, placement_timeout_s):
+    def __init__(self, cfg, name, command, part_config, placement_timeout_s, output=None):
         self.cfg, self.name, self.command, self.peak_rss = cfg, name, command, 0
 
     def run(self):
