@@ -16,11 +16,11 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m lmgnn_dist.pipeline --config examples/cora/pipeline.yaml
+	$(VENV)/bin/lmgnn-run --config examples/cora/pipeline.yaml
 
 # the three tasks on the Stack Exchange example; one table in work/stackexchange/results.json
 demo-hetero: $(STAMP)
-	$(PY) -m lmgnn_dist.pipeline --config examples/stackexchange/nc.yaml \
+	$(VENV)/bin/lmgnn-run --config examples/stackexchange/nc.yaml \
 	    --config examples/stackexchange/ec.yaml --config examples/stackexchange/lp.yaml \
 	    --summary work/stackexchange/results.json
 

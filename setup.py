@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     "pyyaml",
     "beautifulsoup4>=4.12",  # HTML -> text in the Stack Exchange converter
     "tqdm",
+    "tensorboard",  # torch.utils.tensorboard: per-stage event files under <output_dir>/tb/
+    "matplotlib",  # report.png (Agg backend)
     "psutil",
     "ray[default]",  # `ray job submit` needs the dashboard's job server
     "ogb",
@@ -36,7 +38,10 @@ setup(
     extras_require={"test": ["pytest", "hypothesis"]},
     entry_points={
         "console_scripts": [
+            "lmgnn-run=lmgnn_dist.pipeline:main",
+            "lmgnn-embed=lmgnn_dist.embed:cli",
             "lmgnn-partition=partition.cli:main",
+            "lmgnn-ray=lmgnn_dist.ray_pipeline:main",
         ]
     },
 )

@@ -15,7 +15,9 @@ trainers (``DGL_ROLE=client`` plus the ``torch.distributed`` env: ``MASTER_ADDR`
 machine, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), the same environment contract as DGL's own
 ``tools/launch.py``. Loopback hosts are started as local subprocesses; any other host over
 ``ssh`` (``--ssh-port``, ``--ssh-user``, ``--ssh-opt``). Each process's output is streamed with
-a ``[server-m.s]``/``[trainer-r]`` prefix. If any process fails, the others are stopped (their
+a ``[server-m.s]``/``[trainer-r]`` prefix (``--log-dir``: also into ``<dir>/<process>.log``;
+``--quiet``: on the console only what the trainers mark for the user, error lines and the
+launcher's own, see :class:`launch.procs.ProcessOutput`). If any process fails, the others are stopped (their
 whole process groups) and the launcher exits with that process's code; Ctrl-C does the same.
 
 Remote hosts: nothing is copied. Before anything starts, one ``ssh`` call per remote host
@@ -34,7 +36,6 @@ import os
 import signal
 import shutil
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,8 @@ if __package__ in (None, ""):  # run as a script: python launch/run_dist.py
 
 from launch.hosts import (Host, LaunchError, check_partition_matches,  # noqa: E402
                           check_port_free, read_ip_config, write_debug_ip_config)
-from launch.procs import (EXCEPTION_EXIT_CODE, JobWatch, Proc, ProcSpec,  # noqa: E402
-                          join_streams, process_specs, start_process, stop_processes)
+from launch.procs import (EXCEPTION_EXIT_CODE, JobWatch, Proc, ProcessOutput,  # noqa: E402
+                          ProcSpec, join_streams, process_specs, start_process, stop_processes)
 from launch.remote import (REMOTE_KILL_GRACE_S, check_env_key,  # noqa: E402
                            preflight_remote, remote_command, ssh_argv)
 
@@ -75,13 +76,11 @@ class Launcher:
     host_env: Dict[str, Dict[str, str]] = field(default_factory=dict)
     procs: List[Proc] = field(default_factory=list)
     job_id: str = field(default_factory=lambda: os.urandom(4).hex())
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _last_line: Dict[str, str] = field(default_factory=dict)
+    #: where the processes' lines go (log files, console filter); default: all to the console
+    output: ProcessOutput = field(default_factory=ProcessOutput)
 
     def _print(self, name: str, line: str) -> None:
-        with self._lock:
-            self._last_line[name] = line
-            print(f"[{name}] {line}", flush=True)
+        self.output(name, line)
 
     def _spawn(self, spec: ProcSpec) -> None:
         host = self.hosts[spec.machine]
@@ -131,8 +130,13 @@ class Launcher:
                 self.stop()
             join_streams(self.procs)
             if outcome.rc == EXCEPTION_EXIT_CODE:  # say what it ended on, once, last
+                log = self.output.log_path(outcome.failed or "")
                 self._print("launcher", f"{outcome.failed} ended on: "
-                            f"{self._last_line.get(outcome.failed, '?')}")
+                            f"{self.output.last_line.get(outcome.failed, '?')}"
+                            + (f" (its output: {log})" if log else ""))
+            elif outcome.failed and self.output.log_dir:
+                self._print("launcher", f"the processes' output is in {self.output.log_dir}/")
+            self.output.close()
             return outcome.rc
 
 
@@ -159,6 +163,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="ssh ConnectTimeout in seconds (default 10)")
     p.add_argument("--env", action="append", default=[], metavar="K=V",
                    help="extra environment variable for every process (repeatable)")
+    p.add_argument("--log-dir", metavar="DIR",
+                   help="write each process's output to DIR/<process>.log")
+    p.add_argument("--quiet", action="store_true",
+                   help="console: only the lines the trainers mark for the user (one progress "
+                        "bar and one summary line per stage), error lines and the launcher's "
+                        "own; everything else only in --log-dir")
     p.add_argument("command", nargs=argparse.REMAINDER, help="trainer command after '--'")
     args = p.parse_args(argv)
     if args.command and args.command[0] == "--":
@@ -211,7 +221,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     launcher = Launcher(hosts, args.part_config, args.command, args.num_trainers,
                         args.num_servers, args.num_samplers, args.omp_threads, args.ssh_port,
                         args.ssh_user, extra, ip_config=ip_config, ssh_opts=list(args.ssh_opt),
-                        connect_timeout=args.ssh_connect_timeout, host_env=host_env)
+                        connect_timeout=args.ssh_connect_timeout, host_env=host_env,
+                        output=ProcessOutput(args.log_dir, verbose=not args.quiet))
 
     def on_signal(signum, _frame):
         print(f"[launcher] signal {signum}: stopping all processes", flush=True)

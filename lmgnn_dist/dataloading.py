@@ -57,12 +57,20 @@ def _rename_block(block, ntype: str, cetype):
 
 
 def normalize_batch(g, input_nodes, seeds, blocks) -> Batch:
-    """Dict-ify ``input_nodes``/``seeds`` and give single-type blocks their real type names."""
+    """Dict-ify ``input_nodes``/``seeds`` and give single-type blocks their real type names.
+
+    Three shapes come back from DGL: dicts (several node types); tensors with blocks typed
+    ``_N``/``_E`` (one node type, one relation); and, for one node type with several
+    relations (e.g. a relation and its reverse), ``input_nodes`` as a tensor but ``seeds`` as
+    the dict it was given, with blocks that already carry the real names."""
     if isinstance(input_nodes, dict):
         return input_nodes, seeds, blocks
-    ntype, cetype = g.ntypes[0], g.canonical_etypes[0]
-    return ({ntype: input_nodes}, {ntype: seeds},
-            [_rename_block(b, ntype, cetype) for b in blocks])
+    ntype = g.ntypes[0]
+    seeds = seeds if isinstance(seeds, dict) else {ntype: seeds}
+    if not is_single_type(g):
+        return {ntype: input_nodes}, seeds, blocks
+    cetype = g.canonical_etypes[0]
+    return {ntype: input_nodes}, seeds, [_rename_block(b, ntype, cetype) for b in blocks]
 
 
 def node_batches(g, seeds: Dict[str, torch.Tensor], fanouts: Sequence[int], batch_size: int,

@@ -26,7 +26,6 @@ the layer-wise result.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -111,12 +110,17 @@ def verify(env, head, learnable, h, n: int) -> float:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    p = argparse.ArgumentParser(description="Full-graph inference and embedding export")
+    from .cli import parser
+
+    p = parser("lmgnn-embed", "Full-graph inference and embedding export of a trained stage "
+               "(layer-wise RGCN over all nodes; the LM saved for plain transformers).")
     p.add_argument("--config", required=True, help="the run's config YAML")
     p.add_argument("--checkpoint", required=True, help="a stage folder with gnn.pt (stage2/3)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--verify", type=int, default=0, metavar="N")
+    p.add_argument("--verbose", action="store_true",
+                   help="started by hand: show every process's output on the console")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
 
@@ -136,8 +140,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         from .pipeline import launch_job
 
         cmd = [sys.executable, "-m", "lmgnn_dist.embed", *(argv if argv is not None else sys.argv[1:])]
-        sys.exit(launch_job(cfg, meta["part_config"], cmd))
+        sys.exit(launch_job(cfg, meta["part_config"], cmd, args.verbose))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    from .monitor import setup_logging
+
+    setup_logging()
     ctx = initialize()
     import dgl
 
@@ -159,7 +166,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # resumable: finished chunks of the LM encode are kept in <out>/lm_chunks and reused
     enc = env.fill_cache(lms, force=True, chunk_store=out / "lm_chunks")
     env.log(f"[embed] LM chunks: {enc['chunks_encoded']} encoded, "
-            f"{enc['chunks_reused']} reused (rank 0)")
+            f"{enc['chunks_reused']} reused (rank 0)", console=True)
     head = build_task_model(cfg.model, env.task, g.canonical_etypes, lms.out_dim, cfg.seed)
     head.load_state_dict(torch.load(ckpt / "gnn.pt"))
     head.eval()
@@ -174,17 +181,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.verify:
         diff = all_reduce(torch.tensor([verify(env, head, learnable, h, args.verify)]),
                           torch.distributed.ReduceOp.MAX).item()
-        env.log(f"[embed] verify: max |layer-wise - mini-batch| GNN output = {diff:.3e}")
+        env.log(f"[embed] verify: max |layer-wise - mini-batch| GNN output = {diff:.3e}",
+                console=True)
     if ctx.is_main:
         for key, lm in lms.lms.items():
             lm.save_pretrained(str(out / lm_folder(key)), tokenizer_source=env.encoders.tokenizer)
     g.barrier()
     env.log(f"[embed] encoded in {enc['seconds']:.1f}s; wrote {out}/embeddings and "
-            f"{out}/predictions ({counts} rows on rank 0)")
+            f"{out}/predictions ({counts} rows on rank 0)", console=True)
     dgl.distributed.exit_client()
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``lmgnn-embed`` command (a job process's exit codes, see ``dist_init``)."""
     from lmgnn_dist.dist_init import run_and_exit
 
     run_and_exit(main, sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()

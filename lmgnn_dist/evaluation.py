@@ -39,6 +39,12 @@ def evaluate_splits(task: Task, head: TaskModel, features: Features, fanouts: Se
     return out
 
 
+def scalar_metrics(metrics: Dict[str, object]) -> Dict[str, float]:
+    """The numeric entries of ``metrics`` (per-class dicts and supports left out)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def prefixed(split: str, metrics: Dict[str, object]) -> Dict[str, object]:
     """``{"acc": .9}`` -> ``{"val_acc": .9}``."""
     return {f"{split}_{k}": v for k, v in metrics.items()}

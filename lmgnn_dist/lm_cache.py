@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .monitor import progress_bar
 
 from partition.atomic import atomic_path
 
@@ -161,8 +161,8 @@ class LMEmbeddingCache:
             mine = local_nodes(self.g, nt)
             mine = mine[torch.argsort(self.g.nodes[nt].data["seq_len"][mine], stable=True)]
             tokens = self.g.nodes[nt].data["input_ids"]
-            bar = tqdm(total=len(mine), desc=f"encode {nt} (no grad)", unit="node",
-                       disable=not show_progress, mininterval=10.0, ascii=True)
+            bar = progress_bar(len(mine), f"encode {nt} (no grad)", "node",
+                               disable=not show_progress)
             for i, start in enumerate(range(0, len(mine), chunk_size)):
                 ids = mine[start:start + chunk_size]
                 saved = chunk_store / nt / f"{chunk_key}-{i:06d}.npy" if chunk_store else None

@@ -1,6 +1,7 @@
 """Driver of a whole run: prepare -> one distributed job for the stages -> results table.
 
-``python -m lmgnn_dist.pipeline --config examples/cora/pipeline.yaml [section.key=value ...]``
+``lmgnn-run --config examples/cora/pipeline.yaml [--verbose] [section.key=value ...]``
+(or ``python -m lmgnn_dist.pipeline ...``)
 
 Several ``--config`` files (e.g. one per task) run one after the other; ``--summary FILE``
 then writes their combined task table (:func:`~lmgnn_dist.results.format_task_table`) as JSON.
@@ -24,7 +25,6 @@ beginning without one. Exit code 2 (bad input) is never retried.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -37,9 +37,13 @@ from .results import format_task_table, task_rows, write_results
 from .runplan import clean_stale_checkpoints
 
 
-def launch_job(cfg: RunConfig, part_config: str, command: List[str]) -> int:
+def launch_job(cfg: RunConfig, part_config: str, command: List[str],
+               verbose: bool = False) -> int:
     """Run ``command`` in every trainer (and DGL servers) with ``launch/run_dist.py`` as
-    ``cfg.launch`` says (loopback debug machines or an ip-config); returns its exit code."""
+    ``cfg.launch`` says (loopback debug machines or an ip-config); returns its exit code.
+
+    Every process's output goes to ``<output_dir>/logs/<process>.log``; the console shows
+    only the lines the trainers mark for the user (``--quiet``) unless ``verbose``."""
     from launch import run_dist
 
     l = cfg.launch
@@ -51,10 +55,12 @@ def launch_job(cfg: RunConfig, part_config: str, command: List[str]) -> int:
     argv += ["--ssh-user", l.ssh_user] if l.ssh_user else []
     argv += [a for opt in l.ssh_opts for a in ("--ssh-opt", opt)]
     argv += [a for k, v in l.env.items() for a in ("--env", f"{k}={v}")]
+    argv += ["--log-dir", os.path.join(cfg.output_dir, "logs")] + ([] if verbose else ["--quiet"])
     return run_dist.main([*argv, "--", *command])
 
 
-def run_one(config_path: str, overrides: Sequence[str]) -> Tuple[int, Optional[dict]]:
+def run_one(config_path: str, overrides: Sequence[str],
+            verbose: bool = False) -> Tuple[int, Optional[dict]]:
     """Prepare, launch and report one run config; returns the exit code (2: bad input) and
     the run's ``results.json`` content (None on failure)."""
     from .prepare import prepare_run
@@ -68,7 +74,8 @@ def run_one(config_path: str, overrides: Sequence[str]) -> Tuple[int, Optional[d
         return 2, None
     with TreeMemoryMonitor(os.getpid()) as mem:
         rc, restarts = run_with_restarts(
-            lambda _i: launch_job(cfg, meta["part_config"], plan.train_command(resolved)),
+            lambda _i: launch_job(cfg, meta["part_config"], plan.train_command(resolved),
+                                  verbose),
             cfg.launch.max_restarts, "the distributed job",
             before_retry=lambda: clean_stale_checkpoints(cfg.output_dir))
     if rc != 0:
@@ -80,15 +87,21 @@ def run_one(config_path: str, overrides: Sequence[str]) -> Tuple[int, Optional[d
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description="Partition, launch and report an LM-GNN run.")
+    from .cli import parser
+
+    p = parser("lmgnn-run", "Partition a TAG, run the LM-GNN stages as one DistDGL job, "
+               "report (results.json, report.png).")
     p.add_argument("--config", required=True, action="append",
                    help="run config YAML (repeat to run several, e.g. one per task)")
     p.add_argument("--summary", help="with several configs: write their task table here (JSON)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show every process's output on the console (it is always in "
+                        "<output_dir>/logs/<process>.log)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stage1.max_steps=5")
     args = p.parse_args(argv)
     rows: List[dict] = []
     for path in args.config:
-        rc, results = run_one(path, args.overrides)
+        rc, results = run_one(path, args.overrides, args.verbose)
         if rc != 0:
             return rc
         rows += task_rows(results)

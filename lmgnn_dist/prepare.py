@@ -7,7 +7,10 @@ before any process starts.
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Tuple
 
@@ -52,7 +55,8 @@ def partition_options(cfg: RunConfig):
                             model=cfg.model.lm, max_seq_len=d.max_seq_len,
                             graph_name=d.graph_name,
                             holdout_etypes=[cfg.task.target_etype] if lp else [],
-                            eval_negatives=cfg.task.eval_negatives, holdout_seed=cfg.seed)
+                            eval_negatives=cfg.task.eval_negatives, holdout_seed=cfg.seed,
+                            add_reverse_edges=d.add_reverse_edges)
 
 
 def ensure_partitions(cfg: RunConfig) -> dict:
@@ -86,12 +90,43 @@ def ensure_partitions(cfg: RunConfig) -> dict:
                               f"({said}); data.on_partition_change=refuse")
         print(f"[pipeline] the partitions in {d.part_dir} are stale ({said}): rebuilding",
               flush=True)
+    log = Path(cfg.output_dir) / "logs" / "partition.log"
     print(f"[pipeline] partitioning {d.tag_path} into {d.num_parts} parts ({d.part_method}) "
-          f"-> {d.part_dir}", flush=True)
+          f"-> {d.part_dir} (output: {log})", flush=True)
     t0 = time.time()
-    partition_tag(d.tag_path, d.part_dir, opts)
+    try:
+        with output_to(log):  # DGL's partitioner talks a lot, partly from C++
+            partition_tag(d.tag_path, d.part_dir, opts)
+    finally:  # our own notes (reverse relations, hold-out, text-less types) on the console
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("[partition] "):
+                print(line, flush=True)
     print(f"[pipeline] partitioned in {time.time() - t0:.1f}s", flush=True)
     return load_partition_meta(d.part_dir)
+
+
+@contextmanager
+def output_to(path: Path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so C/C++ output too)
+    to the end of ``path`` while the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def check_inputs(cfg: RunConfig) -> None:

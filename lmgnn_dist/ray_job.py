@@ -44,7 +44,7 @@ class MachineActor:
     def __init__(self, machine: int):
         self.machine = machine
         self.procs: list = []
-        self._lines: List[str] = []
+        self._lines: List[Tuple[str, str]] = []
         self._lock = threading.Lock()
         self._mem = None
 
@@ -63,7 +63,7 @@ class MachineActor:
 
     def _collect(self, name: str, line: str) -> None:
         with self._lock:
-            self._lines.append(f"[m{self.machine} {name}] {line}")
+            self._lines.append((f"m{self.machine} {name}", line))
 
     def start(self, specs: List[dict], command: List[str], cwd: str) -> int:
         """Start this machine's processes (``specs``: dicts of a ``ProcSpec``); returns how many."""
@@ -77,7 +77,8 @@ class MachineActor:
         return len(specs)
 
     def poll(self, drain: bool = False) -> dict:
-        """``{"procs": [(name, is_server, exit code or None)], "lines": [new output lines],
+        """``{"procs": [(name, is_server, exit code or None)], "lines": [new output lines as
+        ("m<machine> <process>", line)],
         "peak_rss": bytes (this actor and its processes)}``; ``drain`` waits briefly for the
         output of processes that have ended."""
         from launch.procs import join_streams
@@ -130,8 +131,13 @@ class StageJob:
     """One attempt of one stage's distributed job on a fresh placement group."""
 
     def __init__(self, cfg: RunConfig, name: str, command: List[str], part_config: str,
-                 placement_timeout_s: float = 300.0, server_grace_s: float = 60.0):
+                 placement_timeout_s: float = 300.0, server_grace_s: float = 60.0,
+                 output=None):
+        from launch.procs import ProcessOutput
+
         self.cfg, self.name, self.command, self.part_config = cfg, name, command, part_config
+        #: the processes' lines: log files + console filter (:class:`launch.procs.ProcessOutput`)
+        self.output = output if output is not None else ProcessOutput()
         self.placement_timeout_s, self.server_grace_s = placement_timeout_s, server_grace_s
         self.pg = None
         self.actors: list = []
@@ -212,8 +218,8 @@ class StageJob:
             except (RayError, TimeoutError) as exc:
                 dead = f"machine {m}'s actor is lost ({type(exc).__name__})"
                 continue
-            for line in r["lines"]:
-                print(line, flush=True)
+            for name, line in r["lines"]:
+                self.output(name, line)
             procs += [(m, *p) for p in r["procs"]]
             self._peaks[m] = r["peak_rss"]
         self.peak_rss = sum(self._peaks.values())

@@ -34,7 +34,6 @@ system), as for ``launch/run_dist.py`` over ssh.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import signal
@@ -67,11 +66,12 @@ def connect(address: Optional[str], local_cpus: Optional[int]) -> str:
         return "a local Ray instance (no cluster running)"
 
 
-def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0) -> int:
+def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0,
+                 verbose: bool = False) -> int:
     """Prepare the run (:func:`~lmgnn_dist.prepare.prepare_run`), then run every stage still
     to run as its own job with restarts; returns the exit code (0: ``results.json``
     written)."""
-    from launch.procs import run_with_restarts
+    from launch.procs import ProcessOutput, run_with_restarts
 
     from .prepare import prepare_run
     from .results import write_results
@@ -84,6 +84,8 @@ def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     restarts, peak_jobs = 0, 0
+    # every process's output into <output_dir>/logs/; the console: marked lines (or all)
+    output = ProcessOutput(os.path.join(cfg.output_dir, "logs"), verbose)
     for name in plan.stages:
         done_dir = ckpt.stage_dir(cfg.output_dir, name)
         if plan.is_done(name):
@@ -100,7 +102,8 @@ def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0) -> int:
         def attempt(i: int, name=name, command=command) -> int:
             nonlocal peak_jobs
             print(f"{LOG} {name}: starting its job (attempt {i + 1})", flush=True)
-            job = StageJob(cfg, name, command, meta["part_config"], placement_timeout_s)
+            job = StageJob(cfg, name, command, meta["part_config"], placement_timeout_s,
+                           output=output)
             try:
                 rc = job.run()
             except RayPipelineError as exc:
@@ -125,6 +128,7 @@ def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0) -> int:
                if "val_acc" in m else "")
         print(f"{LOG} {name}: done, job wall time {time.time() - t_stage:.1f}s "
               f"(stage {m['seconds']:.1f}s){acc}; checkpoint {done_dir}", flush=True)
+    output.close()
     # the largest stage job's peak (actors + their processes, per-machine peaks summed) + the
     # driver process itself (its process tree would include a local Ray instance's workers)
     driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -135,7 +139,9 @@ def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description="Run the LM-GNN stages as Ray-placed DistDGL jobs.")
+    from .cli import parser
+
+    p = parser("lmgnn-ray", "Run the LM-GNN stages as Ray-placed DistDGL jobs (one per stage).")
     p.add_argument("--config", required=True, help="run config YAML")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, a running "
@@ -144,6 +150,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        help="start a local Ray instance with N CPUs (tests, one machine)")
     p.add_argument("--placement-timeout", type=float, default=300.0, metavar="S",
                    help="seconds to wait for a stage's placement group (default 300)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show every process's output on the console (it is always in "
+                        "<output_dir>/logs/<process>.log)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stage1.max_steps=5")
     args = p.parse_args(argv)
     try:
@@ -163,7 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{LOG} connected to {where_desc}: {ray.cluster_resources().get('CPU', 0):g} CPUs on "
           f"{_alive_nodes()} node(s)", flush=True)
     try:
-        return run_pipeline(cfg, placement_timeout_s=args.placement_timeout)
+        return run_pipeline(cfg, placement_timeout_s=args.placement_timeout,
+                            verbose=args.verbose)
     finally:
         ray.shutdown()
 

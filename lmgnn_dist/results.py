@@ -15,12 +15,18 @@ from .config import to_dict
 
 ROWS = [("baseline", "frozen LM + RGCN (baseline)"), ("stage1", "1: graph-aware LM pre-fine-tune"),
         ("stage2", "2: GNN warm-start (LM frozen)"), ("stage3", "3: joint LM+GNN fine-tune")]
+#: stage 3's row when it ran with ``stage3.mode: lm_only`` (no graph), or no step at all
+#: (``stage3.max_steps=0``: the stage-1 LM and stage-2 model re-encoded and evaluated)
+LM_ONLY_ROW = "3: LM-only fine-tune (no graph)"
+EVAL_ONLY_ROW = "3: re-encode + evaluate (0 steps)"
 
 
-def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
+def format_table(results: Dict[str, dict], metric: str = "acc",
+                 stage3_mode: str = "joint") -> str:
     """The per-stage table printed at the end of a run: val/test ``metric`` (the task's
     primary one), wall time and peak memory per stage (RSS, and GPU memory when a stage used
-    a GPU: ``peak_gpu_mem_mib``, max over trainers)."""
+    a GPU: ``peak_gpu_mem_mib``, max over trainers); stage 3's row names what ran
+    (``stage3_mode``)."""
     name = metric.replace("_", "-")
     gpu = any((r.get("peak_gpu_mem_mib") or 0) > 0 for r in results.values())
     head = (f"{'stage':34s} {'val ' + name:>12s} {'test ' + name:>12s} {'time (s)':>9s} "
@@ -30,6 +36,9 @@ def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
         r = results.get(key)
         if r is None:
             continue
+        if key == "stage3":
+            label = (EVAL_ONLY_ROW if r.get("steps") == 0 else
+                     LM_ONLY_ROW if stage3_mode == "lm_only" else label)
         val = f"{r['val_' + metric]:.4f}" if "val_" + metric in r else "-"
         test = f"{r['test_' + metric]:.4f}" if "test_" + metric in r else "-"
         extra = (f"   (LP loss {r['loss_first']:.3f} -> {r['loss_last']:.3f})"
@@ -42,7 +51,8 @@ def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
 
 def write_results(cfg, stages: Dict[str, dict], wall_s: float, peak_rss_job_mb: float,
                   restarts: int, peak_label: str = "servers + trainers + driver") -> dict:
-    """Write ``<output_dir>/results.json`` (atomically), print the table, return the summary.
+    """Write ``<output_dir>/results.json`` (atomically) and ``report.png``
+    (:mod:`lmgnn_dist.report`), print the table and the picture's path, return the summary.
 
     ``stages``: stage name -> its checkpoint's metrics (:meth:`RunPlan.results`).
     """
@@ -54,16 +64,24 @@ def write_results(cfg, stages: Dict[str, dict], wall_s: float, peak_rss_job_mb: 
                "metric_names": list(names), "stages": stages, "wall_s": wall_s,
                "peak_rss_job_mb": peak_rss_job_mb, "restarts": restarts}
     write_json_atomic(str(res_path), summary)
-    print("\n" + format_table(stages, primary))
+    print("\n" + format_table(stages, primary, cfg.stage3.mode))
     print(f"\ntotal wall time {wall_s:.1f}s; peak memory of the whole job ({peak_label}, "
           f"summed RSS) {peak_rss_job_mb:.0f} MiB"
           + (f"; {restarts} restart(s) after failures" if restarts else ""))
-    print(f"results: {res_path}; checkpoints: {cfg.output_dir}/<stage>/")
+    print(f"results: {res_path}; checkpoints: {cfg.output_dir}/<stage>/; logs: "
+          f"{cfg.output_dir}/logs/; TensorBoard: {cfg.output_dir}/tb/")
+    try:
+        from .report import write_report
+
+        print(f"report: {write_report(summary, Path(cfg.output_dir) / 'report.png')}")
+    except Exception as exc:  # noqa: BLE001 - the picture must never cost the results
+        print(f"report.png not written: {type(exc).__name__}: {exc}")
     return summary
 
 
 TASK_ROWS = [("baseline", "frozen LM + RGCN"), ("stage2", "stage 2 (warm-start)"),
              ("stage3", "after stage 3 (joint)")]
+LM_ONLY_TASK_ROW = "after stage 3 (LM only)"
 
 
 def task_rows(summary: dict) -> List[dict]:
@@ -71,10 +89,12 @@ def task_rows(summary: dict) -> List[dict]:
     target, and every scalar val/test metric plus per-class F1 where the task has classes."""
     cfg, rows = summary["config"]["task"], []
     target = cfg["target_ntype"] if summary["task"] == "node_classification" else cfg["target_etype"]
+    lm_only = summary["config"].get("stage3", {}).get("mode") == "lm_only"
     for key, label in TASK_ROWS:
         r = summary["stages"].get(key)
         if r is None:
             continue
+        label = LM_ONLY_TASK_ROW if key == "stage3" and lm_only else label
         row = {"task": summary["task"], "target": target, "model": label, "stage": key}
         row.update({k: v for k, v in r.items() if k.startswith(("val_", "test_"))})
         rows.append(row)

@@ -37,7 +37,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         initialize()  # serves until every trainer is done, then exits the process
         return
     from .config import ConfigError, load_config
+    from .monitor import log, setup_logging
     from .runplan import PlanError, RunPlan
+
+    setup_logging()
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -61,9 +64,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     meta = load_partition_meta(cfg.data.part_dir)
     g = dgl.distributed.DistGraph(cfg.data.graph_name, part_config=meta["part_config"])
     if ctx.is_main:
-        print(f"[trainer] {ctx.world_size} trainers on {g.get_partition_book().num_partitions()} "
-              f"machines; graph {cfg.data.graph_name}: "
-              + ", ".join(f"{nt}={g.num_nodes(nt)}" for nt in g.ntypes), flush=True)
+        log(f"[trainer] {ctx.world_size} trainers on {g.get_partition_book().num_partitions()} "
+            f"machines; graph {cfg.data.graph_name}: "
+            + ", ".join(f"{nt}={g.num_nodes(nt)}" for nt in g.ntypes))
     try:
         env = StageEnv.create(cfg, ctx, g, meta)
     except (ValueError, FileNotFoundError) as exc:  # the config does not fit the graph
@@ -75,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         TRAINERS[name](env, name, plan.start_of(name)).fit()
         ran.append(name)
     if ctx.is_main:
-        print(f"[trainer] stages run: {', '.join(ran) or 'none (all complete)'}", flush=True)
+        log(f"[trainer] stages run: {', '.join(ran) or 'none (all complete)'}")
     dgl.distributed.exit_client()
 
 

@@ -27,7 +27,9 @@ out because they were empty, and the ``fingerprint`` of its inputs, see
 With ``holdout_etypes`` (link prediction) the val/test edges of those relations and their
 reverses are removed before partitioning (:mod:`.holdout`) and saved with their filtered
 negatives in ``holdout/<src>__<etype>__<dst>.npz`` (``{val,test}_{src,dst,neg}``, int64, in
-the partitioned graph's node ids; see :func:`load_holdout`). The whole output
+the partitioned graph's node ids; see :func:`load_holdout`). With ``add_reverse_edges`` every
+relation whose reverse is not in the TAG gets ``rev_<etype>`` first (:mod:`.reverse`;
+``lmgnn_meta.json`` records what was added and skipped under ``reverse_edges``). The whole output
 folder is first written to a sibling temp folder and renamed into place, so a crash never
 leaves a half-written partition set.
 """
@@ -46,6 +48,7 @@ from .fingerprint import META_FILE, fingerprint, fingerprint_changes  # noqa: F4
 from .graph_checks import check_num_parts, check_token_counts, drop_empty
 from .holdout import hold_out, parse_etype
 from .options import PartitionOptions
+from .reverse import add_reverse_edges
 from .tag import SPLIT_CODE, TAG, iter_texts, read_tag
 from .outdir import staged_output
 from .tokenize import check_max_seq_len, load_tokenizer, token_lengths, tokenize_texts
@@ -146,6 +149,12 @@ def _partition_into(tmp_dir: Path, tag_dir: Path, opts: PartitionOptions, print_
     tokenizer = load_tokenizer(opts.model)
     check_max_seq_len(opts.model, opts.max_seq_len, tokenizer)
     tag = read_tag(tag_dir, load_text=False)
+    reverse_info = None
+    if opts.add_reverse_edges:  # before the hold-out: it removes held-out edges' reverses
+        tag, reverse_info = add_reverse_edges(tag)
+        for name, r in reverse_info["added"].items():
+            print_note(f"added reverse relation {name} ({r['num_edges']} edges of "
+                       f"{r['reverse_of']} reversed)")
     held, holdout_info = {}, {}
     for name in opts.holdout_etypes:
         tag, held[name], holdout_info[name] = hold_out(tag, parse_etype(name, tag),
@@ -203,6 +212,7 @@ def _partition_into(tmp_dir: Path, tag_dir: Path, opts: PartitionOptions, print_
                                              "has_split": t.split is not None}
                              for ce, t in tag.edges.items()},
         "left_out": dropped,
+        "reverse_edges": reverse_info,
         "holdout": holdout_info,
         "times": times,
     }

@@ -39,10 +39,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         "graph and are saved with filtered negatives (repeatable)")
     p.add_argument("--eval-negatives", type=int, default=d.eval_negatives,
                    help="filtered negatives per held-out edge")
+    p.add_argument("--add-reverse-edges", action=argparse.BooleanOptionalAction,
+                   default=d.add_reverse_edges,
+                   help="add rev_<etype> for every relation whose reverse is not in the TAG "
+                        "(default: on; --no-add-reverse-edges keeps the TAG's relations)")
     args = p.parse_args(argv)
     opts = PartitionOptions(args.num_parts, args.method, args.num_trainers_per_machine,
                             args.model, args.max_seq_len, args.graph_name,
-                            holdout_etypes=args.holdout_etype, eval_negatives=args.eval_negatives)
+                            holdout_etypes=args.holdout_etype, eval_negatives=args.eval_negatives,
+                            add_reverse_edges=args.add_reverse_edges)
     try:
         meta = partition_tag(args.tag, args.out, opts)
     except (TAGFormatError, ValueError, OSError) as exc:  # OSError: FileNotFoundError, disk full

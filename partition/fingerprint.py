@@ -8,7 +8,7 @@ The partitioner records in ``lmgnn_meta.json`` a fingerprint of its inputs:
   counts as changed);
 * every option that shapes the partitions (:class:`partition.options.PartitionOptions`:
   tokenizer model, ``max_seq_len``, ``num_parts``, method, trainers per machine, hold-out
-  etypes / negatives / seed, graph name, train balancing).
+  etypes / negatives / seed, graph name, train balancing, reverse relations).
 
 :func:`fingerprint_changes` compares a partition folder with a TAG and options; a driver
 re-partitions when it returns anything.

@@ -39,6 +39,8 @@ class PartitionOptions:
         removed from the graph and saved aside with filtered negatives (:mod:`.holdout`).
     eval_negatives : filtered negatives per held-out positive.
     holdout_seed : seed of the negatives and of the ``random`` method's node assignment.
+    add_reverse_edges : give every relation whose reverse is not in the TAG a reverse relation
+        ``rev_<etype>`` (:mod:`.reverse`); False keeps the TAG's relations as they are.
     """
 
     num_parts: int = 2
@@ -51,6 +53,7 @@ class PartitionOptions:
     holdout_etypes: List[str] = field(default_factory=list)
     eval_negatives: int = 100
     holdout_seed: int = 0
+    add_reverse_edges: bool = True
 
     def validate(self) -> None:
         """Check the options alone (no file is read).

@@ -43,6 +43,24 @@ def make_tiny_tag(n: int = 60, seed: int = 0):
     return TAG("tiny", {"paper": nodes}, {edges.canonical_etype: edges})
 
 
+def make_tiny_directed_tag(n: int = 60, seed: int = 0):
+    """:func:`make_tiny_tag` with each citation stored one way (``src`` cites ``dst``): one
+    node type, one directed relation whose edges have a ``label`` (1: both ends of one class)
+    and a ``split``, so node classification, edge classification and link prediction all
+    run on it. With ``add_reverse_edges`` it becomes one node type with two relations."""
+    from partition.tag import TAG, EdgeTable
+    from partition.tag_write import random_split
+
+    tag = make_tiny_tag(n, seed)
+    e = tag.edges[("paper", "cites", "paper")]
+    keep = e.src < e.dst  # one direction of each symmetric pair
+    src, dst = e.src[keep], e.dst[keep]
+    y = tag.nodes["paper"].label
+    edges = EdgeTable(("paper", "cites", "paper"), src, dst, (y[src] == y[dst]).astype(np.int64),
+                      random_split(len(src), (0.6, 0.2, 0.2), seed + 1), ["cross", "same"])
+    return TAG("tiny_directed", tag.nodes, {edges.canonical_etype: edges})
+
+
 def make_tiny_hetero_tag(n_q: int = 40, seed: int = 0):
     """A small Stack-Exchange-like heterogeneous TAG where every task is learnable from text.
 
@@ -105,6 +123,15 @@ def tiny_hetero_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny_hetero")
     write_tag(make_tiny_hetero_tag(), root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_directed_dir(tmp_path_factory):
+    from partition.tag_write import write_tag
+
+    root = tmp_path_factory.mktemp("tiny_directed")
+    write_tag(make_tiny_directed_tag(), root)
     return root
 
 

@@ -195,9 +195,11 @@ def test_empty_relation_and_node_type_are_left_out_with_a_note(tmp_path, tiny_be
     assert "edges/paper__likes__paper.parquet has no edges: relation left out" in out
     assert "nodes/venue.parquet has no rows: node type left out" in out
     meta = json.loads((tmp_path / "parts" / "lmgnn_meta.json").read_text())
+    # the directed citations get their reverse (data.add_reverse_edges), the empty one none
     assert list(meta["ntypes"]) == ["paper"] and list(meta["canonical_etypes"]) == [
-        "paper__cites__paper"]
+        "paper__cites__paper", "paper__rev_cites__paper"]
     assert meta["canonical_etypes"]["paper__cites__paper"]["num_edges"] == 3
+    assert meta["reverse_edges"]["skipped"]["paper__likes__paper"] == "it has no edges"
     assert len(meta["left_out"]) == 2
 
 

@@ -78,3 +78,22 @@ def test_logistic_loss_matches_eq2_by_hand():
     assert logistic_loss(pos, neg).item() == pytest.approx(by_hand, rel=1e-6)
     with pytest.raises(ValueError):
         logistic_loss(torch.zeros(0), torch.zeros(0))
+
+
+def test_lm_encoder_trains_no_pooler_and_saves_the_whole_model(tmp_path, tiny_bert_dir):
+    """The pooler is never used ([CLS] of the last layer is): it is not among the trained
+    parameters (DDP would find it without gradient), and save_pretrained writes it back
+    unchanged so plain ``transformers`` loads a complete model."""
+    from transformers import AutoModel
+
+    from lmgnn_dist.model.lm import LMEncoder
+
+    enc = LMEncoder(str(tiny_bert_dir))
+    assert not any("pooler" in n for n, _ in enc.named_parameters())
+    enc(torch.tensor([[101, 2000, 102]])).sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())  # every parameter is used
+    enc.save_pretrained(str(tmp_path / "lm"), tokenizer_source=str(tiny_bert_dir))
+    saved = AutoModel.from_pretrained(tmp_path / "lm").state_dict()
+    base = AutoModel.from_pretrained(tiny_bert_dir).state_dict()
+    assert torch.equal(saved["pooler.dense.weight"], base["pooler.dense.weight"])
+    assert enc.lm.pooler is None  # and training goes on without it

@@ -51,7 +51,7 @@ def test_machines_map_to_loopback_or_node_ips():
 
 def _ray_pipeline(cfg_path, *extra, timeout=420):
     return subprocess.run([sys.executable, "-m", "lmgnn_dist.ray_pipeline", "--config",
-                           str(cfg_path), "--local-cpus", "2", *extra],
+                           str(cfg_path), "--local-cpus", "2", "--verbose", *extra],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -115,7 +115,7 @@ class _FakeJob:
     script: dict = {}
     calls: list = []
 
-    def __init__(self, cfg, name, command, part_config, placement_timeout_s):
+    def __init__(self, cfg, name, command, part_config, placement_timeout_s, output=None):
         self.cfg, self.name, self.command, self.peak_rss = cfg, name, command, 0
 
     def run(self):

@@ -87,7 +87,8 @@ def test_killed_trainer_restarts_the_job_and_keeps_finished_stages(tmp_path, tin
     cfg["stage3"]["max_steps"] = 150
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config",
+                             str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, killed, mtimes = [], [], {}
     timer = threading.Timer(400, proc.kill)
@@ -128,8 +129,9 @@ def test_killed_trainer_restarts_the_job_and_keeps_finished_stages(tmp_path, tin
     assert "[stage2] epoch" not in rerun and "[stage3] step    1/150" in rerun
     assert {s: (out_dir / s / "metrics.json").stat().st_mtime_ns for s in mtimes} == mtimes
     # no half-written checkpoint: every stage folder is complete, no temp folder is left
+    # (beside logs/ and tb/, the processes' output and TensorBoard files)
     assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == [
-        "baseline", "stage1", "stage2", "stage3"]
+        "baseline", "logs", "stage1", "stage2", "stage3", "tb"]
     assert all((out_dir / s / "metrics.json").exists() for s in ("stage1", "stage3"))
     res = json.loads((out_dir / "results.json").read_text())
     want = json.loads((tmp_path / "ref" / "results.json").read_text())

@@ -14,8 +14,10 @@ from run_helpers import held_out_acc, tiny_config
 
 
 def _run_pipeline(cfg_path, *overrides, timeout=600):
-    return subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(cfg_path),
-                           *overrides], capture_output=True, text=True, timeout=timeout)
+    # --verbose: every process's lines on the console, which these tests read
+    return subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config",
+                           str(cfg_path), *overrides], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +233,8 @@ def _killed_and_resumed(path, over, stage, when, resumed):
     continues ``stage`` from its progress checkpoint (``resumed``). Returns the output after
     the restart."""
     killed, rc, out = _run_and_kill_trainer1(
-        [sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path), *over], when)
+        [sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config", str(path), *over],
+        when)
     assert killed and rc == 0, out[-4000:]
     # the launcher stops the job at the first failure it sees: the killed trainer (-9) or a
     # peer whose collective broke; then the driver restarts the job once

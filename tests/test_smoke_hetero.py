@@ -25,7 +25,7 @@ def _run(root, name, tiny_hetero_dir, tiny_bert_dir, task, **extra):
     cfg.update(extra)
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path)],
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config", str(path)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "Machine (0) group (0)" in out.stdout and "Machine (1) group (0)" in out.stdout
@@ -148,7 +148,7 @@ def test_link_prediction_stage3_with_uniform_negatives(lp_run, tmp_path):
     run = tmp_path / "run"
     for stage in ("baseline", "stage1", "stage2"):
         shutil.copytree(root / "lp" / "run" / stage, run / stage)
-    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config",
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config",
                           str(root / "lp.yaml"), f"output_dir={run}",
                           "task.negative_sampler=uniform", "stage3.max_steps=4",
                           "stage3.refresh_batch_size=0", "stage3.inference_source=encode"],

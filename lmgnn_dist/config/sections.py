@@ -51,6 +51,10 @@ class DataConfig:
     on_partition_change : what the drivers do when ``part_dir`` holds partitions made from
         other inputs (TAG files or partitioning options changed since): ``rebuild`` them (the
         driver says which input changed) or ``refuse`` with one error line naming it.
+    add_reverse_edges : give every relation whose reverse is not in the TAG a reverse
+        relation ``rev_<etype>`` (the edges ``(v, u)``) so the RGCN passes messages both ways
+        (:mod:`partition.reverse`; a same-type relation that already stores both directions,
+        like Cora's citations, is left alone). ``false`` keeps the TAG's relations.
     """
 
     tag_path: str = "examples/cora/tag"
@@ -61,6 +65,7 @@ class DataConfig:
     num_trainers_per_machine: PosInt = 1
     max_seq_len: Annotated[int, Strict(), Field(ge=2)] = 128  # room for [CLS] and [SEP]
     on_partition_change: Literal["rebuild", "refuse"] = "rebuild"
+    add_reverse_edges: Bool = True
 
 
 @section

@@ -46,6 +46,13 @@ class LMEncoder(nn.Module):
 
         self.name_or_path = name_or_path
         self.lm = AutoModel.from_pretrained(resolve_model_path(name_or_path))
+        # the pooler (BERT's tanh layer over [CLS]) is never used, [CLS] of the last layer is:
+        # kept out of the trained parameters (DDP would see it without gradient every step)
+        # and put back, unchanged, by save_pretrained (a list: not a registered submodule)
+        pooler = getattr(self.lm, "pooler", None)
+        self._pooler = [pooler if isinstance(pooler, nn.Module) else None]
+        if self._pooler[0] is not None:
+            self.lm.pooler = None
         self.pad_token_id = pad_token_id
         self.out_dim = int(self.lm.config.hidden_size)
         self.plan = device
@@ -151,7 +158,14 @@ class LMEncoder(nn.Module):
     def save_pretrained(self, path: str, tokenizer_source: Optional[str] = None) -> None:
         """Save as a Hugging Face folder (``from_pretrained`` loads it), with the tokenizer."""
         os.makedirs(path, exist_ok=True)
-        self.lm.save_pretrained(path)
+        pooler = self._pooler[0]
+        if pooler is not None:  # the complete model, as from_pretrained expects it
+            self.lm.pooler = pooler
+        try:
+            self.lm.save_pretrained(path)
+        finally:
+            if pooler is not None:
+                self.lm.pooler = None
         from transformers import AutoTokenizer
 
         from partition.tokenize import resolve_model_path

@@ -85,6 +85,7 @@ class StageEnv:
     device: DevicePlan = CPU
     groups: Dict[str, object] = field(default_factory=dict)
     cache: Optional[LMEmbeddingCache] = field(default=None)
+    _unused: Optional[bool] = field(default=None, repr=False)
 
     @classmethod
     def create(cls, cfg, ctx: DistContext, g, meta: dict) -> "StageEnv":
@@ -102,9 +103,29 @@ class StageEnv:
         env.log(f"[trainer] devices: {plan.describe()}")
         return env
 
-    def log(self, msg: str) -> None:
+    def log(self, msg: str, console: bool = False) -> None:
+        """Log ``msg`` on rank 0 (``console``: a line for the user's console, see
+        :mod:`lmgnn_dist.monitor`)."""
         if self.ctx.is_main:
-            print(msg, flush=True)
+            from ..monitor import log
+
+            log(msg, console)
+
+    def can_leave_unused(self) -> bool:
+        """Whether a training step can leave model parameters without gradient: the graph
+        has several node types or relations, or a node without in-edges (a batch of only
+        such nodes gives blocks without edges, whose relation weight is then unused).
+        The same on every trainer; computed once."""
+        if self._unused is None:
+            g = self.g
+            self._unused = len(g.ntypes) > 1 or len(g.canonical_etypes) > 1
+            for nt in g.ntypes if not self._unused else []:
+                try:
+                    deg = g.nodes[nt].data["in_degree"][torch.arange(g.num_nodes(nt))]
+                except KeyError:  # not a partition of ours: assume the worst
+                    deg = torch.zeros(1)
+                self._unused = self._unused or bool((deg == 0).any())
+        return self._unused
 
     def lm_cache(self, dim: int) -> LMEmbeddingCache:
         if self.cache is None:
@@ -175,22 +196,33 @@ class StageTrainer:
         NCCL) or by :meth:`optimizer_step` (:class:`~.gradsync.AllReduceGradients`: LMs on a
         GPU and GNN on the CPU in one model).
 
-        ``find_unused_parameters``: a step may leave parameters without gradient (the LMs'
-        poolers, DistMult vectors of relations not in the batch, RGCN weights of relations
-        without edges in a block)."""
+        ``find_unused_parameters`` only where a step can leave parameters without gradient
+        (:meth:`StageEnv.can_leave_unused`): DistMult vectors of relations not in the batch,
+        RGCN weights of relations without edges in a block, an LM whose type is not in the
+        batch. The LMs are loaded without their pooler (never used: [CLS] of the last
+        layer), so a homogeneous graph needs no search (which costs an autograd traversal
+        per step and made DDP warn on every trainer)."""
         types = {p.device.type for p in module.parameters()}
+        unused = self.env.can_leave_unused()
         if len(types) > 1:
             self.data_parallel = AllReduceGradients(module, self.env.groups)
         elif types == {"cuda"}:
             self.data_parallel = DDP(module, device_ids=[self.env.device.lm],
                                      process_group=self.env.groups.get("cuda"),
-                                     find_unused_parameters=True)
+                                     find_unused_parameters=unused)
         else:
-            self.data_parallel = DDP(module, find_unused_parameters=True)
+            self.data_parallel = DDP(module, find_unused_parameters=unused)
         return self.data_parallel
 
-    def log(self, msg: str) -> None:
-        self.env.log(msg)
+    def log(self, msg: str, console: bool = False) -> None:
+        self.env.log(msg, console)
+
+    def monitor(self, total: int, unit: str = "step", initial: int = 0):
+        """The stage's progress bar + TensorBoard writer (:class:`~lmgnn_dist.monitor.
+        StageMonitor`)."""
+        from ..monitor import StageMonitor
+
+        return StageMonitor(self.env, self.name, total, unit, initial)
 
     def optimizer_step(self, loss: torch.Tensor, opt, learnable=None, h_learnable=None) -> None:
         """Back-propagate ``loss``, average the gradients over the trainers (inside backward
@@ -225,6 +257,10 @@ class StageTrainer:
         metrics.update(peak_rss_mb_max_trainer=rss, peak_gpu_mem_mib=gpu)
         write_stage_checkpoint(self.env, self.name, metrics, lms, head, learnable)
         names = self.task.metric_names
-        self.log(f"[{self.name}] done in {metrics['seconds']:.1f}s  "
-                 + describe(names, metrics, "val") + "  " + describe(names, metrics, "test"))
+        scores = (describe(names, metrics, "val") + "  " + describe(names, metrics, "test")
+                  if any(k.startswith("val_") for k in metrics) else
+                  f"loss {metrics['loss_first']:.4f} -> {metrics['loss_last']:.4f}"
+                  if metrics.get("loss_first") is not None else "")
+        self.log(f"[{self.name}] done in {metrics['seconds']:.1f}s  {scores}".rstrip(),
+                 console=True)
         return metrics

@@ -15,7 +15,7 @@ import time
 import torch
 
 from ..builders import build_learnable, build_lms, build_task_model
-from ..evaluation import BestModel, describe, evaluate, prefixed
+from ..evaluation import BestModel, describe, evaluate, prefixed, scalar_metrics
 from .base import StageTrainer
 from .checkpoints import Progress
 
@@ -23,7 +23,9 @@ from .checkpoints import Progress
 class GNNTrainer(StageTrainer):
     """Trains the task head on the LM-embedding cache; ``fit()`` -> the stage's metrics:
     val metrics of the best epoch, test metrics of that model, ``best_epoch``, ``epochs``,
-    ``steps_per_epoch``, ``losses`` (mean training loss per epoch), ``lm``, ``encode_s``,
+    ``steps_per_epoch``, ``losses`` (mean training loss per epoch), ``val_history`` (the
+    scalar validation metrics of every epoch, e.g. ``[{"acc": .., "macro_f1": ..}, ...]``),
+    ``lm``, ``encode_s``,
     ``seconds``, ``peak_rss_mb_max_trainer``."""
 
     def fit(self) -> dict:
@@ -52,29 +54,34 @@ class GNNTrainer(StageTrainer):
         model = self.ddp(head)
         steps = self.min_over_trainers(task.num_train_batches(s.batch_size))
         best = BestModel.from_state(task.primary, state)
-        epoch_losses = state.get("losses", [])
+        epoch_losses, val_history = state.get("losses", []), state.get("val_history", [])
         features = self.env.features(learnable)
+        mon = self.monitor(s.epochs, "epoch", initial=state.get("step", 0))
         for epoch in range(state.get("step", 0), s.epochs):
             total = 0.0
-            for batch in itertools.islice(task.train_batches(
-                    self.env.fanouts(), s.batch_size, self.gen), steps):
+            for i, batch in enumerate(itertools.islice(task.train_batches(
+                    self.env.fanouts(), s.batch_size, self.gen), steps)):
                 h = features(batch.input_nodes)
                 loss = model(batch.blocks, h, batch)
                 self.optimizer_step(loss, opt, learnable, h)
                 total += loss.item()
+                mon.scalars({"loss/train": loss.item()}, epoch * steps + i + 1)
             epoch_losses.append(total / max(1, steps))
             val = evaluate(task, head, features, "val", self.env.fanouts(),
                            self.cfg.eval_batch_size)
             best.update(epoch, val, head, learnable)
+            val_history.append(scalar_metrics(val))
+            mon.epoch(epoch + 1, epoch_losses[-1], val, task.primary)
             if epoch % 5 == 0 or epoch == s.epochs - 1:
                 self.log(f"[{self.name}] epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
                          + describe(task.metric_names, prefixed("val", val)))
             if progress.due(epoch + 1, s.epochs, steps_per_unit=steps):
                 progress.save(epoch + 1, {"head": head}, opt, learnable,
-                              dict(best.state(), losses=epoch_losses))
+                              dict(best.state(), losses=epoch_losses, val_history=val_history))
         best.restore(head, learnable)
         test = evaluate(task, head, features, "test", self.env.fanouts(), self.cfg.eval_batch_size)
         metrics = {**prefixed("val", best.val), **prefixed("test", test),
                    "best_epoch": best.epoch, "epochs": s.epochs, "steps_per_epoch": steps,
-                   "losses": epoch_losses}
+                   "losses": epoch_losses, "val_history": val_history}
+        mon.close(metrics)
         return head, metrics

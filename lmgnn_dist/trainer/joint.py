@@ -70,11 +70,13 @@ class JointTrainer(StageTrainer):
         batches = self._endless_batches(s.batch_size, env.fanouts(graph_free))
         model.train()
         lms.set_dropout(s.lm_dropout)  # off: eval mode, gradients still flow (Stage3Config)
+        mon = self.monitor(s.max_steps, initial=state.get("step", 0))
         for step in range(state.get("step", 0) + 1, s.max_steps + 1):
             with self.timer("sampling"):
                 batch = next(batches)
             loss, n_in, n_train = self.step(ddp, model, opt, learnable, batch, step)
             losses.append(loss)
+            mon.step(step, loss, **self.step_scalars(n_in, n_train))
             if step % 10 == 1 or step == s.max_steps:
                 self.log(f"[stage3] step {step:4d}/{s.max_steps}  loss {loss:.4f}  "
                          f"(LM input nodes {n_in}: {n_train} with grad, {n_in - n_train} "
@@ -86,6 +88,7 @@ class JointTrainer(StageTrainer):
                                "time_split_s": dict(self.timer.seconds)})
         train_s = time.time() - t0
         stats = self.stats(train_s)
+        mon.close(stats)
         enc = env.fill_cache(lms, step=s.max_steps, force=True)
         self.log(f"[stage3] re-encoded all nodes with the fine-tuned LM in {enc['seconds']:.1f}s")
         features, fanouts = env.features(learnable), env.fanouts(graph_free)
@@ -133,6 +136,15 @@ class JointTrainer(StageTrainer):
         if s.refresh_batch_size > 0:
             self.inference.refresh(model.lms, step)
         return loss.item(), sum(len(inp[nt]) for nt in lm_types), n_train
+
+    def step_scalars(self, n_in: int, n_train: int) -> dict:
+        """This trainer's per-step TensorBoard scalars: LM encodings so far (with grad, no
+        grad, cache hits, refresh) and its cache hit rate so far (no collective)."""
+        c = self.env.cache.stats
+        looked_up = c.hits + c.misses + c.stale_misses
+        return {"lm_input_nodes/with_grad": n_train, "lm_input_nodes/inference": n_in - n_train,
+                **{f"lm_encodings/{k}": v for k, v in self.inference.counts.items()},
+                "cache/hit_rate": c.hits / looked_up if looked_up else None}
 
     def stats(self, train_s: float) -> dict:
         """Instrumentation summed over trainers (collective): LM encodings (total and per

@@ -78,6 +78,7 @@ class LMLinkPredictionTrainer(StageTrainer):
         losses, encoded = state.get("losses", []), state.get("encoded", 0)
         rows = lambda nt, ids: self.g.nodes[nt].data["input_ids"][ids]  # noqa: E731
         model.train()
+        mon = self.monitor(s.max_steps, initial=state.get("step", 0))
         for step in range(state.get("step", 0), s.max_steps):
             c = cetypes[int(torch.multinomial(weights, 1, generator=self.gen))]
             edges = local_edges[c]
@@ -94,6 +95,7 @@ class LMLinkPredictionTrainer(StageTrainer):
             losses.append(loss.item())
             n_enc = sum(len(t) for t in tokens.values())
             encoded += n_enc
+            mon.step(step + 1, losses[-1], **{"lm_encodings/per_step": n_enc})
             if step % 10 == 0 or step == s.max_steps - 1:
                 self.log(f"[stage1] step {step:4d}/{s.max_steps}  loss {loss.item():.4f}  "
                          f"({n_enc} LM encodings for {s.batch_size} positives x "
@@ -106,4 +108,5 @@ class LMLinkPredictionTrainer(StageTrainer):
                    "losses": losses, "steps": s.max_steps,
                    "lm_encodings_per_step": encoded / max(1, s.max_steps),
                    "seconds": time.time() - t0}
+        mon.close(metrics)
         return self.finish(metrics, lms=lms)
