@@ -26,11 +26,14 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 # a job process that raised an exception other than a lost connection exits with this code;
 # the drivers do not retry it (a bug or bad input repeats on every attempt)
 from launch.procs import EXCEPTION_EXIT_CODE
+if TYPE_CHECKING:
+    import torch
+
 _ISOLATED: Optional[str] = None
 
 
@@ -149,6 +152,16 @@ def initialize(ip_config: Optional[str] = None, timeout_s: int = 1800) -> Option
 LOST_PEER_EXIT_CODE = 1
 _LOST_PEER = re.compile(r"connection (closed|reset|refused|lost)|closed by peer|broken pipe|"
                         r"timed? ?out|socket|peer|gloo|rpc|server.*(exit|lost)", re.IGNORECASE)
+
+
+def all_reduce(t: "torch.Tensor", op=None) -> "torch.Tensor":
+    """A reduced copy of ``t`` over all trainers (collective; ``op`` default SUM); ``t`` is
+    left as it was."""
+    import torch.distributed as dist
+
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op)
+    return t
 
 
 def exit_code_of(exc: BaseException) -> int:

@@ -152,7 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from .dataloading import local_nodes
     from .node_inputs import lm_folder
     from .trainer import StageEnv
-    from .trainer.base import all_reduce
+    from .dist_init import all_reduce
 
     ckpt = Path(args.checkpoint)
     if not (ckpt / "gnn.pt").exists():

@@ -34,12 +34,6 @@ def parse_etype(name: str, g) -> CanonicalEtype:
     return parse_etype_in(name, g.canonical_etypes, "task.target_etype", "the graph")
 
 
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    t = t.clone()
-    dist.all_reduce(t)
-    return t
-
-
 class Task:
     """Base class; see the module docstring. Subclasses set ``kind``, ``primary`` (the
     validation metric that selects the best stage-2 epoch) and ``metric_names`` (shown in

@@ -15,7 +15,8 @@ from ..dataloading import EdgeBatch, edge_batch
 from ..metrics import HITS_AT, classification_metrics, confusion_matrix, ranking_metrics, ranking_sums
 from ..model.decoders import DistMultDecoder, EdgeClassifier, logistic_loss
 from ..sampling import NEGATIVE_SAMPLERS
-from .base import Task, _all_reduce, parse_etype
+from ..dist_init import all_reduce
+from .base import Task, parse_etype
 
 
 class _EdgeTask(Task):
@@ -88,7 +89,7 @@ class EdgeClassificationTask(_EdgeTask):
             h = head.encoder(b.blocks, features(b.input_nodes))
             pred = head.decoder(*self.end_points(h, b)).argmax(1)
             conf += confusion_matrix(pred, self.labels(b), len(self.classes))
-        return classification_metrics(_all_reduce(conf), self.classes)
+        return classification_metrics(all_reduce(conf), self.classes)
 
 
 class LinkPredictionTask(_EdgeTask):
@@ -164,4 +165,4 @@ class LinkPredictionTask(_EdgeTask):
                            full_neighbors=full_neighbors, src_dst=(src, dst))
             pos, negs = self.scores(head.decoder, head.encoder(b.blocks, features(b.input_nodes)), b)
             sums += ranking_sums(pos, negs, valid)
-        return ranking_metrics(_all_reduce(sums))
+        return ranking_metrics(all_reduce(sums))

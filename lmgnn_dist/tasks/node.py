@@ -9,7 +9,8 @@ from torch import nn
 from ..dataloading import node_batches
 from ..metrics import classification_metrics, confusion_matrix
 from ..model.decoders import NodeClassifier
-from .base import NodeBatch, Task, _all_reduce
+from ..dist_init import all_reduce
+from .base import NodeBatch, Task
 
 
 class NodeClassificationTask(Task):
@@ -67,4 +68,4 @@ class NodeClassificationTask(Task):
             pred = self.logits(head.decoder, head.encoder(b.blocks, features(b.input_nodes)),
                                b).argmax(1)
             conf += confusion_matrix(pred, b.labels, len(self.classes))
-        return classification_metrics(_all_reduce(conf), self.classes)
+        return classification_metrics(all_reduce(conf), self.classes)

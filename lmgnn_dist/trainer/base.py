@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..builders import NodeInputEncoders, sparse_rows
 from ..device import CPU, DevicePlan, peak_gpu_mem_mib, resolve_device
-from ..dist_init import DistContext
+from ..dist_init import DistContext, all_reduce
 from ..lm_cache import LMEmbeddingCache
 from ..model.joint import NodeLMs
 from ..runplan import STAGE_ORDER, StageStart
@@ -50,13 +50,6 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
-    """A reduced copy of ``t`` over all trainers (collective; ``t`` is left as it was)."""
-    t = t.clone()
-    dist.all_reduce(t, op=op)
-    return t
 
 
 @dataclass
@@ -239,9 +232,6 @@ class StageTrainer:
         opt.step()
         if learnable is not None:
             learnable.step()
-
-    def all_reduce(self, t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
-        return all_reduce(t, op)
 
     def min_over_trainers(self, n: int) -> int:
         return int(all_reduce(torch.tensor([n]), dist.ReduceOp.MIN).item())

@@ -19,11 +19,12 @@ import torch
 import torch.distributed as dist
 
 from ..builders import build_learnable, build_lms, build_task_model, sparse_rows
+from ..dist_init import all_reduce
 from ..evaluation import evaluate_splits
 from ..lm_cache import CacheStats
 from ..model.joint import JointModel
 from ..sampling import select_trainable_nodes_hetero
-from .base import PhaseTimer, StageTrainer, all_reduce
+from .base import PhaseTimer, StageTrainer
 from .checkpoints import Progress
 from .inference_nodes import InferenceNodes
 
