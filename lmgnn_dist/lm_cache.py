@@ -129,15 +129,17 @@ class LMEmbeddingCache:
         (same :meth:`~lmgnn_dist.model.joint.NodeLMs.weights_key`). Collective, and every
         trainer decides alike (DDP keeps the LMs equal). Returns :meth:`encode_all`'s
         figures, or None when nothing was encoded."""
-        if lms.weights_key() == self.filled_by:
+        key = lms.weights_key()
+        if key == self.filled_by:
             return None
-        return self.encode_all(lms, batch_size, show_progress, step, **encode_kw)
+        return self.encode_all(lms, batch_size, show_progress, step, weights_key=key,
+                               **encode_kw)
 
     def encode_all(self, lms: NodeLMs, batch_size: int, show_progress: bool, step: int = 0,
                    chunk_size: int = 512, pipeline_depth: int = 1,
                    sparse_rows: Optional[Callable[[str], Optional[Callable]]] = None,
-                   chunk_store: Optional[Path] = None, chunk_key: str = ""
-                   ) -> Dict[str, float]:
+                   chunk_store: Optional[Path] = None, chunk_key: str = "",
+                   weights_key: Optional[str] = None) -> Dict[str, float]:
         """Encode every node of the cache's types once without gradient, each type with its LM
         (``lms.encoder(ntype)``); each trainer takes its ``node_split`` share.
 
@@ -182,6 +184,7 @@ class LMEmbeddingCache:
             bar.close()
             total += len(mine)
         self.g.barrier()
-        self.filled_by = lms.weights_key()
+        # the LMs' key, hashed once (``weights_key``: already computed by :meth:`fill`)
+        self.filled_by = weights_key or lms.weights_key()
         return {"nodes": total, "seconds": time.time() - t0, "chunks_encoded": encoded,
                 "chunks_reused": reused}
