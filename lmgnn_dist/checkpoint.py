@@ -20,6 +20,12 @@ __all__ = ["write_stage", "is_complete", "load_metrics", "stage_dir", "write_jso
 METRICS = "metrics.json"
 
 
+def progress_names(stage: str) -> list:
+    """The progress-checkpoint folders a stage may write: its own (``<stage>.partial``) and
+    stage 3's GNN re-fit's (``<stage>_refit.partial``)."""
+    return [f"{stage}.partial", f"{stage}_refit.partial"]
+
+
 def stage_dir(output_dir: str, stage: str) -> Path:
     return Path(output_dir) / stage
 

@@ -58,10 +58,13 @@ def describe(metric_names: Sequence[str], metrics: Dict[str, object], split: str
 
 class BestModel:
     """The best validation result so far (higher ``primary`` is better) and the model state
-    that produced it: a deep copy of the head's ``state_dict`` and, when given, this trainer's
-    learnable-embedding rows (``LearnableEmbeddings.local_rows``).
+    that produced it: a deep copy of the head's ``state_dict``, when given this trainer's
+    learnable-embedding rows (``LearnableEmbeddings.local_rows``) and the LMs' ``state_dict``
+    (stage 3, copied to the CPU).
 
-    :meth:`state` / :meth:`from_state` round-trip it through a progress checkpoint.
+    ``epoch`` is the epoch (stage 2) or step (stages 1 and 3; 0 = the model the stage started
+    from) of the kept model. :meth:`state` / :meth:`from_state` round-trip it through a
+    progress checkpoint.
     """
 
     def __init__(self, primary: str):
@@ -70,30 +73,37 @@ class BestModel:
         self.epoch = -1
         self.head_state: Optional[dict] = None
         self.rows = None
+        self.lms_state: Optional[dict] = None
 
-    def update(self, epoch: int, val: Dict[str, object], head: TaskModel, learnable=None) -> bool:
-        """Keep ``head`` (and ``learnable``'s rows) if ``val[primary]`` beats the best so far
-        (ties keep the earlier epoch); returns whether it did."""
+    def update(self, epoch: int, val: Dict[str, object], head: TaskModel, learnable=None,
+               lms=None) -> bool:
+        """Keep ``head`` (and ``learnable``'s rows, ``lms``' weights) if ``val[primary]``
+        beats the best so far (ties keep the earlier one); returns whether it did."""
         if self.val is not None and not val[self.primary] > self.val[self.primary]:
             return False
         self.val, self.epoch = val, epoch
         self.head_state = copy.deepcopy(head.state_dict())
         self.rows = learnable.local_rows() if learnable is not None else None
+        self.lms_state = ({k: v.detach().to("cpu", copy=True)
+                           for k, v in lms.state_dict().items()} if lms is not None else None)
         return True
 
-    def restore(self, head: TaskModel, learnable=None) -> None:
-        """Load the kept state into ``head`` (and ``learnable``)."""
+    def restore(self, head: TaskModel, learnable=None, lms=None) -> None:
+        """Load the kept state into ``head`` (and ``learnable``, ``lms``)."""
         head.load_state_dict(self.head_state)
         if learnable is not None:
             learnable.restore(self.rows)
+        if lms is not None and self.lms_state is not None:
+            lms.load_state_dict(self.lms_state)
 
     def state(self) -> dict:
         return {"best": self.val, "best_epoch": self.epoch, "best_state": self.head_state,
-                "best_rows": self.rows}
+                "best_rows": self.rows, "best_lms": self.lms_state}
 
     @classmethod
     def from_state(cls, primary: str, state: dict) -> "BestModel":
         best = cls(primary)
         best.val, best.epoch = state.get("best"), state.get("best_epoch", -1)
         best.head_state, best.rows = state.get("best_state"), state.get("best_rows")
+        best.lms_state = state.get("best_lms")
         return best

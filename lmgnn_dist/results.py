@@ -19,6 +19,8 @@ ROWS = [("baseline", "frozen LM + RGCN (baseline)"), ("stage1", "1: graph-aware 
 #: (``stage3.max_steps=0``: the stage-1 LM and stage-2 model re-encoded and evaluated)
 LM_ONLY_ROW = "3: LM-only fine-tune (no graph)"
 EVAL_ONLY_ROW = "3: re-encode + evaluate (0 steps)"
+#: stage 1's row with ``stage1.objective: task`` (the LMs fine-tuned on the labels, MLP head)
+TASK_LM_ROW = "1: LM fine-tune on the task (MLP)"
 
 
 def format_table(results: Dict[str, dict], metric: str = "acc",
@@ -41,8 +43,10 @@ def format_table(results: Dict[str, dict], metric: str = "acc",
                      LM_ONLY_ROW if stage3_mode == "lm_only" else label)
         val = f"{r['val_' + metric]:.4f}" if "val_" + metric in r else "-"
         test = f"{r['test_' + metric]:.4f}" if "test_" + metric in r else "-"
+        task_tuned = key == "stage1" and "val_" + metric in r
+        label = TASK_LM_ROW if task_tuned else label
         extra = (f"   (LP loss {r['loss_first']:.3f} -> {r['loss_last']:.3f})"
-                 if key == "stage1" else "")
+                 if key == "stage1" and not task_tuned else "")
         gpu_mem = f" {r.get('peak_gpu_mem_mib') or 0:9.0f} MiB" if gpu else ""
         lines.append(f"{label:34s} {val:>12s} {test:>12s} {r['seconds']:9.1f} "
                      f"{r['peak_rss_mb_max_trainer']:13.0f} MiB{gpu_mem}{extra}")

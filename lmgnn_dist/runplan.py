@@ -30,7 +30,7 @@ STAGE_ORDER = ("baseline", "stage1", "stage2", "stage3")
 
 # temp / old folders of an interrupted ``checkpoint.write_stage`` (".stage2.tmp-<pid>",
 # ".stage3.partial.tmp-<pid>") and trainers' staging folders (".stage3.partial.staging")
-_STALE_CKPT = re.compile(r"^\.(baseline|stage\d+)(\.partial)?\.((tmp|old)-\d+|staging)$")
+_STALE_CKPT = re.compile(r"^\.(baseline|stage\d+)(_refit)?(\.partial)?\.((tmp|old)-\d+|staging)$")
 
 
 class PlanError(ValueError):
@@ -144,7 +144,8 @@ class RunPlan:
         root.mkdir(parents=True, exist_ok=True)
         clean_stale_checkpoints(self.output_dir)
         if not self.resume:
-            old = [n for s in self.stages for n in (s, f"{s}.partial") if (root / n).exists()]
+            old = [n for s in self.stages for n in (s, *ckpt.progress_names(s))
+                   if (root / n).exists()]
             for name in old:
                 shutil.rmtree(root / name)
             if old:

@@ -4,7 +4,7 @@
 Started by ``launch/run_dist.py`` (or a driver's Ray actors): in a server process
 (``DGL_ROLE=server``) it serves its partition until the trainers finish; in a trainer it
 opens the ``DistGraph`` and, following the run plan (:class:`~lmgnn_dist.runplan.RunPlan`),
-fits each stage still to run with its trainer (:data:`lmgnn_dist.trainer.TRAINERS`); each
+fits each stage still to run with its trainer (:func:`lmgnn_dist.trainer.trainer_of`); each
 writes its checkpoint ``<output_dir>/<stage>/``. The drivers write ``results.json``.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     from partition.build import load_partition_meta
 
-    from .trainer import TRAINERS, StageEnv
+    from .trainer import StageEnv, trainer_of
 
     meta = load_partition_meta(cfg.data.part_dir)
     g = dgl.distributed.DistGraph(cfg.data.graph_name, part_config=meta["part_config"])
@@ -75,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ran = []
     for name in plan.to_run():
         # decided when the stage starts: stage 2 starts from a stage 1 run by this job
-        TRAINERS[name](env, name, plan.start_of(name)).fit()
+        trainer_of(cfg, name)(env, name, plan.start_of(name)).fit()
         ran.append(name)
     if ctx.is_main:
         log(f"[trainer] stages run: {', '.join(ran) or 'none (all complete)'}")

@@ -70,6 +70,13 @@ def test_all_stages_exit_zero_with_finite_decreasing_loss(smoke_run):
                                          "gnn_forward", "backward_optimizer", "communication"}
     assert s3m["lm_encodings_per_node_per_epoch"]["with_grad"] > 0
     assert res["peak_rss_job_mb"] > 0 and "3: joint LM+GNN fine-tune" in out.stdout
+    # stage 3 validated the stage-2 model and each epoch, kept the best, then re-fit a GNN head
+    # (15 targets per trainer in batches of 4: an epoch is 4 steps)
+    assert [h["step"] for h in s3m["val_history"]] == [0, 4, 8, 12] and s3m["steps"] == 12
+    refit = s3m["refit"]
+    assert set(refit) >= {"kept", "val_acc", "test_acc", "best_epoch"}
+    kept_val = max(refit["val_acc"], max(h["acc"] for h in s3m["val_history"]))
+    assert s3m["val_acc"] == pytest.approx(kept_val)
 
 
 def test_checkpoints_load_in_plain_transformers(smoke_run):
@@ -155,6 +162,48 @@ def test_stage3_lm_only_mode_encodes_only_targets_and_learns(smoke_run, tmp_path
     losses = s3["losses"]
     assert all(math.isfinite(x) for x in losses)
     assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.05
+
+
+def test_stage3_keeps_its_best_validation_model_and_stops_early(smoke_run, tmp_path):
+    """A learning rate that wrecks the model: stage 3 validates the stage-2 model (step 0) and
+    every 2 steps, keeps the best LMs + head, stops after 2 validations without improvement,
+    and reports the kept model re-encoded (no re-fit here)."""
+    stage2 = json.loads((smoke_run[0] / "run" / "results.json").read_text())["stages"]["stage2"]
+    s3 = _rerun_stage3(smoke_run, tmp_path / "run4", "stage3.lm_lr=0.05", "stage3.gnn_lr=0.5",
+                       "stage3.schedule=constant", "stage3.warmup_ratio=0",
+                       "stage3.max_grad_norm=null", "stage3.eval_every=2", "stage3.patience=2",
+                       "stage3.refit_gnn=false", "stage3.max_steps=12")
+    history = s3["val_history"]
+    # step 0 is the stage-2 model on the same LM's embeddings
+    assert history[0]["step"] == 0 and history[0]["acc"] == pytest.approx(stage2["val_acc"])
+    best = max(history, key=lambda h: h["acc"])  # max() returns the first of ties
+    assert s3["best_step"] == best["step"]
+    # the kept LMs, re-encoded, give back the validation score they were kept for
+    assert s3["val_acc"] == pytest.approx(best["acc"]) and s3["val_acc"] >= stage2["val_acc"]
+    assert min(h["acc"] for h in history) < best["acc"]  # selection mattered
+    assert s3["stopped_early"] and s3["steps"] < 12
+    assert [h["step"] for h in history] == list(range(0, s3["steps"] + 1, 2))
+    after = [h["acc"] for h in history if h["step"] > best["step"]]
+    assert len(after) == 2 and max(after) <= best["acc"]
+    assert "refit" not in s3
+
+
+def test_stage1_task_objective_tunes_the_lm_that_stage2_uses(smoke_run, tmp_path):
+    """``stage1.objective: task``: the LM fine-tuned on the labels with an MLP head (its own
+    val/test metrics and kept best step), then stage 2 on that LM's embeddings."""
+    root, path, first, _ = smoke_run
+    out_dir = tmp_path / "run5"
+    out = _run_pipeline(path, f"output_dir={out_dir}", "stages=[1,2]", "baseline=false",
+                        "stage1.objective=task", "stage1.max_steps=16", "stage1.batch_size=4",
+                        "stage1.lm_lr=1e-3", "stage1.decoder_lr=1e-2", "stage1.eval_every=4")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    st = json.loads((out_dir / "results.json").read_text())["stages"]
+    s1, s2 = st["stage1"], st["stage2"]
+    assert [h["step"] for h in s1["val_history"]] == [4, 8, 12, 16]
+    assert s1["val_acc"] == pytest.approx(max(h["acc"] for h in s1["val_history"]))
+    assert s1["lm_encodings"]["no_grad"] == 0 and s1["lm_encodings"]["with_grad"] > 0
+    assert s2["lm"] == str(out_dir / "stage1" / "lm") and held_out_acc(s2) > 0.7
+    assert "1: LM fine-tune on the task (MLP)" in out.stdout and "LP loss" not in out.stdout
 
 
 def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):

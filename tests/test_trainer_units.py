@@ -235,13 +235,15 @@ def test_joint_step_trains_the_lm_on_chosen_nodes_only(tmp_path, tiny_bert_dir,
     trainer.inference = InferenceNodes(env.cache, lambda nt: g.nodes[nt].data["input_ids"],
                                        {"paper": N}, env.cfg.stage3, 1, lambda nt: None,
                                        trainer.timer, trainer.gen)
-    trainer.targets_seen = 0
+    trainer.targets_seen, trainer.s = 0, env.cfg.stage3
     batch = next(iter(env.task.train_batches(env.fanouts(), 4, trainer.gen)))
     before = [p.detach().clone() for p in lms.parameters()]
     cached_before = env.cache.tables["paper"].clone()
-    loss, n_in, n_train = trainer.step(trainer.ddp(model), model, opt, None, batch, step=1)
+    loss, n_in, n_train, norm = trainer.step(trainer.ddp(model), model, opt, None, None, batch,
+                                             step=1)
     assert torch.isfinite(torch.tensor(loss)) and n_train == 5 and n_in == len(
         batch.input_nodes["paper"])
+    assert norm > 0  # stage3.max_grad_norm (1.0 by default) clips: the norm before is returned
     assert any(not torch.equal(a, b) for a, b in zip(before, lms.parameters()))  # the LM learnt
     assert trainer.inference.counts["with_grad"] == 5 and trainer.targets_seen == 4
     assert trainer.inference.counts["from_cache"] == n_in - 5  # every inference node a hit

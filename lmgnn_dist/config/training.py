@@ -4,25 +4,63 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Dict, List, Literal, Optional
 
-from .base import Bool, NonNegFloat, NonNegInt, Port, PosFloat, PosInt, section
+from .base import Bool, Fraction, NonNegFloat, NonNegInt, Port, PosFloat, PosInt, section
 
 PLACEMENT_STRATEGIES = ("SPREAD", "STRICT_SPREAD", "PACK", "STRICT_PACK")
 
 
 @section
-class Stage1Config:
-    """Graph-aware LM pre-fine-tuning on link prediction (LM-GNN eq. 2, joint negatives).
+class ScheduleConfig:
+    """The training budget, learning-rate schedule, clipping, validation and early stopping
+    shared by stages 1 and 3 (:mod:`lmgnn_dist.trainer.schedule`).
 
     Attributes
     ----------
-    max_steps : optimizer steps per trainer (0 skips the stage).
-    batch_size : positive edges per step per trainer (n).
-    num_negatives : k negatives per positive, drawn from the batch's n shared negative nodes
-        (``k <= n``).
-    lm_lr, decoder_lr : learning rates of the LM and the DistMult relation vectors (> 0).
+    max_steps : optimizer steps per trainer when ``epochs`` is null (0: no training step).
+    epochs : the budget in passes over the stage's training data (targets, or for link
+        prediction this trainer's edges), replacing ``max_steps``; may be fractional.
+    schedule : every parameter group's learning rate over the steps: ``linear`` (linear
+        warm-up to the group's rate, then linear decay to 0), ``cosine`` (warm-up, cosine
+        decay) or ``constant`` (warm-up, then constant) -- transformers' schedulers.
+    warmup_ratio : fraction of the steps spent warming up (``[0, 1)``).
+    max_grad_norm : clip the gradients' global L2 norm to this before each optimizer step
+        (after they are averaged over the trainers; null: no clipping).
+    eval_every : validate every this many steps (null: once per epoch of the budget, or once
+        at the end when the budget is under an epoch); the model with the best validation
+        ``task.eval_metric`` is kept (stage 3, and stage 1 with ``objective: task``).
+    patience : stop after this many validations in a row without improvement (null: never).
     """
 
     max_steps: NonNegInt = 40
+    epochs: Optional[PosFloat] = None
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: Fraction = 0.1
+    max_grad_norm: Optional[PosFloat] = 1.0
+    eval_every: Optional[PosInt] = None
+    patience: Optional[PosInt] = None
+
+
+@section
+class Stage1Config(ScheduleConfig):
+    """Stage 1: the LMs fine-tuned before the GNN sees them.
+
+    ``objective: link_prediction`` is LM-GNN's graph-aware pre-fine-tuning (eq. 2, joint
+    negatives); ``objective: task`` fine-tunes the LMs on the task's training targets with a
+    graph-free MLP head (GraphStorm's task-tuned LM, whose embeddings an RGCN then uses).
+
+    Attributes
+    ----------
+    objective : ``link_prediction`` or ``task`` (node classification only).
+    batch_size : positive edges (link prediction: n) or targets (task) per step per trainer.
+    num_negatives : k negatives per positive, drawn from the batch's n shared negative nodes
+        (``k <= n``).
+    lm_lr, decoder_lr : learning rates of the LM and of the decoder (DistMult relation
+        vectors, or the MLP head with ``objective: task``) (> 0).
+    (budget, schedule, clipping: :class:`ScheduleConfig`; validation and early stopping with
+    ``objective: task`` only.)
+    """
+
+    objective: Literal["link_prediction", "task"] = "link_prediction"
     batch_size: PosInt = 8
     num_negatives: PosInt = 4
     lm_lr: PosFloat = 2e-5
@@ -49,12 +87,14 @@ class Stage2Config:
 
 
 @section
-class Stage3Config:
+class Stage3Config(ScheduleConfig):
     """Joint LM + GNN fine-tuning with back-prop on a sampled subset of nodes.
+
+    Budget, schedule, clipping, validation and early stopping: :class:`ScheduleConfig`
+    (``max_steps: 0`` just evaluates the stage-2 model).
 
     Attributes
     ----------
-    max_steps : optimizer steps per trainer (0 just evaluates the stage-2 model).
     batch_size : target nodes per mini-batch per trainer.
     lm_train_nodes : at most this many sampled nodes (targets first) are encoded with gradient.
     lm_infer_batch_size : sub-batch size of no-grad encoding of inference nodes.
@@ -72,13 +112,19 @@ class Stage3Config:
         stage-2 head was fit on and is evaluated with. Measured on the smoke graph: with
         dropout on, stage 3 dropped a converged model from 1.0 to 0.73 test accuracy; off,
         it stayed at 1.0.
-    lm_lr, gnn_lr : learning rates (``gnn_lr`` is the head's).
+    lm_lr, gnn_lr : peak learning rates (``gnn_lr`` is the head's).
+    eval_source : what validation reads: ``encode`` (every node re-encoded with the current
+        LMs, which also refreshes the cache for the steps after it) or ``cache`` (the cache as
+        training left it: cheap, but most rows come from older LMs).
+    refit_gnn : after the joint steps, train a fresh GNN head (``stage2``'s settings,
+        ``refit_epochs``) on the fine-tuned LMs' embeddings and keep it when its validation
+        metric beats the joint head's.
+    refit_epochs : epochs of that re-fit (null: ``stage2.epochs``).
     mode : ``joint`` (LM + RGCN from stage 2) or ``lm_only`` (the cost floor for comparison: LM
         fine-tuned on the targets alone with a fresh MLP head, no graph).
     """
 
     mode: Literal["joint", "lm_only"] = "joint"
-    max_steps: NonNegInt = 40
     batch_size: PosInt = 16
     lm_train_nodes: PosInt = 16
     lm_infer_batch_size: PosInt = 64
@@ -91,6 +137,9 @@ class Stage3Config:
     lm_lr: PosFloat = 1e-5
     gnn_lr: PosFloat = 1e-4
     weight_decay: NonNegFloat = 0.0
+    eval_source: Literal["encode", "cache"] = "encode"
+    refit_gnn: Bool = True
+    refit_epochs: Optional[PosInt] = None
 
 
 @section

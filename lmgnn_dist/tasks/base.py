@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from partition.etypes import CanonicalEtype

@@ -5,6 +5,8 @@ DistDGL job, on the :class:`~lmgnn_dist.trainer.base.StageTrainer` skeleton:
 stage           trainer                                        trains
 ==============  =============================================  ==================================
 ``stage1``      :class:`~.lm_lp.LMLinkPredictionTrainer`       the LMs on link prediction (eq. 2)
+``stage1``      :class:`~.joint.TaskLMTrainer`                 the LMs on the task, MLP head
+                (``stage1.objective: task``)
 ``baseline``    :class:`~.gnn.GNNTrainer` (pre-trained LMs)    GNN encoder + decoder, LMs frozen
 ``stage2``      :class:`~.gnn.GNNTrainer` (stage-1 LMs)        GNN encoder + decoder, LMs frozen
 ``stage3``      :class:`~.joint.JointTrainer`                  LMs + GNN encoder + decoder
@@ -15,12 +17,20 @@ The task (node classification, edge classification, link prediction) is the plug
 """
 from .base import StageEnv, StageTrainer
 from .gnn import GNNTrainer
-from .joint import JointTrainer
+from .joint import JointTrainer, TaskLMTrainer
 from .lm_lp import LMLinkPredictionTrainer
 
 #: stage name -> its trainer class
 TRAINERS = {"baseline": GNNTrainer, "stage1": LMLinkPredictionTrainer, "stage2": GNNTrainer,
             "stage3": JointTrainer}
 
-__all__ = ["TRAINERS", "StageEnv", "StageTrainer", "GNNTrainer", "JointTrainer",
-           "LMLinkPredictionTrainer"]
+
+def trainer_of(cfg, name: str) -> type:
+    """The trainer class of stage ``name`` under ``cfg`` (stage 1 by ``stage1.objective``)."""
+    if name == "stage1" and cfg.stage1.objective == "task":
+        return TaskLMTrainer
+    return TRAINERS[name]
+
+
+__all__ = ["TRAINERS", "trainer_of", "StageEnv", "StageTrainer", "GNNTrainer", "JointTrainer",
+           "TaskLMTrainer", "LMLinkPredictionTrainer"]

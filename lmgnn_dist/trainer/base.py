@@ -217,21 +217,33 @@ class StageTrainer:
 
         return StageMonitor(self.env, self.name, total, unit, initial)
 
-    def optimizer_step(self, loss: torch.Tensor, opt, learnable=None, h_learnable=None) -> None:
+    def optimizer_step(self, loss: torch.Tensor, opt, learnable=None, h_learnable=None,
+                       max_grad_norm: Optional[float] = None,
+                       scheduler=None) -> Optional[float]:
         """Back-propagate ``loss``, average the gradients over the trainers (inside backward
-        with DDP, else :meth:`AllReduceGradients.sync`), and step ``opt`` and the learnable
-        embeddings' sparse optimizer. ``h_learnable`` (ntype -> rows read from ``learnable``)
-        ties every read row into the graph (``zero_term``), so DGL's sparse optimizer sees
-        each of them."""
+        with DDP, else :meth:`AllReduceGradients.sync`), clip their global L2 norm to
+        ``max_grad_norm`` (when given; the averaged gradients, so every trainer clips alike),
+        and step ``opt``, ``scheduler`` and the learnable embeddings' sparse optimizer.
+        ``h_learnable`` (ntype -> rows read from ``learnable``) ties every read row into the
+        graph (``zero_term``), so DGL's sparse optimizer sees each of them. Returns the
+        gradient norm before clipping (None without clipping)."""
         if learnable is not None:
             loss = loss + learnable.zero_term(h_learnable)
         opt.zero_grad()
         loss.backward()
         if isinstance(self.data_parallel, AllReduceGradients):
             self.data_parallel.sync()
+        norm = None
+        if max_grad_norm is not None:
+            params = [p for group in opt.param_groups for p in group["params"]
+                      if p.grad is not None]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
         opt.step()
+        if scheduler is not None:
+            scheduler.step()
         if learnable is not None:
             learnable.step()
+        return norm
 
     def min_over_trainers(self, n: int) -> int:
         return int(all_reduce(torch.tensor([n]), dist.ReduceOp.MIN).item())

@@ -63,7 +63,8 @@ def write_stage_checkpoint(env, name: str, metrics: dict, lms=None, head=None,
                 torch.save(head.state_dict(), tmp / "gnn.pt")
             _move_contents(staging, tmp)
         ckpt.write_stage(env.cfg.output_dir, name, metrics, write_files)
-        shutil.rmtree(ckpt.stage_dir(env.cfg.output_dir, f"{name}.partial"), ignore_errors=True)
+        for partial in ckpt.progress_names(name):
+            shutil.rmtree(ckpt.stage_dir(env.cfg.output_dir, partial), ignore_errors=True)
     dist.barrier()
 
 

@@ -16,6 +16,7 @@ import torch
 
 from ..builders import build_learnable, build_lms, build_task_model
 from ..evaluation import BestModel, describe, evaluate, prefixed, scalar_metrics
+from ..monitor import StageMonitor
 from .base import StageTrainer
 from .checkpoints import Progress
 
@@ -44,44 +45,54 @@ class GNNTrainer(StageTrainer):
         return self.finish(metrics, head=head, learnable=learnable)
 
     def train_head(self, learnable, in_dim: int):
-        """The epochs loop; returns ``(head with the best epoch's weights, metrics)``."""
-        s, task = self.cfg.stage2, self.task
-        head = build_task_model(self.cfg.model, task, self.g.canonical_etypes, in_dim,
-                                self.cfg.seed)
-        opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-        progress = Progress(self.env, self.name, self.gen, unit="epoch")
-        state = progress.load({"head": head}, opt, learnable)
-        model = self.ddp(head)
-        steps = self.min_over_trainers(task.num_train_batches(s.batch_size))
-        best = BestModel.from_state(task.primary, state)
-        epoch_losses, val_history = state.get("losses", []), state.get("val_history", [])
-        features = self.env.features(learnable)
-        mon = self.monitor(s.epochs, "epoch", initial=state.get("step", 0))
-        for epoch in range(state.get("step", 0), s.epochs):
-            total = 0.0
-            for i, batch in enumerate(itertools.islice(task.train_batches(
-                    self.env.fanouts(), s.batch_size, self.gen), steps)):
-                h = features(batch.input_nodes)
-                loss = model(batch.blocks, h, batch)
-                self.optimizer_step(loss, opt, learnable, h)
-                total += loss.item()
-                mon.scalars({"loss/train": loss.item()}, epoch * steps + i + 1)
-            epoch_losses.append(total / max(1, steps))
-            val = evaluate(task, head, features, "val", self.env.fanouts(),
-                           self.cfg.eval_batch_size)
-            best.update(epoch, val, head, learnable)
-            val_history.append(scalar_metrics(val))
-            mon.epoch(epoch + 1, epoch_losses[-1], val, task.primary)
-            if epoch % 5 == 0 or epoch == s.epochs - 1:
-                self.log(f"[{self.name}] epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
-                         + describe(task.metric_names, prefixed("val", val)))
-            if progress.due(epoch + 1, s.epochs, steps_per_unit=steps):
-                progress.save(epoch + 1, {"head": head}, opt, learnable,
-                              dict(best.state(), losses=epoch_losses, val_history=val_history))
-        best.restore(head, learnable)
-        test = evaluate(task, head, features, "test", self.env.fanouts(), self.cfg.eval_batch_size)
-        metrics = {**prefixed("val", best.val), **prefixed("test", test),
-                   "best_epoch": best.epoch, "epochs": s.epochs, "steps_per_epoch": steps,
-                   "losses": epoch_losses, "val_history": val_history}
-        mon.close(metrics)
-        return head, metrics
+        """The epochs loop (:func:`fit_head` with ``stage2``'s settings)."""
+        return fit_head(self, learnable, in_dim, self.cfg.stage2.epochs, self.name)
+
+
+def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: str):
+    """Train a fresh task head (GNN encoder + decoder, ``stage2``'s batch size, learning rate
+    and weight decay) for ``epochs`` on the LM-embedding cache as it is; validate after each
+    epoch and keep the best (:class:`~lmgnn_dist.evaluation.BestModel`). ``name`` labels its
+    progress bar, TensorBoard folder and progress checkpoint (``stage2``, or ``stage3_refit``
+    for stage 3's re-fit). Collective. Returns ``(head with the best epoch's weights,
+    metrics)``: val metrics of the best epoch, test metrics of that head, ``best_epoch``,
+    ``epochs``, ``steps_per_epoch``, ``losses``, ``val_history``."""
+    s, task, env = trainer.cfg.stage2, trainer.task, trainer.env
+    head = build_task_model(trainer.cfg.model, task, trainer.g.canonical_etypes, in_dim,
+                            trainer.cfg.seed)
+    opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    progress = Progress(env, name, trainer.gen, unit="epoch")
+    state = progress.load({"head": head}, opt, learnable)
+    model = trainer.ddp(head)
+    steps = trainer.min_over_trainers(task.num_train_batches(s.batch_size))
+    best = BestModel.from_state(task.primary, state)
+    epoch_losses, val_history = state.get("losses", []), state.get("val_history", [])
+    features = env.features(learnable)
+    mon = StageMonitor(env, name, epochs, "epoch", state.get("step", 0))
+    for epoch in range(state.get("step", 0), epochs):
+        total = 0.0
+        for i, batch in enumerate(itertools.islice(task.train_batches(
+                env.fanouts(), s.batch_size, trainer.gen), steps)):
+            h = features(batch.input_nodes)
+            loss = model(batch.blocks, h, batch)
+            trainer.optimizer_step(loss, opt, learnable, h)
+            total += loss.item()
+            mon.scalars({"loss/train": loss.item()}, epoch * steps + i + 1)
+        epoch_losses.append(total / max(1, steps))
+        val = evaluate(task, head, features, "val", env.fanouts(), trainer.cfg.eval_batch_size)
+        best.update(epoch, val, head, learnable)
+        val_history.append(scalar_metrics(val))
+        mon.epoch(epoch + 1, epoch_losses[-1], val, task.primary)
+        if epoch % 5 == 0 or epoch == epochs - 1:
+            trainer.log(f"[{name}] epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
+                        + describe(task.metric_names, prefixed("val", val)))
+        if progress.due(epoch + 1, epochs, steps_per_unit=steps):
+            progress.save(epoch + 1, {"head": head}, opt, learnable,
+                          dict(best.state(), losses=epoch_losses, val_history=val_history))
+    best.restore(head, learnable)
+    test = evaluate(task, head, features, "test", env.fanouts(), trainer.cfg.eval_batch_size)
+    metrics = {**prefixed("val", best.val), **prefixed("test", test),
+               "best_epoch": best.epoch, "epochs": epochs, "steps_per_epoch": steps,
+               "losses": epoch_losses, "val_history": val_history}
+    mon.close(metrics)
+    return head, metrics

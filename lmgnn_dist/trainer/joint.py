@@ -5,9 +5,18 @@ embeddings). Each step samples a mini-batch of targets with its blocks; of the L
 input nodes at most ``lm_train_nodes`` (targets first, ``trainable_policy``) are encoded with
 gradient, the others are inference nodes (:class:`~lmgnn_dist.trainer.inference_nodes.
 InferenceNodes`: cache or no-grad encode). With-grad encodings are written back to the
-LM-embedding cache. After ``max_steps`` the fine-tuned LMs re-encode every node and the head
-is evaluated on that. ``mode: lm_only`` trains the LMs with a graph-free MLP head instead
-(the LM-only fine-tune of LM-GNN's Table 1).
+LM-embedding cache.
+
+The budget (epochs or steps), the learning-rate schedule (warm-up + decay, per parameter
+group), gradient clipping, validation points and early stopping come from
+:mod:`~lmgnn_dist.trainer.schedule`. Validation runs on the model the stage starts from (step
+0) and at every validation point; the LMs + head with the best validation ``task.eval_metric``
+are kept (:class:`~lmgnn_dist.evaluation.BestModel`), re-encode every node and are evaluated
+on that (the reported val/test). With ``refit_gnn`` a fresh GNN head is then trained on those
+embeddings (:func:`~lmgnn_dist.trainer.gnn.fit_head`) and kept when its validation metric is
+higher. ``mode: lm_only`` trains the LMs with a graph-free MLP head instead (the LM-only
+fine-tune of LM-GNN's Table 1); :class:`TaskLMTrainer` runs that as stage 1
+(``stage1.objective: task``).
 """
 from __future__ import annotations
 
@@ -19,26 +28,37 @@ import torch
 import torch.distributed as dist
 
 from ..builders import build_learnable, build_lms, build_task_model, sparse_rows
+from ..config import Stage3Config
 from ..dist_init import all_reduce
-from ..evaluation import evaluate_splits
+from ..evaluation import BestModel, describe, evaluate, evaluate_splits, prefixed, scalar_metrics
 from ..lm_cache import CacheStats
 from ..model.joint import JointModel
 from ..sampling import select_trainable_nodes_hetero
 from .base import PhaseTimer, StageTrainer
 from .checkpoints import Progress
+from .gnn import fit_head
 from .inference_nodes import InferenceNodes
+from .schedule import EarlyStopping, budget_steps, eval_steps, make_scheduler
 
 
 class JointTrainer(StageTrainer):
-    """Stage 3; ``fit()`` -> val/test metrics after the full re-encode, ``loss_first``/
-    ``loss_last``/``losses``, ``steps``, the instrumentation of :meth:`stats`, ``train_s``,
-    ``encode_s``, ``seconds``, ``peak_rss_mb_max_trainer``."""
+    """Stage 3; ``fit()`` -> val/test metrics of the kept model after the full re-encode,
+    ``best_step`` (0: the model the stage started from), ``val_history`` (``[{"step": s,
+    "acc": ..}, ...]``), ``stopped_early``, ``refit`` (the re-fit head's val/test, and
+    whether it was kept), ``loss_first``/``loss_last``/``losses``, ``steps`` (done),
+    ``steps_per_epoch``, the instrumentation of :meth:`stats`, ``train_s``, ``encode_s``,
+    ``seconds``, ``peak_rss_mb_max_trainer``."""
+
+    def settings(self) -> Stage3Config:
+        """The section this trainer runs with."""
+        return self.cfg.stage3
 
     def fit(self) -> dict:
-        s, t0, env = self.cfg.stage3, time.time(), self.env
+        t0, env, task = time.time(), self.env, self.task
+        s = self.s = self.settings()
         graph_free = s.mode == "lm_only"
         lms = build_lms(env.encoders, self.cfg.model, self.start.lm_dir, env.device)
-        head = build_task_model(self.cfg.model, self.task, self.g.canonical_etypes,
+        head = build_task_model(self.cfg.model, task, self.g.canonical_etypes,
                                 lms.out_dim, self.cfg.seed, graph_free)
         learnable = build_learnable(self.g, env.encoders, lms.out_dim, self.name,
                                     self.cfg.model.embedding_lr)
@@ -51,13 +71,19 @@ class JointTrainer(StageTrainer):
         opt = torch.optim.AdamW([
             {"params": lms.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
             {"params": head.parameters(), "lr": s.gnn_lr, "weight_decay": s.weight_decay}])
+        per_epoch = self.min_over_trainers(task.num_train_batches(s.batch_size))
+        total = budget_steps(s, per_epoch)
+        evals = eval_steps(total, per_epoch, s.eval_every)
+        sched = make_scheduler(opt, s, total)
         progress = Progress(env, self.name, self.gen)
-        state = progress.load({"lms": lms, "head": head}, opt, learnable)
+        state = progress.load({"lms": lms, "head": head, "sched": sched}, opt, learnable)
+        done = state.get("step", 0)
         ddp = self.ddp(model)
         # the cache must hold the embeddings of the LMs training starts from (a fresh job, or
-        # LMs restored from a progress checkpoint, re-encode)
-        env.fill_cache(lms, step=state.get("step", 0))
-        cache = env.cache
+        # LMs restored from a progress checkpoint, re-encode); graph-free training reads none
+        cache = env.lm_cache(lms.out_dim)
+        if not graph_free:
+            env.fill_cache(lms, step=done)
         cache.stats = state.get("cache", CacheStats())
         cache.filled_by = None  # from now on rows come from LMs in training
         self.timer = PhaseTimer(state.get("time_split_s"))
@@ -67,44 +93,119 @@ class JointTrainer(StageTrainer):
             self.cfg.pipeline_depth, sparse_rows(self.g, self.cfg.model.sparse_attention),
             self.timer, self.gen, state.get("counts"))
         self.targets_seen = state.get("targets_seen", 0)
-        losses = state.get("losses", [])
+        losses, history = state.get("losses", []), state.get("val_history", [])
+        best = BestModel.from_state(task.primary, state)
+        early = EarlyStopping(s.patience, state.get("bad_evals", 0))
+        self.fresh = done if not graph_free else None  # step whose LMs the whole cache holds
+        if done == 0 and not graph_free:  # the start model (stage 2's), on exact embeddings
+            self.keep(0, self.validate(lms, head, learnable, 0, graph_free), best, history,
+                      head, learnable, lms)
         batches = self._endless_batches(s.batch_size, env.fanouts(graph_free))
         model.train()
         lms.set_dropout(s.lm_dropout)  # off: eval mode, gradients still flow (Stage3Config)
-        mon = self.monitor(s.max_steps, initial=state.get("step", 0))
-        for step in range(state.get("step", 0) + 1, s.max_steps + 1):
+        mon = self.monitor(total, initial=done)
+        stopped = False
+        for step in range(done + 1, total + 1):
             with self.timer("sampling"):
                 batch = next(batches)
-            loss, n_in, n_train = self.step(ddp, model, opt, learnable, batch, step)
+            loss, n_in, n_train, norm = self.step(ddp, model, opt, sched, learnable, batch, step)
             losses.append(loss)
-            mon.step(step, loss, **self.step_scalars(n_in, n_train))
-            if step % 10 == 1 or step == s.max_steps:
-                self.log(f"[stage3] step {step:4d}/{s.max_steps}  loss {loss:.4f}  "
+            mon.step(step, loss, grad_norm=norm, **{"lr/lm": sched.get_last_lr()[0],
+                                                      "lr/head": sched.get_last_lr()[1]},
+                     **self.step_scalars(n_in, n_train))
+            if step % 10 == 1 or step == total:
+                self.log(f"[{self.name}] step {step:4d}/{total}  loss {loss:.4f}  "
                          f"(LM input nodes {n_in}: {n_train} with grad, {n_in - n_train} "
                          "inference)")
-            if progress.due(step, s.max_steps):
-                progress.save(step, {"lms": lms, "head": head}, opt, learnable,
+            if step in evals:
+                val = self.validate(lms, head, learnable, step, graph_free)
+                improved = self.keep(step, val, best, history, head, learnable, lms)
+                mon.scalars({f"val/{k}": v for k, v in scalar_metrics(val).items()}, step)
+                stopped = early.update(improved) and step < total
+            done = step
+            if progress.due(step, total) or stopped:
+                progress.save(step, {"lms": lms, "head": head, "sched": sched}, opt, learnable,
                               {"losses": losses, "counts": self.inference.counts,
                                "targets_seen": self.targets_seen, "cache": cache.stats,
-                               "time_split_s": dict(self.timer.seconds)})
+                               "time_split_s": dict(self.timer.seconds), "val_history": history,
+                               "bad_evals": early.bad, **best.state()})
+            if stopped:
+                self.log(f"[{self.name}] early stop after step {step}: {early.bad} validations "
+                         f"without improvement (best at step {best.epoch})")
+                break
         train_s = time.time() - t0
-        stats = self.stats(train_s)
+        stats = self.stats(train_s, done)
         mon.close(stats)
-        enc = env.fill_cache(lms, step=s.max_steps, force=True)
-        self.log(f"[stage3] re-encoded all nodes with the fine-tuned LM in {enc['seconds']:.1f}s")
+        if best.val is None:  # graph-free with no step: nothing validated yet
+            self.keep(done, self.validate(lms, head, learnable, done, graph_free), best,
+                      history, head, learnable, lms)
+        best.restore(head, learnable, lms)
+        enc_s = 0.0
+        if self.fresh != best.epoch:
+            enc_s = env.fill_cache(lms, step=done, force=True)["seconds"]
+            self.log(f"[{self.name}] re-encoded all nodes with the kept LMs (step {best.epoch}) "
+                     f"in {enc_s:.1f}s")
         features, fanouts = env.features(learnable), env.fanouts(graph_free)
+        metrics = evaluate_splits(task, head, features, fanouts, self.cfg.eval_batch_size)
+        if s.refit_gnn and not graph_free:
+            head, metrics = self.refit(head, learnable, lms.out_dim, metrics)
         k = max(1, len(losses) // 5)  # max_steps=0 just evaluates the stage-2 model
-        metrics = {**evaluate_splits(self.task, head, features, fanouts,
-                                     self.cfg.eval_batch_size),
-                   "loss_first": sum(losses[:k]) / k if losses else None,
-                   "loss_last": sum(losses[-k:]) / k if losses else None,
-                   "losses": losses, "steps": s.max_steps, **stats,
-                   "train_s": train_s, "encode_s": enc["seconds"], "seconds": time.time() - t0}
+        metrics.update({"best_step": best.epoch, "val_history": history,
+                        "stopped_early": stopped,
+                        "loss_first": sum(losses[:k]) / k if losses else None,
+                        "loss_last": sum(losses[-k:]) / k if losses else None,
+                        "losses": losses, "steps": done, "steps_per_epoch": per_epoch, **stats,
+                        "train_s": train_s, "encode_s": enc_s, "seconds": time.time() - t0})
         return self.finish(metrics, lms=lms, head=head, learnable=learnable)
 
-    def step(self, ddp, model: JointModel, opt, learnable, batch, step: int):
-        """One optimizer step; returns ``(loss, #LM input nodes, #with-grad nodes)``."""
-        s, timer, inp, cache = self.cfg.stage3, self.timer, batch.input_nodes, self.env.cache
+    def validate(self, lms, head, learnable, step: int, graph_free: bool) -> dict:
+        """Validation metrics of the current LMs + head (collective): with ``eval_source:
+        encode`` every node is re-encoded first (the cache then holds these LMs' rows)."""
+        if self.s.eval_source == "encode" or graph_free:
+            if self.fresh != step:
+                self.env.fill_cache(lms, step=step, force=True)
+            self.fresh = step
+        return evaluate(self.task, head, self.env.features(learnable), "val",
+                        self.env.fanouts(graph_free), self.cfg.eval_batch_size)
+
+    def keep(self, step: int, val: dict, best: BestModel, history: list, head, learnable,
+             lms) -> bool:
+        """Record ``val`` of ``step`` and keep the model when it is the best so far."""
+        history.append({"step": step, **scalar_metrics(val)})
+        improved = best.update(step, val, head, learnable, lms)
+        self.log(f"[{self.name}] step {step}: " + describe(self.task.metric_names,
+                                                           prefixed("val", val))
+                 + ("  (best so far)" if improved else f"  (best: step {best.epoch})"))
+        return improved
+
+    def refit(self, head, learnable, in_dim: int, joint: dict):
+        """Train a fresh GNN head on the cache (the kept LMs' embeddings); returns the head
+        and metrics with the higher validation ``task.eval_metric`` (ties: the joint one),
+        with ``refit`` describing the re-fit."""
+        primary = self.task.primary
+        rows = learnable.local_rows() if learnable is not None else None
+        epochs = self.s.refit_epochs or self.cfg.stage2.epochs
+        new, m = fit_head(self, learnable, in_dim, epochs, f"{self.name}_refit")
+        kept = m[f"val_{primary}"] > joint[f"val_{primary}"]
+        self.log(f"[{self.name}] GNN re-fit on the fine-tuned LM: val {primary} "
+                 f"{m[f'val_{primary}']:.4f} vs joint head {joint[f'val_{primary}']:.4f}: "
+                 + ("keeping the re-fit head" if kept else "keeping the joint head"))
+        summary = {"kept": kept, "best_epoch": m["best_epoch"],
+                   **{k: v for k, v in m.items() if k.startswith(("val_", "test_"))
+                      and isinstance(v, float)}}
+        if not kept:
+            if learnable is not None:
+                learnable.restore(rows)
+            return head, dict(joint, refit=summary)
+        joint_scores = {f"joint_{k}": v for k, v in joint.items()
+                        if k.startswith(("val_", "test_")) and isinstance(v, float)}
+        return new, {**{k: v for k, v in m.items() if k.startswith(("val_", "test_"))},
+                     **joint_scores, "refit": summary}
+
+    def step(self, ddp, model: JointModel, opt, sched, learnable, batch, step: int):
+        """One optimizer step (clipped, scheduled); returns ``(loss, #LM input nodes,
+        #with-grad nodes, gradient norm before clipping or None)``."""
+        s, timer, inp, cache = self.s, self.timer, batch.input_nodes, self.env.cache
         lm_types = [nt for nt in self.env.encoders.lm_of if nt in inp]
         with timer("communication"):
             degrees = ({nt: self.g.nodes[nt].data["in_degree"][inp[nt]] for nt in lm_types}
@@ -127,7 +228,7 @@ class JointTrainer(StageTrainer):
         timer.add("lm_grad_forward", model.timings["lm"])
         timer.add("gnn_forward", model.timings["head"])
         with timer("backward_optimizer"):
-            self.optimizer_step(loss, opt, learnable, h_fixed)
+            norm = self.optimizer_step(loss, opt, learnable, h_fixed, s.max_grad_norm, sched)
         with timer("communication"):
             for nt in lm_types:
                 cache.write(nt, inp[nt][train_idx[nt]], h_train[nt], step)
@@ -136,7 +237,7 @@ class JointTrainer(StageTrainer):
         self.targets_seen += self.task.targets_in(batch)
         if s.refresh_batch_size > 0:
             self.inference.refresh(model.lms, step)
-        return loss.item(), sum(len(inp[nt]) for nt in lm_types), n_train
+        return loss.item(), sum(len(inp[nt]) for nt in lm_types), n_train, norm
 
     def step_scalars(self, n_in: int, n_train: int) -> dict:
         """This trainer's per-step TensorBoard scalars: LM encodings so far (with grad, no
@@ -147,11 +248,11 @@ class JointTrainer(StageTrainer):
                 **{f"lm_encodings/{k}": v for k, v in self.inference.counts.items()},
                 "cache/hit_rate": c.hits / looked_up if looked_up else None}
 
-    def stats(self, train_s: float) -> dict:
+    def stats(self, train_s: float, steps: int) -> dict:
         """Instrumentation summed over trainers (collective): LM encodings (total and per
         LM-encoded node, per epoch of the training targets), cache counters, time split
         (seconds, max over trainers) and mean step time."""
-        s, counts = self.cfg.stage3, self.inference.counts
+        counts = self.inference.counts
         keys = list(counts)
         counts = dict(zip(keys, (int(v) for v in all_reduce(
             torch.tensor([counts[k] for k in keys])).tolist())))
@@ -171,8 +272,24 @@ class JointTrainer(StageTrainer):
         per_node_epoch = {k: v / n_nodes / epochs for k, v in counts.items()} if epochs else {}
         return {"lm_encodings": counts, "epochs": epochs,
                 "lm_encodings_per_node_per_epoch": per_node_epoch, "cache": cache,
-                "time_split_s": split, "train_step_s": train_s / max(1, s.max_steps)}
+                "time_split_s": split, "train_step_s": train_s / max(1, steps)}
 
     def _endless_batches(self, batch_size, fanouts):
         while True:
             yield from self.task.train_batches(fanouts, batch_size, self.gen)
+
+
+class TaskLMTrainer(JointTrainer):
+    """Stage 1 with ``stage1.objective: task``: the LMs fine-tuned on the task's training
+    targets with a graph-free MLP head (``mode: lm_only`` with stage 1's budget, schedule,
+    batch size and learning rates; ``decoder_lr`` is the head's). Its val/test metrics are
+    the LM-only row of LM-GNN's Table 1; stage 2 starts from its LMs."""
+
+    def settings(self) -> Stage3Config:
+        s1 = self.cfg.stage1
+        return Stage3Config(
+            mode="lm_only", max_steps=s1.max_steps, epochs=s1.epochs, schedule=s1.schedule,
+            warmup_ratio=s1.warmup_ratio, max_grad_norm=s1.max_grad_norm,
+            eval_every=s1.eval_every, patience=s1.patience, batch_size=s1.batch_size,
+            lm_train_nodes=s1.batch_size, lm_lr=s1.lm_lr, gnn_lr=s1.decoder_lr,
+            weight_decay=s1.weight_decay, refit_gnn=False)
