@@ -137,6 +137,14 @@ def _get(cfg: dict, dotted: str):
     return cfg if cfg != {} else None
 
 
+def budget(res: dict) -> dict:
+    """The :data:`BUDGET_KEYS` of a ``results.json``'s config, a stage's keys only when it
+    ran (stage 2's also for the baseline, which trains with them)."""
+    ran = set(res.get("stages", {})) | ({"stage2"} if "baseline" in res.get("stages", {}) else set())
+    return {k: _get(res.get("config", {}), k) for k in BUDGET_KEYS
+            if not k.startswith("stage") or k.split(".")[0] in ran}
+
+
 def execute(part: str, run: str, seed: int, overrides: List[str], force: bool) -> dict:
     """Run one pipeline job (console output to ``<output_dir>/bench_console.log``) and
     return its record (:mod:`quality_report`)."""
@@ -161,7 +169,7 @@ def execute(part: str, run: str, seed: int, overrides: List[str], force: bool) -
         rec.update(status="ok", wall_s=res.get("wall_s"), stages={
             s: {m: v for m, v in met.items() if m in qr.METRICS}
             for s, met in res.get("stages", {}).items()},
-            budget={k: _get(res.get("config", {}), k) for k in BUDGET_KEYS})
+            budget=budget(res))
     else:
         tail = console.read_text(errors="replace").splitlines()[-LOG_TAIL:]
         rec.update(status="failed", rc=rc if rc else "no results.json", log=str(console),

@@ -161,13 +161,20 @@ def _pm(ms: Optional[Tuple[float, float]], digits: int = 4) -> str:
 
 
 def _budgets(records: Sequence[dict], part: str) -> List[str]:
+    """``"<run>: key=value, ..."`` per distinct budget of the part's successful runs."""
     seen = []
     for r in records:
         if r.get("part") == part and r.get("status") == "ok" and r.get("budget"):
-            text = ", ".join(f"{k}={v}" for k, v in sorted(r["budget"].items()))
+            text = f"{r['run']}: " + ", ".join(f"{k}={v}" for k, v in sorted(r["budget"].items()))
             if text not in seen:
                 seen.append(text)
     return seen
+
+
+def still_failing(records: Sequence[dict]) -> List[dict]:
+    """The latest record of each (part, run, seed) when it is a failure."""
+    latest = {(r["part"], r["run"], int(r["seed"])): r for r in records}
+    return [r for r in latest.values() if r.get("status") != "ok"]
 
 
 def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
@@ -188,12 +195,15 @@ def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
              "one seed. Time: mean seconds of the stage that gives the row.",
              "- A row with fewer seeds than asked is **partial** (marked); `mixed` marks a row "
              "whose seeds ran with different overrides.",
-             f"- Failed runs recorded (never aggregated): {failed}.", ""]
+             f"- Failed attempts recorded (never aggregated): {failed}."]
+    lines += [f"  - still failing: {r['part']}/{r['run']}/seed{r['seed']} (exit {r.get('rc')}, "
+              f"log {r.get('log')})" for r in still_failing(records)]
+    lines.append("")
     for part, rows in agg.items():
         asked = seeds_asked or max(r["n"] for r in rows)
         f1 = part in f1_parts
         lines += [f"## {part}", ""]
-        lines += [f"Budget: {b}" for b in _budgets(records, part)] + [""]
+        lines += [f"- budget of {b}" for b in _budgets(records, part)] + [""]
         head = ["row", "val acc", "test acc"] + (["val macro-F1", "test macro-F1"] if f1 else [])
         head += ["seeds", "stage time (s)", "commits"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -229,17 +239,19 @@ def plot(agg: Dict[str, List[dict]], path: os.PathLike) -> Path:
         ys = list(range(len(rows)))[::-1]
         test = [r["test_acc"][0] for r in rows]
         err = [0.0 if math.isnan(r["test_acc"][1]) else r["test_acc"][1] for r in rows]
-        ax.barh(ys, test, xerr=err, color="tab:blue", alpha=0.7, capsize=3, label="test acc")
+        ax.barh(ys, test, height=0.6, xerr=err, color="tab:blue", alpha=0.7, capsize=3,
+                label="test acc")
         vy = [y for y, r in zip(ys, rows) if "val_acc" in r]
         ax.scatter([r["val_acc"][0] for r in rows if "val_acc" in r], vy, marker="D",
                    color="tab:orange", zorder=3, label="val acc")
         ax.set_yticks(ys)
         ax.set_yticklabels([f"{r['label']} (n={r['n']})" for r in rows], fontsize=8)
         ax.set_xlim(0, 1)
+        ax.set_ylim(-0.7, max(len(rows) - 0.3, 0.7))
         ax.set_xlabel("accuracy (mean ± sample std over seeds)")
         ax.set_title(part)
         if rows:
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -1,5 +1,4 @@
 """benchmarks/bench_quality.py's pure pieces (quality_report) and its dry run: no DistDGL job."""
-import json
 import math
 import sys
 from pathlib import Path
@@ -95,11 +94,21 @@ def test_markdown_has_numbers_and_partial(jsonl):
     assert "0.6000 ± 0.1414" in line and "0.7000 ± 0.1414" in line  # val, test acc
     assert "0.1500 ± 0.0707" in line  # test macro-F1 (arxiv)
     assert "2/3 partial" in line and "15.0" in line and "abc1234" in line
-    assert "Failed runs recorded (never aggregated): 1" in md
-    assert "Budget: stage2.epochs=10" in md
+    assert "Failed attempts recorded (never aggregated): 1" in md
+    assert "still failing: arxiv/pipeline/seed2 (exit 1" in md
+    assert "budget of pipeline: stage2.epochs=10" in md
     cora = [rec(0, 0.5, 0.5, part="cora", f1=0.3)]
     md = qr.format_markdown(cora, qr.aggregate(cora, ROWS))
     assert "macro-F1" not in md and "1/1 |" in md and "0.5000 ± n/a" in md
+
+
+def test_budget_keeps_stages_that_ran():
+    res = {"stages": {"baseline": {}, "stage3": {}},
+           "config": {"stage1": {"max_steps": 40}, "stage2": {"epochs": 3},
+                      "stage3": {"max_steps": 4}, "data": {"max_seq_len": 32}}}
+    b = bq.budget(res)
+    assert b["stage2.epochs"] == 3 and b["stage3.max_steps"] == 4 and b["data.max_seq_len"] == 32
+    assert "stage1.max_steps" not in b
 
 
 def test_report_files_written_atomically(jsonl, tmp_path):
