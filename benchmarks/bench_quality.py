@@ -1,0 +1,254 @@
+"""Quality benchmark in the style of LM-GNN's Table 1 (issue 12): resumable, one line per run.
+
+It only orchestrates ``python -m lmgnn_dist.pipeline --config YAML KEY=VALUE ...`` runs and
+reads each run's ``<output_dir>/results.json``. A run = (part, run name, seed, overrides); its
+stages map to table rows (:data:`RUNS`). Each finished run appends one JSON line to
+``benchmarks/quality_runs.jsonl``; a run already recorded there with the same overrides is
+skipped (``--force`` reruns it, afresh). A failed run is recorded with its exit code and the
+path of its console log, and the harness goes on. ``--report`` writes ``QUALITY.md`` and
+``quality.png`` from the JSON lines alone (:mod:`quality_report`).
+
+Parts (data sets), converted once into a TAG folder when it is missing:
+
+- ``arxiv``: arXiv-2023 (``../shared/data/arxiv_2023``), titles only, fixed split,
+  ``data.max_seq_len=32``. With the MiniLM tokenizer ([CLS] + title + [SEP]) titles are
+  median 14, p95 22, p99 27, max 47 tokens: 32 truncates 49 of 33,868 titles (0.14%), so 32
+  (the smaller of 32/48 under 5%) it is.
+- ``cora``: ``examples/cora/tag`` (random 60/20/20 split), ``data.max_seq_len=128``.
+- ``cora_low``: Cora with the low-label split (20 per class / 500 val / 1000 test, seed 0).
+
+All runs of a part share one partition folder ``<out-root>/<part>/parts``; the partitioner's
+fingerprint includes the seed, so runs go seed by seed (one re-partition per seed change).
+
+    python benchmarks/bench_quality.py --part arxiv --seeds 0 1 [--runs pipeline ...]
+        [--dry-run] [--force] [--set KEY=VALUE ...] [--out-root DIR]
+    python benchmarks/bench_quality.py --report [--seeds 0 1 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import quality_report as qr  # noqa: E402
+
+#: run name -> overrides and rows (stage name -> row label); edit freely, labels are
+#: presentation (the report uses this table's labels for the runs it names)
+RUNS: Dict[str, dict] = {
+    "pipeline": {
+        "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task"],
+        "rows": {"stage1": "LM-only fine-tune (MLP head)", "baseline": "frozen LM + RGCN",
+                 "stage2": "task-tuned LM + RGCN (stage 2)", "stage3": "full pipeline (stage 3)"},
+    },
+    "joint_pretrained": {
+        "overrides": ["stages=[2,3]", "baseline=false"],
+        "rows": {"stage3": "joint fine-tune from pre-trained LM"},
+    },
+    "pipeline_lp": {
+        "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=link_prediction"],
+        "rows": {"stage2": "LP-tuned LM + RGCN (stage 2)", "stage3": "full pipeline, LP stage 1"},
+    },
+}
+
+#: part -> base config, TAG folder, how to make it (None: it is in the repo), its data
+#: overrides, and its budget overrides (stage epochs/steps ...; empty: the config's)
+PARTS: Dict[str, dict] = {
+    "arxiv": {
+        "config": "examples/arxiv2023/pipeline.yaml", "tag": "work/quality/arxiv23/tag",
+        "convert": ["-m", "partition.converters.arxiv2023", "--src", "../shared/data/arxiv_2023",
+                    "--out", "work/quality/arxiv23/tag"],
+        "data": ["data.graph_name=arxiv2023", "data.max_seq_len=32"],
+        "budget": [],
+    },
+    "cora": {
+        "config": "examples/cora/pipeline.yaml", "tag": "examples/cora/tag", "convert": None,
+        "data": ["data.graph_name=cora", "data.max_seq_len=128"],
+        "budget": [],
+    },
+    "cora_low": {
+        "config": "examples/cora/pipeline.yaml", "tag": "work/quality/cora_low/tag",
+        "convert": ["-m", "partition.converters.tape", "--pt", "../shared/data/cora_tag/cora.pt",
+                    "--out", "work/quality/cora_low/tag", "--classes", "cora",
+                    "--split", "low_label", "--seed", "0"],
+        "data": ["data.graph_name=cora_low", "data.max_seq_len=128"],
+        "budget": [],
+    },
+}
+
+#: config keys copied from results.json into each record's ``budget``
+BUDGET_KEYS = ("stage1.max_steps", "stage1.batch_size", "stage2.epochs", "stage2.batch_size",
+               "stage3.max_steps", "stage3.batch_size", "stage3.lm_train_nodes",
+               "data.max_seq_len", "model.fanouts", "launch.debug_local", "launch.num_trainers")
+DEFAULT_ROOT = Path("work/quality")  # relative to the repository (portable records)
+LOG_TAIL = 20
+
+
+def log(msg: str) -> None:
+    """One progress line, flushed."""
+    print(f"[bench_quality {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_overrides(part: str, run: str, seed: int, root: Path, extra: List[str]) -> List[str]:
+    """The exact ``KEY=VALUE`` list of a run: the part's data, output/partition folders and
+    seed, the run's own, the part's budget, then ``extra`` (``--set``; later ones win)."""
+    p = PARTS[part]
+    return [f"data.tag_path={p['tag']}", f"data.part_dir={root / part / 'parts'}",
+            *p["data"], f"output_dir={root / part / run / f'seed{seed}'}", f"seed={seed}",
+            *RUNS[run]["overrides"], *p["budget"], *extra]
+
+
+def command(part: str, overrides: List[str]) -> List[str]:
+    """The pipeline command line of a run (run from the repository root)."""
+    return [sys.executable, "-m", "lmgnn_dist.pipeline", "--config", PARTS[part]["config"],
+            *overrides]
+
+
+def ensure_tag(part: str, dry_run: bool) -> None:
+    """Convert the part's data set into its TAG folder once (when the folder is missing)."""
+    p = PARTS[part]
+    if p["convert"] is None or (REPO / p["tag"] / "metadata.json").exists():
+        return
+    cmd = [sys.executable, *p["convert"]]
+    log(f"convert {part}: {' '.join(cmd)}")
+    if not dry_run:
+        subprocess.run(cmd, cwd=REPO, check=True)
+
+
+def git_state() -> Tuple[str, bool]:
+    """``git rev-parse --short HEAD`` and whether tracked files differ from it."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") or "unknown", bool(
+        git("status", "--porcelain", "--untracked-files=no"))
+
+
+def _get(cfg: dict, dotted: str):
+    for k in dotted.split("."):
+        cfg = cfg.get(k, {}) if isinstance(cfg, dict) else {}
+    return cfg if cfg != {} else None
+
+
+def budget(res: dict) -> dict:
+    """The :data:`BUDGET_KEYS` of a ``results.json``'s config, a stage's keys only when it
+    ran (stage 2's also for the baseline, which trains with them)."""
+    ran = set(res.get("stages", {})) | ({"stage2"} if "baseline" in res.get("stages", {}) else set())
+    return {k: _get(res.get("config", {}), k) for k in BUDGET_KEYS
+            if not k.startswith("stage") or k.split(".")[0] in ran}
+
+
+def execute(part: str, run: str, seed: int, overrides: List[str], force: bool) -> dict:
+    """Run one pipeline job (console output to ``<output_dir>/bench_console.log``) and
+    return its record (:mod:`quality_report`)."""
+    out_dir = REPO / next(o for o in overrides if o.startswith("output_dir="))[len("output_dir="):]
+    if force and out_dir.exists():
+        shutil.rmtree(out_dir)  # --force: no checkpoint of an earlier try is reused
+    out_dir.mkdir(parents=True, exist_ok=True)
+    console = out_dir / "bench_console.log"
+    commit, dirty = git_state()
+    rec = {"part": part, "run": run, "seed": seed, "overrides": overrides, "commit": commit,
+           "dirty": dirty, "rows": RUNS[run]["rows"], "config": PARTS[part]["config"],
+           "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
+           "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    t0 = time.time()
+    with open(console, "w") as f:
+        rc = subprocess.run(command(part, overrides), cwd=REPO, stdout=f,
+                            stderr=subprocess.STDOUT).returncode
+    rec["harness_wall_s"] = round(time.time() - t0, 1)
+    res_path = out_dir / "results.json"
+    if rc == 0 and res_path.exists():
+        res = json.loads(res_path.read_text())
+        rec.update(status="ok", wall_s=res.get("wall_s"), stages={
+            s: {m: v for m, v in met.items() if m in qr.METRICS}
+            for s, met in res.get("stages", {}).items()},
+            budget=budget(res))
+    else:
+        tail = console.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+        rec.update(status="failed", rc=rc if rc else "no results.json", log=str(console),
+                   log_tail=tail[-5:])
+    return rec
+
+
+def run_all(args) -> int:
+    """Run (or print, ``--dry-run``) every asked (part, seed, run) not yet recorded."""
+    root = Path(args.out_root).resolve() if args.out_root else DEFAULT_ROOT
+    jsonl = Path(args.jsonl)
+    records = qr.read_records(jsonl)
+    failures = 0
+    for part in args.part:
+        ensure_tag(part, args.dry_run)
+        for seed in args.seeds:
+            for run in args.runs:
+                ov = run_overrides(part, run, seed, root, args.set)
+                name = f"{part}/{run}/seed{seed}"
+                if not args.force and qr.is_done(records, part, run, seed, ov):
+                    log(f"skip {name} (recorded in {jsonl})")
+                    continue
+                if args.dry_run:
+                    print(" ".join(command(part, ov)))
+                    continue
+                log(f"start {name}")
+                rec = execute(part, run, seed, ov, args.force)
+                qr.append_record(jsonl, rec)
+                records.append(rec)
+                if rec["status"] == "ok":
+                    accs = ", ".join(f"{s} test_acc {m['test_acc']:.4f}"
+                                     for s, m in rec["stages"].items() if "test_acc" in m)
+                    log(f"done  {name} in {rec['harness_wall_s']:.0f}s: {accs}")
+                else:
+                    failures += 1
+                    log(f"FAILED {name} (exit {rec['rc']}) after {rec['harness_wall_s']:.0f}s; "
+                        f"log: {rec['log']}")
+    return 1 if failures else 0
+
+
+def report(args) -> int:
+    """Write QUALITY.md and quality.png from the JSON lines alone."""
+    records = qr.read_records(args.jsonl)
+    agg = qr.aggregate(records, {k: v["rows"] for k, v in RUNS.items()})
+    asked = len(args.seeds) if args.seeds_given else None
+    md = qr.write_atomic(args.md, qr.format_markdown(records, agg, asked))
+    png = qr.plot(agg, args.png)
+    log(f"report: {md}, {png} ({len(records)} records)")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", nargs="+", choices=list(PARTS), default=[])
+    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides appended to every run (they win; part of the run's key)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--force", action="store_true", help="rerun runs already recorded")
+    p.add_argument("--report", action="store_true", help="write QUALITY.md and quality.png")
+    p.add_argument("--out-root", help="put run outputs, partitions, the jsonl, QUALITY.md and "
+                   "quality.png here (default: work/quality and benchmarks/)")
+    args = p.parse_args(argv)
+    bench = Path(args.out_root).resolve() if args.out_root else REPO / "benchmarks"
+    args.jsonl, args.md, args.png = (bench / "quality_runs.jsonl", bench / "QUALITY.md",
+                                     bench / "quality.png")
+    args.seeds_given = args.seeds is not None
+    args.seeds = args.seeds if args.seeds is not None else [0]
+    if args.report:
+        return report(args)
+    if not args.part:
+        p.error("--part is required (or --report)")
+    bad = [s for s in args.set if "=" not in s]
+    if bad:
+        p.error(f"--set takes KEY=VALUE, got {bad}")
+    return run_all(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The pure pieces of ``bench_quality.py``: the run log (JSON lines), which runs are done,
+aggregation over seeds, the ``QUALITY.md`` table and the ``quality.png`` picture.
+
+A record (one line of ``quality_runs.jsonl``) is a dict with ``part``, ``run``, ``seed``,
+``overrides`` (the exact ``KEY=VALUE`` list the run was started with), ``status`` (``"ok"`` or
+``"failed"``), ``commit``, ``dirty``, ``wall_s``, ``rows`` (stage -> row label, as the run
+table said when it ran), ``stages`` (stage -> ``val_acc``, ``test_acc``, ``val_macro_f1``,
+``test_macro_f1``, ``seconds``, whichever the run reported), ``budget`` and ``host``; a
+failed one has ``rc`` and ``log`` instead of ``stages``.
+
+Spread over seeds is the **sample** standard deviation (``ddof=1``); with one seed it is NaN,
+shown as ``n/a`` (and no error bar).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+#: the per-stage numbers a record keeps (those present in the run's ``results.json``)
+METRICS = ("val_acc", "test_acc", "val_macro_f1", "test_macro_f1", "seconds")
+#: overrides that differ between the seeds of one run by construction (not "settings")
+PER_SEED_KEYS = ("seed", "output_dir")
+
+
+def write_atomic(path: os.PathLike, data) -> Path:
+    """Write ``data`` (str or bytes) to ``path`` through a temporary file in the same folder
+    and a rename, so a reader never sees half a file. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def append_record(path: os.PathLike, record: dict) -> None:
+    """Append ``record`` as one JSON line to ``path`` (one ``write`` call, then fsync)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(path: os.PathLike) -> List[dict]:
+    """The records of a JSON-lines file, in file order; [] when it does not exist. A line that
+    is not a JSON object (e.g. cut short by a crash) is skipped with a warning."""
+    path, out = Path(path), []
+    if not path.exists():
+        return out
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict):
+            out.append(rec)
+        else:
+            print(f"warning: {path}:{i} is not a JSON record; skipped")
+    return out
+
+
+def run_key(part: str, run: str, seed: int, overrides: Sequence[str]) -> Tuple:
+    """What identifies a run: a recorded run with the same key is not run again."""
+    return (part, run, int(seed), tuple(overrides))
+
+
+def is_done(records: Iterable[dict], part: str, run: str, seed: int,
+            overrides: Sequence[str]) -> bool:
+    """Whether ``records`` hold a *successful* run of (part, run, seed, overrides); failed
+    runs do not count (they are tried again)."""
+    key = run_key(part, run, seed, overrides)
+    return any(r.get("status") == "ok" and
+               run_key(r["part"], r["run"], r["seed"], r.get("overrides", [])) == key
+               for r in records)
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and *sample* standard deviation (``ddof=1``) of ``values``; std is NaN for one
+    value, both are NaN for none."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def _settings(rec: dict) -> Tuple[str, ...]:
+    """The record's overrides without the per-seed ones (seed, output_dir)."""
+    return tuple(o for o in rec.get("overrides", [])
+                 if o.split("=", 1)[0] not in PER_SEED_KEYS)
+
+
+def _commit(rec: dict) -> str:
+    return str(rec.get("commit", "?")) + ("+dirty" if rec.get("dirty") else "")
+
+
+def aggregate(records: Iterable[dict],
+              rows_by_run: Optional[Dict[str, Dict[str, str]]] = None) -> Dict[str, List[dict]]:
+    """Per part, one row per row label: the successful runs' stage metrics over seeds.
+
+    The latest successful record of each (part, run, seed) counts; failed records never do.
+    A run's row labels come from ``rows_by_run[run]`` (the script's current table) when given
+    there, else from the record's own ``rows``. Rows come in ``rows_by_run`` order, then in
+    order of first appearance.
+
+    Returns ``{part: [row]}``, a row being ``label``, ``run``, ``stage``, ``n``, ``seeds``,
+    ``<metric>`` -> ``(mean, std)`` for each of :data:`METRICS` that every seed has,
+    ``commits`` (sorted, ``+dirty`` marked) and ``mixed`` (the seeds ran with different
+    overrides apart from seed/output_dir).
+    """
+    rows_by_run = rows_by_run or {}
+    latest: Dict[Tuple, dict] = {}
+    for rec in records:
+        if rec.get("status") == "ok":
+            latest[(rec["part"], rec["run"], int(rec["seed"]))] = rec  # later lines win
+    groups: Dict[Tuple[str, str, str, str], List[dict]] = {}
+    order = {run: i for i, run in enumerate(rows_by_run)}
+    for (part, run, _seed), rec in sorted(latest.items(),
+                                          key=lambda kv: (order.get(kv[0][1], len(order)),)):
+        labels = rows_by_run.get(run, rec.get("rows", {}))
+        for stage, label in labels.items():
+            if stage in rec.get("stages", {}):
+                groups.setdefault((part, label, run, stage), []).append(rec)
+    out: Dict[str, List[dict]] = {}
+    for (part, label, run, stage), recs in groups.items():
+        recs = sorted(recs, key=lambda r: int(r["seed"]))
+        row = {"label": label, "run": run, "stage": stage, "n": len(recs),
+               "seeds": [int(r["seed"]) for r in recs],
+               "commits": sorted({_commit(r) for r in recs}),
+               "mixed": len({_settings(r) for r in recs}) > 1}
+        for m in METRICS:
+            vals = [r["stages"][stage].get(m) for r in recs]
+            if all(isinstance(v, (int, float)) for v in vals):
+                row[m] = mean_std([float(v) for v in vals])
+        out.setdefault(part, []).append(row)
+    return out
+
+
+def _pm(ms: Optional[Tuple[float, float]], digits: int = 4) -> str:
+    if ms is None or math.isnan(ms[0]):
+        return "-"
+    std = "n/a" if math.isnan(ms[1]) else f"{ms[1]:.{digits}f}"
+    return f"{ms[0]:.{digits}f} ± {std}"
+
+
+def _budgets(records: Sequence[dict], part: str) -> List[str]:
+    """``"<run>: key=value, ..."`` per distinct budget of the part's successful runs."""
+    seen = []
+    for r in records:
+        if r.get("part") == part and r.get("status") == "ok" and r.get("budget"):
+            text = f"{r['run']}: " + ", ".join(f"{k}={v}" for k, v in sorted(r["budget"].items()))
+            if text not in seen:
+                seen.append(text)
+    return seen
+
+
+def still_failing(records: Sequence[dict]) -> List[dict]:
+    """The latest record of each (part, run, seed) when it is a failure."""
+    latest = {(r["part"], r["run"], int(r["seed"])): r for r in records}
+    return [r for r in latest.values() if r.get("status") != "ok"]
+
+
+def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
+                    seeds_asked: Optional[int] = None, f1_parts: Sequence[str] = ("arxiv",)) -> str:
+    """``QUALITY.md``: a header (budget, hardware, statistics, partial rows), then per part a
+    table with one row per label: val/test accuracy (and macro-F1 for ``f1_parts``) as
+    ``mean ± sample std``, seeds, mean stage time, commits. A row with fewer seeds than
+    ``seeds_asked`` (default: the most any row of that part has) is marked *partial*."""
+    hosts = sorted({f"{h.get('cpus', '?')}-core CPU ({h.get('machine', '?')})"
+                    for h in (r.get("host") for r in records) if h})
+    failed = sum(r.get("status") != "ok" for r in records)
+    lines = ["# Quality benchmark (LM-GNN Table 1 style)", "",
+             "Written by `python benchmarks/bench_quality.py --report` from "
+             "`quality_runs.jsonl` alone.", "",
+             f"- Hardware: {', '.join(hosts) or 'unknown'}; CPU only, 2 loopback machines x "
+             "1 trainer unless the budget says otherwise.",
+             "- Numbers: mean ± **sample** standard deviation (ddof=1) over seeds; `n/a` with "
+             "one seed. Time: mean seconds of the stage that gives the row.",
+             "- A row with fewer seeds than asked is **partial** (marked); `mixed` marks a row "
+             "whose seeds ran with different overrides.",
+             f"- Failed attempts recorded (never aggregated): {failed}."]
+    lines += [f"  - still failing: {r['part']}/{r['run']}/seed{r['seed']} (exit {r.get('rc')}, "
+              f"log {r.get('log')})" for r in still_failing(records)]
+    lines.append("")
+    for part, rows in agg.items():
+        asked = seeds_asked or max(r["n"] for r in rows)
+        f1 = part in f1_parts
+        lines += [f"## {part}", ""]
+        lines += [f"- budget of {b}" for b in _budgets(records, part)] + [""]
+        head = ["row", "val acc", "test acc"] + (["val macro-F1", "test macro-F1"] if f1 else [])
+        head += ["seeds", "stage time (s)", "commits"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            n = f"{r['n']}/{asked}" + (" partial" if r["n"] < asked else "")
+            n += " mixed" if r["mixed"] else ""
+            cells = [r["label"], _pm(r.get("val_acc")), _pm(r.get("test_acc"))]
+            cells += [_pm(r.get("val_macro_f1")), _pm(r.get("test_macro_f1"))] if f1 else []
+            secs = r.get("seconds")
+            cells += [n, f"{secs[0]:.1f}" if secs else "-", ", ".join(r["commits"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if not agg:
+        lines.append("No successful runs recorded yet.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(agg: Dict[str, List[dict]], path: os.PathLike) -> Path:
+    """``quality.png``: one panel per part, a horizontal bar per row (test accuracy mean,
+    sample-std error bars) and the validation mean as a marker; written atomically."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = list(agg) or ["(no runs)"]
+    height = max(2.5, 0.5 * max((len(agg.get(p, [])) for p in parts), default=1) + 1.5)
+    fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), height), squeeze=False)
+    for ax, part in zip(axes[0], parts):
+        rows = [r for r in agg.get(part, []) if "test_acc" in r]
+        ys = list(range(len(rows)))[::-1]
+        test = [r["test_acc"][0] for r in rows]
+        err = [0.0 if math.isnan(r["test_acc"][1]) else r["test_acc"][1] for r in rows]
+        ax.barh(ys, test, height=0.6, xerr=err, color="tab:blue", alpha=0.7, capsize=3,
+                label="test acc")
+        vy = [y for y, r in zip(ys, rows) if "val_acc" in r]
+        ax.scatter([r["val_acc"][0] for r in rows if "val_acc" in r], vy, marker="D",
+                   color="tab:orange", zorder=3, label="val acc")
+        ax.set_yticks(ys)
+        ax.set_yticklabels([f"{r['label']} (n={r['n']})" for r in rows], fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.7, max(len(rows) - 0.3, 0.7))
+        ax.set_xlabel("accuracy (mean ± sample std over seeds)")
+        ax.set_title(part)
+        if rows:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return write_atomic(path, buf.getvalue())
