@@ -267,3 +267,24 @@ def test_seeding_depends_on_seed_rank_and_stage_only(tmp_path):
     GNNTrainer(env, "stage2", StageStart())
     assert (torch.rand(2).tolist() == draws["stage2", 0][1])  # same stage+rank: same stream
     assert len({str(v) for v in draws.values()}) == 4  # every (stage, rank) its own stream
+
+
+def test_optimizer_step_clips_the_averaged_gradient_and_steps_the_scheduler(tmp_path,
+                                                                           one_process_group):
+    """SGD with lr 1: the update is the gradient scaled to norm ``max_grad_norm``; the returned
+    norm is the one before clipping; the scheduler moved on by one step."""
+    g, _ = toy_graph()
+    trainer = GNNTrainer(toy_env(tmp_path, g), "stage2", StageStart())
+    lin = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.zero_()
+    model = trainer.ddp(lin)
+    opt = torch.optim.SGD(lin.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+    x = torch.tensor([[30.0, 40.0, 0.0]])  # d(loss)/dw = x: norm 50
+    norm = trainer.optimizer_step(model(x).sum(), opt, max_grad_norm=0.5, scheduler=sched)
+    assert norm == pytest.approx(50.0)
+    assert torch.allclose(lin.weight, torch.tensor([[-0.3, -0.4, 0.0]]), atol=1e-6)
+    assert opt.param_groups[0]["lr"] == 0.5
+    assert trainer.optimizer_step(model(x).sum(), opt) is None  # no clipping: None
+    assert torch.allclose(lin.weight, torch.tensor([[-15.3, -20.4, 0.0]]), atol=1e-5)
