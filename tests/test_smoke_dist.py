@@ -48,6 +48,13 @@ def test_all_stages_exit_zero_with_finite_decreasing_loss(smoke_run):
         assert all(math.isfinite(x) for x in st[name]["losses"]), name
     s1 = st["stage1"]["losses"]
     assert sum(s1[-3:]) / 3 < sum(s1[:3]) / 3
+    # stage 1 ranked its held-out edges before training and at the end, and kept the best
+    s1m = st["stage1"]
+    steps = [h["step"] for h in s1m["val_history"]]  # 0, each epoch of its edges, the end
+    assert steps[0] == 0 and steps[-1] == 12 and steps == sorted(set(steps))
+    assert 0 < s1m["link_val"]["mrr"] <= 1 and s1m["link_val"]["num_edges"] > 0
+    assert s1m["link_val"]["mrr"] == max(h["mrr"] for h in s1m["val_history"])
+    assert s1m["best_step"] in (h["step"] for h in s1m["val_history"])
     s2 = st["stage2"]["losses"]
     assert s2[-1] < s2[0]
     # stage 3 starts from a converged stage 2 and samples neighbours on the servers (not

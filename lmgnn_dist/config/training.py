@@ -56,11 +56,16 @@ class Stage1Config(ScheduleConfig):
         (``k <= n``).
     lm_lr, decoder_lr : learning rates of the LM and of the decoder (DistMult relation
         vectors, or the MLP head with ``objective: task``) (> 0).
-    (budget, schedule, clipping: :class:`ScheduleConfig`; validation and early stopping with
-    ``objective: task`` only.)
+    val_edges : link prediction: edges each trainer holds out of training and ranks at every
+        validation point (MRR against ``val_negatives`` fixed nodes of the destination type);
+        the LMs with the best MRR are kept (0: no validation, the last step's LMs).
+    (budget, schedule, clipping, validation points, early stopping: :class:`ScheduleConfig`;
+    with ``objective: task`` validation is the task's metric on its val targets.)
     """
 
     objective: Literal["link_prediction", "task"] = "link_prediction"
+    val_edges: NonNegInt = 256
+    val_negatives: PosInt = 100
     batch_size: PosInt = 8
     num_negatives: PosInt = 4
     lm_lr: PosFloat = 2e-5

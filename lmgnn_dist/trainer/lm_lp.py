@@ -7,7 +7,10 @@ trainer's edges of it), ``batch_size`` positive edges of it, and ``num_negatives
 negatives per positive (LM-GNN §3.2); every unique end point is encoded once with gradient,
 DistMult scores the pairs and the logistic loss (eq. 2) trains LMs and DistMult. Only
 relations whose both end types are LM-encoded take part. Budget (steps, or epochs of this
-trainer's edges), schedule and clipping: :mod:`~lmgnn_dist.trainer.schedule`; no validation.
+trainer's edges), schedule and clipping: :mod:`~lmgnn_dist.trainer.schedule`. Validation:
+the MRR of ``stage1.val_edges`` held-out edges per trainer (:class:`~.held_out_links.
+HeldOutLinks`) before training and at each validation point; the LMs + DistMult of the best
+are kept, with early stopping as configured.
 """
 from __future__ import annotations
 
@@ -17,11 +20,13 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 
 from ..builders import build_lms
+from ..evaluation import BestModel
 from ..model.joint import LMLinkPredictor
 from ..sampling import joint_negative_sample
 from .base import StageTrainer
 from .checkpoints import Progress
-from .schedule import budget_steps, make_scheduler
+from .held_out_links import HeldOutLinks
+from .schedule import EarlyStopping, budget_steps, eval_steps, make_scheduler
 
 
 def gather_tokens(token_rows: Callable[[str, torch.Tensor], torch.Tensor],
@@ -47,7 +52,9 @@ def gather_tokens(token_rows: Callable[[str, torch.Tensor], torch.Tensor],
 
 class LMLinkPredictionTrainer(StageTrainer):
     """Stage 1; ``fit()`` -> metrics ``loss_first``/``loss_last`` (means of the first/last
-    fifth of the steps), ``losses``, ``steps``, ``lm_encodings_per_step``, ``seconds``."""
+    fifth of the steps), ``losses``, ``steps`` (done), ``stopped_early``,
+    ``lm_encodings_per_step``, ``link_val`` (held-out MRR/hits@k of the kept LMs, or None),
+    ``best_step``, ``val_history``, ``seconds``."""
 
     def relations(self) -> list:
         lm_of = self.env.encoders.lm_of
@@ -70,23 +77,47 @@ class LMLinkPredictionTrainer(StageTrainer):
         opt = torch.optim.AdamW([
             {"params": lms.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
             {"params": model.decoder.parameters(), "lr": s.decoder_lr}])
-        local_edges = self.local_edges(relations)
+        held_out = HeldOutLinks(self.local_edges(relations), s.val_edges, s.val_negatives,
+                                self.g.num_nodes, self.gen, keep=s.batch_size)
+        local_edges = held_out.train
         cetypes = [c for c in local_edges if len(local_edges[c]) >= s.batch_size]
         if not cetypes:
             raise ValueError(f"stage1.batch_size={s.batch_size} exceeds every text relation's "
                              "edges")
         weights = torch.tensor([float(len(local_edges[c])) for c in cetypes])
         # an epoch: this trainer's edges of the sampled relations once, in expectation
-        total = budget_steps(s, self.min_over_trainers(int(weights.sum()) // s.batch_size))
+        per_epoch = self.min_over_trainers(int(weights.sum()) // s.batch_size)
+        total = budget_steps(s, per_epoch)
+        validating = s.val_edges > 0  # the same on every trainer (collective validation)
+        evals = eval_steps(total, per_epoch, s.eval_every) if validating else []
         sched = make_scheduler(opt, s, total)
         progress = Progress(self.env, self.name, self.gen)
         state = progress.load({"model": model, "sched": sched}, opt, None)
+        done = state.get("step", 0)
         ddp = self.ddp(model)
         losses, encoded = state.get("losses", []), state.get("encoded", 0)
+        best, history = BestModel.from_state("mrr", state), state.get("val_history", [])
+        early = EarlyStopping(s.patience, state.get("bad_evals", 0))
         rows = lambda nt, ids: self.g.nodes[nt].data["input_ids"][ids]  # noqa: E731
+
+        def validate(step: int) -> bool:
+            val = held_out.evaluate(
+                lambda eids, c: self.g.find_edges(eids, etype=c),
+                lambda nt, ids: lms.encoder(nt).encode_no_grad(rows(nt, ids),
+                                                               self.cfg.encode_batch_size),
+                model.decoder)
+            history.append({"step": step, **{k: v for k, v in val.items() if k != "num_edges"}})
+            improved = best.update(step, val, model.decoder, lms=lms)
+            self.log(f"[stage1] step {step}: held-out link MRR {val['mrr']:.4f} over "
+                     f"{val['num_edges']} edges" + ("  (best so far)" if improved else ""))
+            return improved
+
+        if validating and done == 0:
+            validate(0)
         model.train()
-        mon = self.monitor(total, initial=state.get("step", 0))
-        for step in range(state.get("step", 0), total):
+        mon = self.monitor(total, initial=done)
+        stopped = False
+        for step in range(done, total):
             c = cetypes[int(torch.multinomial(weights, 1, generator=self.gen))]
             edges = local_edges[c]
             eids = edges[torch.randint(0, len(edges), (s.batch_size,), generator=self.gen)]
@@ -107,13 +138,26 @@ class LMLinkPredictionTrainer(StageTrainer):
                 self.log(f"[stage1] step {step:4d}/{total}  loss {loss.item():.4f}  "
                          f"({n_enc} LM encodings for {s.batch_size} positives x "
                          f"{s.num_negatives} negatives)")
-            if progress.due(step + 1, total):
+            if step + 1 in evals:
+                improved = validate(step + 1)
+                mon.scalars({"val/mrr": history[-1]["mrr"]}, step + 1)
+                stopped = early.update(improved) and step + 1 < total
+            done = step + 1
+            if progress.due(step + 1, total) or stopped:
                 progress.save(step + 1, {"model": model, "sched": sched}, opt, None,
-                              {"losses": losses, "encoded": encoded})
+                              {"losses": losses, "encoded": encoded, "val_history": history,
+                               "bad_evals": early.bad, **best.state()})
+            if stopped:
+                self.log(f"[stage1] early stop after step {done} (best at step {best.epoch})")
+                break
+        if best.val is not None:
+            best.restore(model.decoder, lms=lms)
         k = max(1, len(losses) // 5)
-        metrics = {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
-                   "losses": losses, "steps": total,
-                   "lm_encodings_per_step": encoded / max(1, total),
+        metrics = {"loss_first": sum(losses[:k]) / k if losses else None,
+                   "loss_last": sum(losses[-k:]) / k if losses else None,
+                   "losses": losses, "steps": done, "stopped_early": stopped,
+                   "lm_encodings_per_step": encoded / max(1, done),
+                   "link_val": best.val, "best_step": best.epoch, "val_history": history,
                    "seconds": time.time() - t0}
         mon.close(metrics)
         return self.finish(metrics, lms=lms)
