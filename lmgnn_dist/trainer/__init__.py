@@ -5,7 +5,7 @@ DistDGL job, on the :class:`~lmgnn_dist.trainer.base.StageTrainer` skeleton:
 stage           trainer                                        trains
 ==============  =============================================  ==================================
 ``stage1``      :class:`~.lm_lp.LMLinkPredictionTrainer`       the LMs on link prediction (eq. 2)
-``stage1``      :class:`~.joint.TaskLMTrainer`                 the LMs on the task, MLP head
+``stage1``      :class:`~.task_lm.TaskLMTrainer`               the LMs on the task, MLP head
                 (``stage1.objective: task``)
 ``baseline``    :class:`~.gnn.GNNTrainer` (pre-trained LMs)    GNN encoder + decoder, LMs frozen
 ``stage2``      :class:`~.gnn.GNNTrainer` (stage-1 LMs)        GNN encoder + decoder, LMs frozen
@@ -17,8 +17,9 @@ The task (node classification, edge classification, link prediction) is the plug
 """
 from .base import StageEnv, StageTrainer
 from .gnn import GNNTrainer
-from .joint import JointTrainer, TaskLMTrainer
+from .joint import JointTrainer
 from .lm_lp import LMLinkPredictionTrainer
+from .task_lm import TaskLMTrainer
 
 #: stage name -> its trainer class
 TRAINERS = {"baseline": GNNTrainer, "stage1": LMLinkPredictionTrainer, "stage2": GNNTrainer,

@@ -15,7 +15,7 @@ are kept (:class:`~lmgnn_dist.evaluation.BestModel`), re-encode every node and a
 on that (the reported val/test). With ``refit_gnn`` a fresh GNN head is then trained on those
 embeddings (:func:`~lmgnn_dist.trainer.gnn.fit_head`) and kept when its validation metric is
 higher. ``mode: lm_only`` trains the LMs with a graph-free MLP head instead (the LM-only
-fine-tune of LM-GNN's Table 1); :class:`TaskLMTrainer` runs that as stage 1
+fine-tune of LM-GNN's Table 1); :class:`~.task_lm.TaskLMTrainer` runs that as stage 1
 (``stage1.objective: task``).
 """
 from __future__ import annotations
@@ -28,7 +28,6 @@ import torch
 import torch.distributed as dist
 
 from ..builders import build_learnable, build_lms, build_task_model, sparse_rows
-from ..config import Stage3Config
 from ..dist_init import all_reduce
 from ..evaluation import BestModel, describe, evaluate, evaluate_splits, prefixed, scalar_metrics
 from ..lm_cache import CacheStats
@@ -49,8 +48,8 @@ class JointTrainer(StageTrainer):
     ``steps_per_epoch``, the instrumentation of :meth:`stats`, ``train_s``, ``encode_s``,
     ``seconds``, ``peak_rss_mb_max_trainer``."""
 
-    def settings(self) -> Stage3Config:
-        """The section this trainer runs with."""
+    def settings(self):
+        """The section this trainer runs with (a :class:`~lmgnn_dist.config.Stage3Config`)."""
         return self.cfg.stage3
 
     def fit(self) -> dict:
@@ -159,9 +158,18 @@ class JointTrainer(StageTrainer):
         return self.finish(metrics, lms=lms, head=head, learnable=learnable)
 
     def validate(self, lms, head, learnable, step: int, graph_free: bool) -> dict:
-        """Validation metrics of the current LMs + head (collective): with ``eval_source:
-        encode`` every node is re-encoded first (the cache then holds these LMs' rows)."""
-        if self.s.eval_source == "encode" or graph_free:
+        """Validation metrics of the current LMs + head (collective). Graph-free node
+        classification re-encodes just this trainer's validation targets (all it reads);
+        otherwise, with ``eval_source: encode``, every node is re-encoded first (the cache
+        then holds these LMs' rows)."""
+        target = getattr(self.task, "target", None)
+        if graph_free and target is not None:
+            ids = self.task.split_targets("val")
+            emb = lms.encoder(target).encode_no_grad(self.g.nodes[target].data["input_ids"][ids],
+                                                     self.cfg.encode_batch_size)
+            self.env.cache.write(target, ids, emb, step)
+            self.fresh = None  # the rest of the cache is older
+        elif self.s.eval_source == "encode" or graph_free:
             if self.fresh != step:
                 self.env.fill_cache(lms, step=step, force=True)
             self.fresh = step
@@ -278,18 +286,3 @@ class JointTrainer(StageTrainer):
         while True:
             yield from self.task.train_batches(fanouts, batch_size, self.gen)
 
-
-class TaskLMTrainer(JointTrainer):
-    """Stage 1 with ``stage1.objective: task``: the LMs fine-tuned on the task's training
-    targets with a graph-free MLP head (``mode: lm_only`` with stage 1's budget, schedule,
-    batch size and learning rates; ``decoder_lr`` is the head's). Its val/test metrics are
-    the LM-only row of LM-GNN's Table 1; stage 2 starts from its LMs."""
-
-    def settings(self) -> Stage3Config:
-        s1 = self.cfg.stage1
-        return Stage3Config(
-            mode="lm_only", max_steps=s1.max_steps, epochs=s1.epochs, schedule=s1.schedule,
-            warmup_ratio=s1.warmup_ratio, max_grad_norm=s1.max_grad_norm,
-            eval_every=s1.eval_every, patience=s1.patience, batch_size=s1.batch_size,
-            lm_train_nodes=s1.batch_size, lm_lr=s1.lm_lr, gnn_lr=s1.decoder_lr,
-            weight_decay=s1.weight_decay, refit_gnn=False)

@@ -1,0 +1,22 @@
+"""Stage 1 with ``stage1.objective: task``: the task-tuned LM (GraphStorm's LM fine-tuned on
+the labels before the GNN; LM-GNN Table 1's LM-only row)."""
+from __future__ import annotations
+
+from ..config import Stage3Config
+from .joint import JointTrainer
+
+
+class TaskLMTrainer(JointTrainer):
+    """Stage 1 with ``stage1.objective: task``: the LMs fine-tuned on the task's training
+    targets with a graph-free MLP head (``mode: lm_only`` with stage 1's budget, schedule,
+    batch size and learning rates; ``decoder_lr`` is the head's). Its val/test metrics are
+    the LM-only row of LM-GNN's Table 1; stage 2 starts from its LMs."""
+
+    def settings(self) -> Stage3Config:
+        s1 = self.cfg.stage1
+        return Stage3Config(
+            mode="lm_only", max_steps=s1.max_steps, epochs=s1.epochs, schedule=s1.schedule,
+            warmup_ratio=s1.warmup_ratio, max_grad_norm=s1.max_grad_norm,
+            eval_every=s1.eval_every, patience=s1.patience, batch_size=s1.batch_size,
+            lm_train_nodes=s1.batch_size, lm_lr=s1.lm_lr, gnn_lr=s1.decoder_lr,
+            weight_decay=s1.weight_decay, refit_gnn=False)
