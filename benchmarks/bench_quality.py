@@ -54,7 +54,9 @@ RUNS: Dict[str, dict] = {
         "rows": {"stage3": "joint fine-tune from pre-trained LM"},
     },
     "pipeline_lp": {
-        "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=link_prediction"],
+        "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=link_prediction",
+                      "stage1.epochs=null", "stage1.max_steps=40", "stage1.batch_size=8",
+                      "stage1.lm_lr=2e-5", "stage1.decoder_lr=1e-2"],
         "rows": {"stage2": "LP-tuned LM + RGCN (stage 2)", "stage3": "full pipeline, LP stage 1"},
     },
 }
@@ -85,9 +87,11 @@ PARTS: Dict[str, dict] = {
 }
 
 #: config keys copied from results.json into each record's ``budget``
-BUDGET_KEYS = ("stage1.max_steps", "stage1.batch_size", "stage2.epochs", "stage2.batch_size",
-               "stage3.max_steps", "stage3.batch_size", "stage3.lm_train_nodes",
-               "data.max_seq_len", "model.fanouts", "launch.debug_local", "launch.num_trainers")
+BUDGET_KEYS = ("stage1.objective", "stage1.epochs", "stage1.max_steps", "stage1.batch_size",
+               "stage1.lm_lr", "stage2.epochs", "stage2.batch_size", "stage3.epochs",
+               "stage3.max_steps", "stage3.batch_size", "stage3.lm_train_nodes", "stage3.lm_lr",
+               "stage3.gnn_lr", "stage3.refit_gnn", "data.max_seq_len", "model.fanouts",
+               "launch.debug_local", "launch.num_trainers")
 DEFAULT_ROOT = Path("work/quality")  # relative to the repository (portable records)
 LOG_TAIL = 20
 
@@ -141,8 +145,15 @@ def budget(res: dict) -> dict:
     """The :data:`BUDGET_KEYS` of a ``results.json``'s config, a stage's keys only when it
     ran (stage 2's also for the baseline, which trains with them)."""
     ran = set(res.get("stages", {})) | ({"stage2"} if "baseline" in res.get("stages", {}) else set())
-    return {k: _get(res.get("config", {}), k) for k in BUDGET_KEYS
-            if not k.startswith("stage") or k.split(".")[0] in ran}
+    cfg = res.get("config", {})
+    out = {k: _get(cfg, k) for k in BUDGET_KEYS
+           if not k.startswith("stage") or k.split(".")[0] in ran}
+    for stage in ("stage1", "stage3"):  # an epoch budget replaces max_steps
+        if out.get(f"{stage}.epochs") is not None:
+            out.pop(f"{stage}.max_steps", None)
+        elif f"{stage}.epochs" in out:
+            out.pop(f"{stage}.epochs")
+    return out
 
 
 def execute(part: str, run: str, seed: int, overrides: List[str], force: bool) -> dict:

@@ -122,8 +122,8 @@ class Stage3Config(ScheduleConfig):
         LMs, which also refreshes the cache for the steps after it) or ``cache`` (the cache as
         training left it: cheap, but most rows come from older LMs).
     refit_gnn : after the joint steps, train a fresh GNN head (``stage2``'s settings,
-        ``refit_epochs``) on the fine-tuned LMs' embeddings and keep it when its validation
-        metric beats the joint head's.
+        ``refit_epochs``) on the embeddings of the LMs as training left them, and keep those
+        LMs + that head when their validation metric beats the best joint model's.
     refit_epochs : epochs of that re-fit (null: ``stage2.epochs``).
     mode : ``joint`` (LM + RGCN from stage 2) or ``lm_only`` (the cost floor for comparison: LM
         fine-tuned on the targets alone with a fresh MLP head, no graph).

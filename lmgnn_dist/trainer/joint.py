@@ -12,9 +12,10 @@ group), gradient clipping, validation points and early stopping come from
 :mod:`~lmgnn_dist.trainer.schedule`. Validation runs on the model the stage starts from (step
 0) and at every validation point; the LMs + head with the best validation ``task.eval_metric``
 are kept (:class:`~lmgnn_dist.evaluation.BestModel`), re-encode every node and are evaluated
-on that (the reported val/test). With ``refit_gnn`` a fresh GNN head is then trained on those
-embeddings (:func:`~lmgnn_dist.trainer.gnn.fit_head`) and kept when its validation metric is
-higher. ``mode: lm_only`` trains the LMs with a graph-free MLP head instead (the LM-only
+on that (the reported val/test). With ``refit_gnn``, a fresh GNN head is first trained on the
+embeddings of the LMs as training left them (:func:`~lmgnn_dist.trainer.gnn.fit_head`); those
+LMs + that head are kept instead when their validation metric is higher than the best joint
+model's (the stage-2 model included). ``mode: lm_only`` trains the LMs with a graph-free MLP head instead (the LM-only
 fine-tune of LM-GNN's Table 1); :class:`~.task_lm.TaskLMTrainer` runs that as stage 1
 (``stage1.objective: task``).
 """
@@ -42,9 +43,11 @@ from .schedule import EarlyStopping, budget_steps, eval_steps, make_scheduler
 
 class JointTrainer(StageTrainer):
     """Stage 3; ``fit()`` -> val/test metrics of the kept model after the full re-encode,
-    ``best_step`` (0: the model the stage started from), ``val_history`` (``[{"step": s,
-    "acc": ..}, ...]``), ``stopped_early``, ``refit`` (the re-fit head's val/test, and
-    whether it was kept), ``loss_first``/``loss_last``/``losses``, ``steps`` (done),
+    ``best_step`` (the best validated joint model; 0: the one the stage started from),
+    ``lm_step`` and ``head`` (``joint`` or ``refit``: which LMs and head were kept),
+    ``val_history`` (``[{"step": s, "acc": ..}, ...]``), ``stopped_early``, ``refit`` (the
+    re-fit head's val/test and whether it was kept), ``loss_first``/``loss_last``/``losses``,
+    ``steps`` (done),
     ``steps_per_epoch``, the instrumentation of :meth:`stats`, ``train_s``, ``encode_s``,
     ``seconds``, ``peak_rss_mb_max_trainer``."""
 
@@ -138,19 +141,30 @@ class JointTrainer(StageTrainer):
         if best.val is None:  # graph-free with no step: nothing validated yet
             self.keep(done, self.validate(lms, head, learnable, done, graph_free), best,
                       history, head, learnable, lms)
-        best.restore(head, learnable, lms)
-        enc_s = 0.0
-        if self.fresh != best.epoch:
-            enc_s = env.fill_cache(lms, step=done, force=True)["seconds"]
-            self.log(f"[{self.name}] re-encoded all nodes with the kept LMs (step {best.epoch}) "
-                     f"in {enc_s:.1f}s")
-        features, fanouts = env.features(learnable), env.fanouts(graph_free)
-        metrics = evaluate_splits(task, head, features, fanouts, self.cfg.eval_batch_size)
-        if s.refit_gnn and not graph_free:
-            head, metrics = self.refit(head, learnable, lms.out_dim, metrics)
+        primary, enc_s, refit = task.primary, 0.0, None
+        if s.refit_gnn and not graph_free and done > 0:
+            refit = self.refit(lms, learnable, done)
+        if refit is not None and refit[1][f"val_{primary}"] > best.val[primary]:
+            head, metrics = refit[0], {k: v for k, v in refit[1].items()
+                                       if k.startswith(("val_", "test_"))}
+            lm_step, head_from = done, "refit"
+        else:  # the best validated LMs + joint head (step 0: the stage-2 model)
+            best.restore(head, learnable, lms)
+            if self.fresh != best.epoch:
+                enc_s = env.fill_cache(lms, step=done, force=True)["seconds"]
+                self.log(f"[{self.name}] re-encoded all nodes with the kept LMs (step "
+                         f"{best.epoch}) in {enc_s:.1f}s")
+            metrics = evaluate_splits(task, head, env.features(learnable),
+                                      env.fanouts(graph_free), self.cfg.eval_batch_size)
+            lm_step, head_from = best.epoch, "joint"
+        if refit is not None:
+            metrics["refit"] = dict(refit[2], kept=head_from == "refit")
+            self.log(f"[{self.name}] GNN re-fit on the LMs of step {done}: val {primary} "
+                     f"{refit[1][f'val_{primary}']:.4f}, best joint model (step {best.epoch}) "
+                     f"{best.val[primary]:.4f}: keeping the {head_from} one")
         k = max(1, len(losses) // 5)  # max_steps=0 just evaluates the stage-2 model
-        metrics.update({"best_step": best.epoch, "val_history": history,
-                        "stopped_early": stopped,
+        metrics.update({"best_step": best.epoch, "lm_step": lm_step, "head": head_from,
+                        "val_history": history, "stopped_early": stopped,
                         "loss_first": sum(losses[:k]) / k if losses else None,
                         "loss_last": sum(losses[-k:]) / k if losses else None,
                         "losses": losses, "steps": done, "steps_per_epoch": per_epoch, **stats,
@@ -186,29 +200,21 @@ class JointTrainer(StageTrainer):
                  + ("  (best so far)" if improved else f"  (best: step {best.epoch})"))
         return improved
 
-    def refit(self, head, learnable, in_dim: int, joint: dict):
-        """Train a fresh GNN head on the cache (the kept LMs' embeddings); returns the head
-        and metrics with the higher validation ``task.eval_metric`` (ties: the joint one),
-        with ``refit`` describing the re-fit."""
-        primary = self.task.primary
-        rows = learnable.local_rows() if learnable is not None else None
+    def refit(self, lms, learnable, step: int):
+        """Train a fresh GNN head (stage 2's settings, ``refit_epochs``) on the embeddings of
+        the LMs as training left them (after ``step``; the cache is re-encoded with them first
+        unless it holds them). Collective. Returns ``(head, its metrics, summary)``; the
+        summary (``val_*``/``test_*``, ``best_epoch``) goes into the stage metrics as
+        ``refit``."""
+        if self.fresh != step:
+            self.env.fill_cache(lms, step=step, force=True)
+            self.fresh = step
         epochs = self.s.refit_epochs or self.cfg.stage2.epochs
-        new, m = fit_head(self, learnable, in_dim, epochs, f"{self.name}_refit")
-        kept = m[f"val_{primary}"] > joint[f"val_{primary}"]
-        self.log(f"[{self.name}] GNN re-fit on the fine-tuned LM: val {primary} "
-                 f"{m[f'val_{primary}']:.4f} vs joint head {joint[f'val_{primary}']:.4f}: "
-                 + ("keeping the re-fit head" if kept else "keeping the joint head"))
-        summary = {"kept": kept, "best_epoch": m["best_epoch"],
+        head, m = fit_head(self, learnable, lms.out_dim, epochs, f"{self.name}_refit")
+        summary = {"best_epoch": m["best_epoch"], "lm_step": step,
                    **{k: v for k, v in m.items() if k.startswith(("val_", "test_"))
                       and isinstance(v, float)}}
-        if not kept:
-            if learnable is not None:
-                learnable.restore(rows)
-            return head, dict(joint, refit=summary)
-        joint_scores = {f"joint_{k}": v for k, v in joint.items()
-                        if k.startswith(("val_", "test_")) and isinstance(v, float)}
-        return new, {**{k: v for k, v in m.items() if k.startswith(("val_", "test_"))},
-                     **joint_scores, "refit": summary}
+        return head, m, summary
 
     def step(self, ddp, model: JointModel, opt, sched, learnable, batch, step: int):
         """One optimizer step (clipped, scheduled); returns ``(loss, #LM input nodes,
