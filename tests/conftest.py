@@ -165,3 +165,15 @@ def tiny_bert_dir(tmp_path_factory):
     BertModel(cfg).save_pretrained(root)
     tok.save_pretrained(root)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_process_group(tmp_path_factory):
+    """A gloo group of one trainer: DDP and the trainers' all-reduces run as in a job."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        store = tmp_path_factory.mktemp("pg") / "store"
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()

@@ -1,21 +1,11 @@
 """Stage 1's held-out link validation (:class:`HeldOutLinks`) without a DistDGL job."""
 import pytest
 import torch
-import torch.distributed as dist
 
 from lmgnn_dist.model.decoders import DistMultDecoder
 from lmgnn_dist.trainer.held_out_links import HeldOutLinks
 
 R1, R2 = ("paper", "cites", "paper"), ("paper", "rev_cites", "paper")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_process_group(tmp_path_factory):
-    if not dist.is_initialized():
-        store = tmp_path_factory.mktemp("pg") / "store"
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_held_out_edges_are_disjoint_from_training_and_spread_by_share():
@@ -34,7 +24,7 @@ def test_held_out_edges_are_disjoint_from_training_and_spread_by_share():
     assert torch.equal(again.val[R1], h.val[R1])  # same generator state, same choice
 
 
-def test_mrr_ranks_each_positive_against_the_fixed_negatives():
+def test_mrr_ranks_each_positive_against_the_fixed_negatives(one_process_group):
     """One-hot embeddings: node i = e_i. With DistMult weights 1, score(i, j) = [i == j], so
     an edge i->i ranks first (negatives score 0, except a negative equal to i, left out) and
     an edge i->j (i != j) ties with every other negative scoring 0 (OGB ties: averaged)."""

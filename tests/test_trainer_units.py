@@ -7,7 +7,6 @@ import itertools
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from lmgnn_dist.builders import NodeInputEncoders, build_lms, build_task_model
 from lmgnn_dist.config import load_config
@@ -25,16 +24,6 @@ from lmgnn_dist.trainer.inference_nodes import InferenceNodes
 from lmgnn_dist.trainer.lm_lp import gather_tokens
 
 N, DIM, CLASSES = 48, 8, 2
-
-
-@pytest.fixture(scope="module")
-def one_process_group(tmp_path_factory):
-    """A gloo group of one trainer: DDP and the trainers' all-reduces run as in a job."""
-    if not dist.is_initialized():
-        store = tmp_path_factory.mktemp("pg") / "store"
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 class MemoryCache:
