@@ -92,3 +92,20 @@ def test_schedule_keys_are_validated_with_the_key_named():
                             "stage3.max_grad_norm=null", "stage1.objective=task"])
     assert ok.stage3.epochs == 1.5 and ok.stage3.max_grad_norm is None
     assert ok.stage1.objective == "task"
+
+
+def test_stage1_objective_picks_its_trainer_and_the_task_trainer_maps_stage1_settings():
+    from lmgnn_dist.trainer import LMLinkPredictionTrainer, TaskLMTrainer, trainer_of
+
+    lp = load_config(None, [])
+    task = load_config(None, ["stage1.objective=task", "stage1.epochs=2", "stage1.lm_lr=5e-5",
+                              "stage1.decoder_lr=1e-3", "stage1.batch_size=32",
+                              "stage1.patience=3"])
+    assert trainer_of(lp, "stage1") is LMLinkPredictionTrainer
+    assert trainer_of(task, "stage1") is TaskLMTrainer
+    assert trainer_of(task, "stage3").__name__ == "JointTrainer"
+    trainer = TaskLMTrainer.__new__(TaskLMTrainer)  # settings() reads only the config
+    trainer.cfg = task
+    s = trainer.settings()
+    assert (s.mode, s.epochs, s.lm_lr, s.gnn_lr, s.batch_size, s.lm_train_nodes, s.patience,
+            s.refit_gnn) == ("lm_only", 2.0, 5e-5, 1e-3, 32, 32, 3, False)
