@@ -11,9 +11,10 @@ from lmgnn_dist.config import ConfigError, RunConfig, dump_config, load_config
 
 def test_demo_yaml_loads_with_overrides():
     cfg = load_config("examples/cora/pipeline.yaml",
-                      ["stage3.max_steps=7", "model.fanouts=[3, 4]", "stage1.lm_lr=1e-4"])
+                      ["stage3.epochs=0.5", "model.fanouts=[3, 4]", "stage1.lm_lr=1e-4"])
     assert isinstance(cfg, RunConfig)
-    assert cfg.stage3.max_steps == 7 and cfg.model.fanouts == [3, 4]
+    assert cfg.stage3.epochs == 0.5 and cfg.model.fanouts == [3, 4]
+    assert cfg.stages == [2, 3] and cfg.stage1.objective == "task" and cfg.stage3.refit_gnn
     assert cfg.stage1.lm_lr == pytest.approx(1e-4) and isinstance(cfg.stage1.lm_lr, float)
     assert cfg.data.tag_path == "examples/cora/tag" and cfg.launch.debug_local == 2
 
