@@ -126,16 +126,18 @@ class StageEnv:
         return self.cache
 
     def fill_cache(self, lms: NodeLMs, step: int = 0, force: bool = False,
-                   chunk_store=None) -> Optional[dict]:
+                   chunk_store=None, show_progress: bool = True) -> Optional[dict]:
         """Encode every LM-typed node with ``lms`` (no grad) into the cache unless it already
-        holds their embeddings (``force``: always). Collective. Returns the encode figures or
-        None."""
+        holds their embeddings (``force``: always). Collective. ``show_progress``: a progress
+        bar on rank 0 (off while a stage's own bar is open: nested bars garble piped output).
+        Returns the encode figures or None."""
         cache = self.lm_cache(lms.out_dim)
         kw = dict(pipeline_depth=self.cfg.pipeline_depth, chunk_store=chunk_store,
                   sparse_rows=sparse_rows(self.g, self.cfg.model.sparse_attention),
                   chunk_key=f"rank{self.ctx.rank}of{self.ctx.world_size}")
         encode = cache.encode_all if force else cache.fill
-        return encode(lms, self.cfg.encode_batch_size, self.ctx.is_main, step=step, **kw)
+        return encode(lms, self.cfg.encode_batch_size, self.ctx.is_main and show_progress,
+                      step=step, **kw)
 
     def features(self, learnable):
         """``input nodes -> GNN inputs``: LM types from the cache, text-less types from

@@ -184,8 +184,8 @@ class JointTrainer(StageTrainer):
             self.env.cache.write(target, ids, emb, step)
             self.fresh = None  # the rest of the cache is older
         elif self.s.eval_source == "encode" or graph_free:
-            if self.fresh != step:
-                self.env.fill_cache(lms, step=step, force=True)
+            if self.fresh != step:  # step 0: the stage's bar is not open yet
+                self.env.fill_cache(lms, step=step, force=True, show_progress=step == 0)
             self.fresh = step
         return evaluate(self.task, head, self.env.features(learnable), "val",
                         self.env.fanouts(graph_free), self.cfg.eval_batch_size)
