@@ -82,7 +82,9 @@ PARTS: Dict[str, dict] = {
                     "--out", "work/quality/cora_low/tag", "--classes", "cora",
                     "--split", "low_label", "--seed", "0"],
         "data": ["data.graph_name=cora_low", "data.max_seq_len=128"],
-        "budget": [],
+        "budget": ["stage1.epochs=10", "stage3.epochs=8", "stage3.eval_every=12"],
+        # 140 training nodes = 3 batches of 32 per trainer: epochs are tiny, so more of them
+        # (stage 1 LM-only: 30 steps; stage 3: 24 steps, validated after 12 and 24)
     },
 }
 
