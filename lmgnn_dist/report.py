@@ -29,7 +29,9 @@ def stage_label(key: str, summary: dict) -> str:
     """Short name of a stage of a run (stage 3 in ``mode: lm_only`` is an LM-only
     fine-tune, not a joint one)."""
     mode = summary.get("config", {}).get("stage3", {}).get("mode", "joint")
-    return {"baseline": "baseline (frozen LM)", "stage1": "stage 1",
+    tuned = "val_" + summary.get("primary", "acc") in summary.get("stages", {}).get("stage1", {})
+    return {"baseline": "baseline (frozen LM)",
+            "stage1": "stage 1 (LM only)" if tuned else "stage 1",
             "stage2": "stage 2 (warm-start)",
             "stage3": "stage 3 (LM only)" if mode == "lm_only" else "stage 3 (joint)"}[key]
 
@@ -66,7 +68,9 @@ def write_report(summary: dict, path: Path) -> Path:
     # 1: stage 1 loss per step
     s1 = stages.get("stage1")
     if s1 and s1.get("losses"):
-        _loss(a[0], PANELS[0], s1["losses"], "step")
+        task_tuned = f"val_{primary}" in s1  # stage1.objective: task
+        _loss(a[0], "stage 1: LM fine-tune loss (task, MLP head)" if task_tuned else PANELS[0],
+              s1["losses"], "step")
     else:
         _empty(a[0], PANELS[0])
     # 2: stage 2 / baseline loss per epoch
@@ -99,8 +103,10 @@ def write_report(summary: dict, path: Path) -> Path:
                 ax.plot([best + 1], [ys[best]], "o", color=line.get_color())
             drawn = True
     if s3 and isinstance(s3.get(f"val_{primary}"), (int, float)):
+        kept = (f", kept: {s3['head']} head, LMs of step {s3.get('lm_step')}"
+                if s3.get("head") else ", end")
         ax.axhline(s3[f"val_{primary}"], ls="--", color="black",
-                   label=stage_label("stage3", summary) + ", end")
+                   label=stage_label("stage3", summary) + kept)
         drawn = True
     if drawn:
         ax.set_title(PANELS[3])
@@ -112,7 +118,7 @@ def write_report(summary: dict, path: Path) -> Path:
         _empty(ax, PANELS[3])
     # 5: val / test bars per stage
     ax = a[4]
-    keys = [k for k in ("baseline", "stage2", "stage3")
+    keys = [k for k in ("baseline", "stage1", "stage2", "stage3")  # stage 1: task-tuned only
             if isinstance((stages.get(k) or {}).get(f"val_{primary}"), (int, float))]
     if keys:
         import numpy as np
@@ -124,7 +130,7 @@ def write_report(summary: dict, path: Path) -> Path:
             for b, v in zip(bars, vals):
                 ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.3f}", ha="center",
                         va="bottom", fontsize=8)
-        ax.set_xticks(x, [stage_label(k, summary) for k in keys], fontsize=8)
+        ax.set_xticks(x, [stage_label(k, summary).replace(" (", "\n(") for k in keys], fontsize=8)
         shown = [stages[k].get(f"{s}_{primary}") for k in keys for s in ("val", "test")]
         shown = [v for v in shown if isinstance(v, (int, float))]
         ax.set_ylim(max(0.0, min(shown) - 0.1), max(shown) + 0.05)
