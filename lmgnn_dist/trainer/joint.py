@@ -48,7 +48,8 @@ class JointTrainer(StageTrainer):
     ``val_history`` (``[{"step": s, "acc": ..}, ...]``), ``stopped_early``, ``refit`` (the
     re-fit head's val/test and whether it was kept), ``loss_first``/``loss_last``/``losses``,
     ``steps`` (done),
-    ``steps_per_epoch``, the instrumentation of :meth:`stats`, ``train_s``, ``encode_s``,
+    ``steps_per_epoch``, the instrumentation of :meth:`stats`, ``train_s`` (the stage's
+    seconds before the re-fit, validation excluded), ``validation_s``, ``encode_s``,
     ``seconds``, ``peak_rss_mb_max_trainer``."""
 
     def settings(self):
@@ -99,6 +100,7 @@ class JointTrainer(StageTrainer):
         best = BestModel.from_state(task.primary, state)
         early = EarlyStopping(s.patience, state.get("bad_evals", 0))
         self.fresh = done if not graph_free else None  # step whose LMs the whole cache holds
+        self.val_s = state.get("validation_s", 0.0)  # seconds spent validating
         if done == 0 and not graph_free:  # the start model (stage 2's), on exact embeddings
             self.keep(0, self.validate(lms, head, learnable, 0, graph_free), best, history,
                       head, learnable, lms)
@@ -130,12 +132,13 @@ class JointTrainer(StageTrainer):
                               {"losses": losses, "counts": self.inference.counts,
                                "targets_seen": self.targets_seen, "cache": cache.stats,
                                "time_split_s": dict(self.timer.seconds), "val_history": history,
-                               "bad_evals": early.bad, **best.state()})
+                               "bad_evals": early.bad, "validation_s": self.val_s,
+                               **best.state()})
             if stopped:
                 self.log(f"[{self.name}] early stop after step {step}: {early.bad} validations "
                          f"without improvement (best at step {best.epoch})")
                 break
-        train_s = time.time() - t0
+        train_s = time.time() - t0 - self.val_s  # validation is not training time
         stats = self.stats(train_s, done)
         mon.close(stats)
         if best.val is None:  # graph-free with no step: nothing validated yet
@@ -168,7 +171,8 @@ class JointTrainer(StageTrainer):
                         "loss_first": sum(losses[:k]) / k if losses else None,
                         "loss_last": sum(losses[-k:]) / k if losses else None,
                         "losses": losses, "steps": done, "steps_per_epoch": per_epoch, **stats,
-                        "train_s": train_s, "encode_s": enc_s, "seconds": time.time() - t0})
+                        "train_s": train_s, "validation_s": self.val_s, "encode_s": enc_s,
+                        "seconds": time.time() - t0})
         return self.finish(metrics, lms=lms, head=head, learnable=learnable)
 
     def validate(self, lms, head, learnable, step: int, graph_free: bool) -> dict:
@@ -176,7 +180,7 @@ class JointTrainer(StageTrainer):
         classification re-encodes just this trainer's validation targets (all it reads);
         otherwise, with ``eval_source: encode``, every node is re-encoded first (the cache
         then holds these LMs' rows)."""
-        target = getattr(self.task, "target", None)
+        t0, target = time.time(), getattr(self.task, "target", None)
         if graph_free and target is not None:
             ids = self.task.split_targets("val")
             emb = lms.encoder(target).encode_no_grad(self.g.nodes[target].data["input_ids"][ids],
@@ -187,8 +191,10 @@ class JointTrainer(StageTrainer):
             if self.fresh != step:  # step 0: the stage's bar is not open yet
                 self.env.fill_cache(lms, step=step, force=True, show_progress=step == 0)
             self.fresh = step
-        return evaluate(self.task, head, self.env.features(learnable), "val",
-                        self.env.fanouts(graph_free), self.cfg.eval_batch_size)
+        val = evaluate(self.task, head, self.env.features(learnable), "val",
+                       self.env.fanouts(graph_free), self.cfg.eval_batch_size)
+        self.val_s += time.time() - t0
+        return val
 
     def keep(self, step: int, val: dict, best: BestModel, history: list, head, learnable,
              lms) -> bool:
