@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Tuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import quality_report as qr  # noqa: E402
+import quality_targets as qt  # noqa: E402
 
 #: run name -> overrides and rows (stage name -> row label); edit freely, labels are
 #: presentation (the report uses this table's labels for the runs it names)
@@ -51,7 +52,8 @@ RUNS: Dict[str, dict] = {
     },
     "joint_pretrained": {
         "overrides": ["stages=[2,3]", "baseline=false"],
-        "rows": {"stage3": "joint fine-tune from pre-trained LM"},
+        "rows": {"stage2": "frozen LM + RGCN (stage 2 of the joint run)",
+                 "stage3": "joint fine-tune from pre-trained LM"},
     },
     "pipeline_lp": {
         "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=link_prediction",
@@ -228,7 +230,12 @@ def report(args) -> int:
     records = qr.read_records(args.jsonl)
     agg = qr.aggregate(records, {k: v["rows"] for k, v in RUNS.items()})
     asked = len(args.seeds) if args.seeds_given else None
-    md = qr.write_atomic(args.md, qr.format_markdown(records, agg, asked))
+    text = qr.format_markdown(records, agg, asked)
+    text += "\n".join(qt.markdown(qt.check(agg, asked))) + "\n"
+    notes = Path(args.md).with_name("QUALITY_notes.md")
+    if notes.exists():  # hand-written: what was tried, caveats of individual runs
+        text += "\n" + notes.read_text()
+    md = qr.write_atomic(args.md, text)
     png = qr.plot(agg, args.png)
     log(f"report: {md}, {png} ({len(records)} records)")
     return 0

@@ -135,3 +135,27 @@ def test_dry_run_prints_commands_and_skips_recorded(tmp_path, capsys):
     assert "stages=[2,3] baseline=false" in cmds[0]
     assert f"data.part_dir={root.resolve() / 'cora' / 'parts'}" in cmds[0]
     assert not (root / "cora").exists()  # nothing ran
+
+
+def test_targets_compare_mean_test_accuracy_of_two_rows():
+    import quality_targets as qt
+
+    def row(label, test, n=2):
+        return {"label": label, "test_acc": (test, 0.01), "n": n}
+
+    agg = {"arxiv": [row(qt.FROZEN, 0.70), row(qt.STAGE2, 0.72), row(qt.FULL, 0.725, n=1),
+                     row(qt.LM_ONLY, 0.60)],
+           "cora": [row(qt.FROZEN, 0.88), row(qt.STAGE2, 0.90), row(qt.FULL, 0.90)]}
+    got = {(c["part"], c["what"]): c for c in qt.check(agg, seeds_asked=2)}
+    full = got[("arxiv", "full pipeline >= frozen LM + RGCN + 2 points")]
+    assert full["diff"] == pytest.approx(0.025) and full["holds"]
+    assert full["n"] == 1 and full["partial"]  # the full pipeline row has one seed of two
+    assert got[("arxiv", "stage 3 > stage 2")]["holds"]
+    assert got[("arxiv", "LM-only < frozen LM + RGCN")]["holds"]
+    assert got[("cora", "stage 3 >= stage 2")]["holds"]  # equal is enough on Cora
+    assert ("cora", "stage 3 > stage 2") not in got and ("cora", "LM-only < frozen LM + RGCN") \
+        not in got  # arXiv-only target; no LM-only row on cora here
+    worse = qt.check({"arxiv": [row(qt.FROZEN, 0.70), row(qt.FULL, 0.71)]})
+    assert [c["holds"] for c in worse] == [False, True]  # +1 point: not the +2 asked
+    lines = qt.markdown(worse)
+    assert "| arxiv | full pipeline >= frozen LM + RGCN + 2 points | +1.00 | no | 2 |" in lines
