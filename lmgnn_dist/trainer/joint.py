@@ -15,8 +15,10 @@ are kept (:class:`~lmgnn_dist.evaluation.BestModel`), re-encode every node and a
 on that (the reported val/test). With ``refit_gnn``, a fresh GNN head is first trained on the
 embeddings of the LMs as training left them (:func:`~lmgnn_dist.trainer.gnn.fit_head`); those
 LMs + that head are kept instead when their validation metric is higher than the best joint
-model's (the stage-2 model included). ``mode: lm_only`` trains the LMs with a graph-free MLP head instead (the LM-only
-fine-tune of LM-GNN's Table 1); :class:`~.task_lm.TaskLMTrainer` runs that as stage 1
+model's (the stage-2 model included).
+
+``mode: lm_only`` trains the LMs with a graph-free MLP head instead (the LM-only fine-tune of
+LM-GNN's Table 1); :class:`~.task_lm.TaskLMTrainer` runs that as stage 1
 (``stage1.objective: task``).
 """
 from __future__ import annotations
@@ -47,8 +49,7 @@ class JointTrainer(StageTrainer):
     ``lm_step`` and ``head`` (``joint`` or ``refit``: which LMs and head were kept),
     ``val_history`` (``[{"step": s, "acc": ..}, ...]``), ``stopped_early``, ``refit`` (the
     re-fit head's val/test and whether it was kept), ``loss_first``/``loss_last``/``losses``,
-    ``steps`` (done),
-    ``steps_per_epoch``, the instrumentation of :meth:`stats`, ``train_s`` (the stage's
+    ``steps`` (done), ``steps_per_epoch``, the instrumentation of :meth:`stats`, ``train_s`` (the stage's
     seconds before the re-fit, validation excluded), ``validation_s``, ``encode_s``,
     ``seconds``, ``peak_rss_mb_max_trainer``."""
 
@@ -127,7 +128,7 @@ class JointTrainer(StageTrainer):
                 mon.scalars({f"val/{k}": v for k, v in scalar_metrics(val).items()}, step)
                 stopped = early.update(improved) and step < total
             done = step
-            if progress.due(step, total) or stopped:
+            if progress.due(step, total):
                 progress.save(step, {"lms": lms, "head": head, "sched": sched}, opt, learnable,
                               {"losses": losses, "counts": self.inference.counts,
                                "targets_seen": self.targets_seen, "cache": cache.stats,
@@ -297,4 +298,3 @@ class JointTrainer(StageTrainer):
     def _endless_batches(self, batch_size, fanouts):
         while True:
             yield from self.task.train_batches(fanouts, batch_size, self.gen)
-

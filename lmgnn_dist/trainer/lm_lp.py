@@ -143,7 +143,7 @@ class LMLinkPredictionTrainer(StageTrainer):
                 mon.scalars({"val/mrr": history[-1]["mrr"]}, step + 1)
                 stopped = early.update(improved) and step + 1 < total
             done = step + 1
-            if progress.due(step + 1, total) or stopped:
+            if progress.due(step + 1, total):
                 progress.save(step + 1, {"model": model, "sched": sched}, opt, None,
                               {"losses": losses, "encoded": encoded, "val_history": history,
                                "bad_evals": early.bad, **best.state()})
