@@ -41,8 +41,9 @@ CASES = {
     "int for bool": (["baseline=1"], "baseline: expected bool, got 1"),
     "section a value": (["model=3"], "model: expected a mapping, got 3"),
     "unknown key": (["stage1.max_step=1"], "stage1: unknown key(s) ['max_step']; known: "
-                    "['batch_size', 'decoder_lr', 'lm_lr', 'max_steps', 'num_negatives', "
-                    "'weight_decay']"),
+                    "['batch_size', 'decoder_lr', 'epochs', 'eval_every', 'lm_lr', "
+                    "'max_grad_norm', 'max_steps', 'num_negatives', 'objective', 'patience', "
+                    "'schedule', 'val_edges', 'val_negatives', 'warmup_ratio', 'weight_decay']"),
     "port": (["launch.ssh_port=70000"], "launch.ssh_port must be <= 65535, got 70000"),
     "machines vs parts": (["data.num_parts=3"],
                           "launch.debug_local=2 machines but data.num_parts=3: one partition "
