@@ -131,12 +131,18 @@ def ensure_tag(part: str, dry_run: bool) -> None:
         subprocess.run(cmd, cwd=REPO, check=True)
 
 
+#: the harness's own outputs, tracked but not code: they do not make a tree dirty
+OUTPUTS = ("benchmarks/quality_runs.jsonl", "benchmarks/QUALITY.md", "benchmarks/quality.png")
+
+
 def git_state() -> Tuple[str, bool]:
-    """``git rev-parse --short HEAD`` and whether tracked files differ from it."""
+    """``git rev-parse --short HEAD`` and whether tracked files other than :data:`OUTPUTS`
+    differ from it."""
     def git(*a):
         return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
     return git("rev-parse", "--short", "HEAD") or "unknown", bool(
-        git("status", "--porcelain", "--untracked-files=no"))
+        git("status", "--porcelain", "--untracked-files=no", "--", ".",
+            *(f":!{o}" for o in OUTPUTS)))
 
 
 def _get(cfg: dict, dotted: str):

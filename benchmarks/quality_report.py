@@ -161,10 +161,15 @@ def _pm(ms: Optional[Tuple[float, float]], digits: int = 4) -> str:
 
 
 def _budgets(records: Sequence[dict], part: str) -> List[str]:
-    """``"<run>: key=value, ..."`` per distinct budget of the part's successful runs."""
-    seen = []
+    """``"<run>: key=value, ..."`` per distinct budget of the part's successful runs that
+    count (the latest of each run and seed)."""
+    latest = {}
     for r in records:
-        if r.get("part") == part and r.get("status") == "ok" and r.get("budget"):
+        if r.get("part") == part and r.get("status") == "ok":
+            latest[(r["run"], int(r["seed"]))] = r
+    seen = []
+    for r in latest.values():
+        if r.get("budget"):
             text = f"{r['run']}: " + ", ".join(f"{k}={v}" for k, v in sorted(r["budget"].items()))
             if text not in seen:
                 seen.append(text)
@@ -222,8 +227,9 @@ def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
 
 
 def plot(agg: Dict[str, List[dict]], path: os.PathLike) -> Path:
-    """``quality.png``: one panel per part, a horizontal bar per row (test accuracy mean,
-    sample-std error bars) and the validation mean as a marker; written atomically."""
+    """``quality.png``: one panel per part, a row per label: test accuracy mean (dot, sample-std
+    error bars) and validation mean (diamond), the axis zoomed on the values; written
+    atomically."""
     import io
 
     import matplotlib
@@ -239,14 +245,17 @@ def plot(agg: Dict[str, List[dict]], path: os.PathLike) -> Path:
         ys = list(range(len(rows)))[::-1]
         test = [r["test_acc"][0] for r in rows]
         err = [0.0 if math.isnan(r["test_acc"][1]) else r["test_acc"][1] for r in rows]
-        ax.barh(ys, test, height=0.6, xerr=err, color="tab:blue", alpha=0.7, capsize=3,
-                label="test acc")
+        ax.errorbar(test, ys, xerr=err, fmt="o", color="tab:blue", capsize=3,
+                    label="test acc")
         vy = [y for y, r in zip(ys, rows) if "val_acc" in r]
         ax.scatter([r["val_acc"][0] for r in rows if "val_acc" in r], vy, marker="D",
                    color="tab:orange", zorder=3, label="val acc")
         ax.set_yticks(ys)
         ax.set_yticklabels([f"{r['label']} (n={r['n']})" for r in rows], fontsize=8)
-        ax.set_xlim(0, 1)
+        values = test + [r["val_acc"][0] for r in rows if "val_acc" in r]
+        if values:  # a dot plot zoomed on the rows: differences of a point stay visible
+            ax.set_xlim(max(0.0, min(values) - 0.03), min(1.0, max(values) + 0.03))
+        ax.grid(axis="x", alpha=0.3)
         ax.set_ylim(-0.7, max(len(rows) - 0.3, 0.7))
         ax.set_xlabel("accuracy (mean ± sample std over seeds)")
         ax.set_title(part)
