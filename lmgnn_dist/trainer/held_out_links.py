@@ -10,14 +10,14 @@ ranking_sums`), summed over the trainers.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict
 
 import torch
 
+from partition.etypes import CanonicalEtype
+
 from ..dist_init import all_reduce
 from ..metrics import HITS_AT, ranking_metrics, ranking_sums
-
-CanonicalEtype = Tuple[str, str, str]
 
 
 class HeldOutLinks:
