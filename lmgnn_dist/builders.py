@@ -73,17 +73,19 @@ def build_lms(encoders: NodeInputEncoders, model_cfg, stage_dir: Optional[Path] 
 
 
 def build_task_model(model_cfg, task, canonical_etypes, in_dim: int, seed: int,
-                     graph_free: bool = False) -> TaskModel:
+                     graph_free: bool = False,
+                     device: torch.device = torch.device("cpu")) -> TaskModel:
     """GNN encoder (RGCN over ``canonical_etypes``, or the graph-free MLP) + the task's
-    decoder, initialised from ``seed`` alone, so identically on every trainer (DDP also
-    broadcasts rank 0's). Torch's global RNG is left as it was (``fork_rng``): the per-stage,
-    per-rank seeding of dropout and shuffles is not reset."""
+    decoder on ``device`` (:attr:`DevicePlan.gnn`), initialised (on the CPU) from ``seed``
+    alone, so identically on every trainer (DDP also broadcasts rank 0's). Torch's global RNG
+    is left as it was (``fork_rng``): the per-stage, per-rank seeding of dropout and shuffles
+    is not reset."""
     m = model_cfg
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = (MLPEncoder(in_dim, m.hidden_size, m.dropout) if graph_free else
                    RGCN(in_dim, m.hidden_size, m.num_layers, canonical_etypes, m.dropout))
-        return TaskModel(encoder, task.new_decoder(m.hidden_size), task)
+        return TaskModel(encoder, task.new_decoder(m.hidden_size), task).to(device)
 
 
 def build_learnable(g, encoders: NodeInputEncoders, dim: int, name: str,

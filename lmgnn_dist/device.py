@@ -4,15 +4,19 @@
 - ``device: auto | cpu | cuda``: ``auto`` is ``cuda`` when a GPU is visible. Trainer ``i`` of a
   machine (``LOCAL_RANK``) uses GPU ``i``, so a machine needs at least ``launch.num_trainers``
   GPUs.
-- The LMs run on that device in every stage (with- and no-grad encodes, stage 1, embed). The
-  GNN encoder and the decoders stay on the CPU: DGL's PyPI build (2.1) has no CUDA, so blocks
-  and the KV store live on the CPU; an LM's [CLS] output crosses to the CPU inside autograd
-  (``Tensor.to``), and its gradient crosses back. The LM-embedding cache stays in the KV
-  store, float32.
+- The LMs run on that device in every stage (with- and no-grad encodes, stage 1, embed).
+- The GNN encoder and the decoders follow them when the installed DGL has CUDA
+  (:func:`dgl_has_cuda`: a CUDA build from DGL's own wheel index): each RGCN layer moves its
+  block and inputs to its weights' device (:func:`to_device`; a no-op on the CPU), so the
+  samplers, the KV store and the LM-embedding cache (float32) stay on the CPU and the same code
+  serves both cases. With DGL's PyPI build (2.1, CPU only) they stay on the CPU: an LM's [CLS]
+  output crosses to the CPU inside autograd (``Tensor.to``), and its gradient crosses back.
+  Decided once at start-up and logged (:meth:`DevicePlan.describe`).
 - ``precision: fp32 | bf16 | fp16``: the LMs' forward passes under ``torch.autocast`` (their
-  outputs are cast back to float32 for the GNN); fp16 would need a gradient scaler spanning the
-  GPU LM and the CPU GNN, which ``torch.cuda.amp.GradScaler`` does not do, so it is refused
-  while the GNN is on the CPU (use bf16).
+  outputs are cast back to float32 for the GNN). fp16 needs a gradient scaler
+  (:meth:`DevicePlan.grad_scaler`, ``torch.cuda.amp.GradScaler``), which only spans CUDA
+  parameters: it is allowed when the GNN is on the GPU too, refused while it is on the CPU
+  (use bf16).
 
 Only torch is imported here, so the GPU checks (``benchmarks/gpu_check.sh``) use it on a
 machine without DGL.
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -61,10 +65,38 @@ class DevicePlan:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.lm.type, dtype=dtype)
 
+    def grad_scaler(self):
+        """``torch.cuda.amp.GradScaler``, enabled for fp16 only (disabled, its ``scale``/
+        ``step``/``update`` pass through, so every precision takes one code path)."""
+        return torch.cuda.amp.GradScaler(enabled=self.precision == "fp16")
+
     def describe(self) -> str:
         why = ("" if self.gnn.type == self.lm.type else
                " (the installed DGL has no CUDA: blocks and the KV store are on the CPU)")
         return f"LMs on {self.lm} in {self.precision}, GNN encoder + decoder on {self.gnn}{why}"
+
+
+def to_device(device: torch.device, block, h: Dict[str, torch.Tensor]
+              ) -> Tuple[object, Dict[str, torch.Tensor]]:
+    """``block`` (a DGL block/MFG) and its input features ``h`` (ntype -> ``[N, D]``) on
+    ``device``: the GNN's one device boundary (called by each GNN layer with its weights'
+    device). Both moves return their argument unchanged when it is already there, and ``.to``
+    keeps autograd (gradients flow back to the CPU-side LM outputs / learnable rows)."""
+    return block.to(device), {nt: x.to(device) for nt, x in h.items()}
+
+
+def dgl_has_cuda() -> bool:
+    """Whether the installed DGL can put a graph on a GPU (a CUDA build and a visible GPU).
+    Imports DGL only when torch sees a GPU."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import dgl
+
+        dgl.graph(([0], [0])).to(torch.device("cuda", 0))
+        return True
+    except Exception:  # the CPU build raises DGLError("... cuda is not enabled"); any failure
+        return False   # means the GNN cannot run there
 
 
 CPU = DevicePlan(torch.device("cpu"), torch.device("cpu"))
@@ -72,10 +104,13 @@ CPU = DevicePlan(torch.device("cpu"), torch.device("cpu"))
 
 def resolve_device(device: str = "auto", precision: str = "fp32", local_rank: int = 0,
                    trainers_per_machine: int = 1, cuda_available: Optional[bool] = None,
-                   gpu_count: Optional[int] = None) -> DevicePlan:
-    """The :class:`DevicePlan` of trainer ``local_rank`` of a machine.
+                   gpu_count: Optional[int] = None,
+                   dgl_cuda: Optional[bool] = None) -> DevicePlan:
+    """The :class:`DevicePlan` of trainer ``local_rank`` of a machine: the LMs on its GPU
+    ``local_rank`` for ``cuda``; the GNN there too when DGL has CUDA, else on the CPU.
 
-    ``cuda_available`` / ``gpu_count`` default to what torch sees (tests pass them).
+    ``cuda_available`` / ``gpu_count`` / ``dgl_cuda`` default to what torch and DGL see (tests
+    pass them).
 
     Raises
     ------
@@ -104,10 +139,24 @@ def resolve_device(device: str = "auto", precision: str = "fp32", local_rank: in
         raise DeviceError(f"launch.num_trainers={trainers_per_machine} trainers per machine "
                           f"need a GPU each, but this machine has {gpus}; lower "
                           "launch.num_trainers or use launch.device=cpu")
-    if precision == "fp16":
+    gpu = torch.device("cuda", local_rank)
+    dgl_cuda = dgl_has_cuda() if dgl_cuda is None else dgl_cuda
+    if precision == "fp16" and not dgl_cuda:
         raise DeviceError("launch.precision=fp16 needs a gradient scaler over the GPU LM and the "
-                          "CPU GNN, which torch's GradScaler does not span; use bf16")
-    return DevicePlan(torch.device("cuda", local_rank), torch.device("cpu"), precision)
+                          "CPU GNN (the installed DGL has no CUDA), which torch's GradScaler "
+                          "does not span; use bf16")
+    return DevicePlan(gpu, gpu if dgl_cuda else torch.device("cpu"), precision)
+
+
+def check_precision(plan: DevicePlan, embedding_ntypes) -> None:
+    """Refuse fp16 when node types have learnable embeddings (``model.encoders: embedding``):
+    DGL's distributed sparse optimizer would apply their loss-scaled gradients unscaled.
+
+    Raises DeviceError naming ``launch.precision`` and the node types."""
+    if plan.precision == "fp16" and embedding_ntypes:
+        raise DeviceError(f"launch.precision=fp16 cannot train the learnable embeddings of "
+                          f"{sorted(embedding_ntypes)} (DGL's sparse optimizer does not unscale "
+                          "fp16 gradients); use bf16")
 
 
 def peak_gpu_mem_mib(plan: DevicePlan) -> float:

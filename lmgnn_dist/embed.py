@@ -168,7 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     env.log(f"[embed] LM chunks: {enc['chunks_encoded']} encoded, "
             f"{enc['chunks_reused']} reused (rank 0)", console=True)
     head = build_task_model(cfg.model, env.task, g.canonical_etypes, lms.out_dim, cfg.seed)
-    head.load_state_dict(torch.load(ckpt / "gnn.pt"))
+    head.load_state_dict(torch.load(ckpt / "gnn.pt", map_location="cpu"))
     head.eval()
     learnable = build_learnable(g, env.encoders, lms.out_dim, "embed", cfg.model.embedding_lr)
     inputs = dict(env.cache.tables)

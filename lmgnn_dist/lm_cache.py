@@ -91,14 +91,15 @@ class LMEmbeddingCache:
         return {nt: self.tables[nt][i] for nt, i in ids.items()}
 
     def write(self, ntype: str, ids: torch.Tensor, emb: torch.Tensor, step: int) -> None:
-        """Write rows ``ids`` (int64 ``[B]``) with ``emb`` (``[B, dim]``, detached) at ``step``.
+        """Write rows ``ids`` (int64 ``[B]``) with ``emb`` (``[B, dim]``, any device; stored
+        detached, float32, in the KV store) at ``step``.
 
         Like every DGL KV-store push, a write to rows of another machine's partition is
         asynchronous: a later read by *this* trainer sees it (requests to a server are handled
         in order), another trainer may read the older rows for a moment (bounded staleness is
         what the cache is for)."""
         if len(ids):
-            self.tables[ntype][ids] = emb.detach().float()
+            self.tables[ntype][ids] = emb.detach().to("cpu", torch.float32)
             self.steps[ntype][ids] = torch.full((len(ids), 1), int(step), dtype=torch.int64)
             self.stats.rows_written += len(ids)
 

@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lmgnn_dist.device import CPU, DeviceError, DevicePlan, resolve_device
+from lmgnn_dist.device import (CPU, DeviceError, DevicePlan, check_precision, dgl_has_cuda,
+                               resolve_device, to_device)
 from lmgnn_dist.model.lm import LMEncoder
 from lmgnn_dist.trainer.gradsync import AllReduceGradients
 
@@ -16,11 +17,53 @@ from lmgnn_dist.trainer.gradsync import AllReduceGradients
 def test_resolution_picks_the_trainers_gpu_and_keeps_the_gnn_on_the_cpu():
     assert resolve_device("auto", cuda_available=False) == CPU
     plan = resolve_device("auto", "bf16", local_rank=1, trainers_per_machine=2,
-                          cuda_available=True, gpu_count=2)
+                          cuda_available=True, gpu_count=2, dgl_cuda=False)
     assert plan.lm == torch.device("cuda", 1) and plan.gnn == torch.device("cpu")
     assert plan.mixed and plan.autocast_dtype is torch.bfloat16
     assert "LMs on cuda:1 in bf16, GNN encoder + decoder on cpu" in plan.describe()
     assert resolve_device("cpu", "bf16", cuda_available=True).lm == torch.device("cpu")
+
+
+def test_the_gnn_follows_the_lm_onto_the_gpu_when_dgl_has_cuda():
+    plan = resolve_device("cuda", "fp16", local_rank=1, trainers_per_machine=2,
+                          cuda_available=True, gpu_count=2, dgl_cuda=True)
+    assert plan.lm == plan.gnn == torch.device("cuda", 1) and not plan.mixed
+    assert plan.describe() == "LMs on cuda:1 in fp16, GNN encoder + decoder on cuda:1"
+    assert dgl_has_cuda() is torch.cuda.is_available() is False  # this CPU machine
+
+
+def test_fp16_is_refused_for_learnable_embeddings():
+    gpu = torch.device("cuda", 0)
+    check_precision(DevicePlan(gpu, gpu, "fp16"), [])
+    check_precision(DevicePlan(gpu, gpu, "bf16"), ["tag"])
+    with pytest.raises(DeviceError, match=r"launch.precision=fp16 cannot train the learnable "
+                       r"embeddings of \['tag'\]"):
+        check_precision(DevicePlan(gpu, gpu, "fp16"), ["tag"])
+
+
+def test_each_rgcn_layer_moves_its_block_and_inputs_to_its_weights_device(monkeypatch):
+    """The GNN's one device boundary: every layer calls ``to_device`` with its weights' device
+    (a no-op here), and gradients flow back through it to the inputs."""
+    import dgl
+
+    from lmgnn_dist.model import rgcn
+
+    seen = []
+
+    def recording(device, block, h):
+        seen.append(device)
+        return to_device(device, block, h)
+
+    monkeypatch.setattr(rgcn, "to_device", recording)
+    cet = ("paper", "cites", "paper")
+    blocks = [dgl.create_block({cet: (torch.tensor(s), torch.tensor(d))},
+                               num_src_nodes={"paper": n_src}, num_dst_nodes={"paper": n_dst})
+              for s, d, n_src, n_dst in (([2, 0, 1], [0, 1, 2], 4, 3), ([2], [1], 3, 2))]
+    model = rgcn.RGCN(4, 3, 2, [cet])
+    x = torch.randn(4, 4, requires_grad=True)
+    out = model(blocks, {"paper": x})
+    out["paper"].sum().backward()
+    assert seen == [torch.device("cpu")] * 2 and x.grad is not None
 
 
 @pytest.mark.parametrize("args, message", [
@@ -30,7 +73,7 @@ def test_resolution_picks_the_trainers_gpu_and_keeps_the_gnn_on_the_cpu():
     (dict(device="cuda", trainers_per_machine=4, cuda_available=True, gpu_count=2),
      "launch.num_trainers=4 trainers per machine need a GPU each, but this machine has 2"),
     (dict(device="cpu", precision="fp16"), "launch.precision=fp16 needs launch.device=cuda"),
-    (dict(device="cuda", precision="fp16", cuda_available=True, gpu_count=1),
+    (dict(device="cuda", precision="fp16", cuda_available=True, gpu_count=1, dgl_cuda=False),
      "launch.precision=fp16 needs a gradient scaler over the GPU LM and the CPU GNN"),
 ])
 def test_resolution_errors_name_the_config_key(args, message):

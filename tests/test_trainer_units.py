@@ -277,3 +277,47 @@ def test_optimizer_step_clips_the_averaged_gradient_and_steps_the_scheduler(tmp_
     assert opt.param_groups[0]["lr"] == 0.5
     assert trainer.optimizer_step(model(x).sum(), opt) is None  # no clipping: None
     assert torch.allclose(lin.weight, torch.tensor([[-15.3, -20.4, 0.0]]), atol=1e-5)
+
+
+class _Fp16Scaler:
+    """GradScaler's contract on the CPU (torch's needs CUDA): loss x 1024 for backward,
+    gradients / 1024 in ``unscale_``, ``step`` steps; records the order of the calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def scale(self, loss):
+        self.calls.append("scale")
+        return loss * 1024.0
+
+    def unscale_(self, opt):
+        self.calls.append("unscale_")
+        for group in opt.param_groups:
+            for p in group["params"]:
+                p.grad.div_(1024.0)
+
+    def step(self, opt):
+        self.calls.append("step")
+        opt.step()
+
+    def update(self):
+        self.calls.append("update")
+
+
+def test_optimizer_step_unscales_fp16_gradients_before_clipping(tmp_path, one_process_group):
+    """Under fp16 the loss is scaled for backward and the gradients unscaled before the clip,
+    so the norm returned and the update are those of the true gradient (norm 50 -> 0.5)."""
+    g, _ = toy_graph()
+    trainer = GNNTrainer(toy_env(tmp_path, g), "stage2", StageStart())
+    assert not trainer.scaler.is_enabled()  # fp32 on the CPU: a pass-through
+    trainer.scaler = _Fp16Scaler()
+    lin = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.zero_()
+    model = trainer.ddp(lin)
+    opt = torch.optim.SGD(lin.parameters(), lr=1.0)
+    norm = trainer.optimizer_step(model(torch.tensor([[30.0, 40.0, 0.0]])).sum(), opt,
+                                  max_grad_norm=0.5)
+    assert norm == pytest.approx(50.0)
+    assert torch.allclose(lin.weight, torch.tensor([[-0.3, -0.4, 0.0]]), atol=1e-6)
+    assert trainer.scaler.calls == ["scale", "unscale_", "step", "update"]

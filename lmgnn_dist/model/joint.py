@@ -30,12 +30,13 @@ def mix_embeddings(h_train: torch.Tensor, train_idx: torch.Tensor,
     """Assemble input-node embeddings from with-grad and no-grad parts (back-prop on samples).
 
     Shapes: ``h_train`` ``[T, D]`` at positions ``train_idx`` ``[T]``, ``h_infer`` ``[I, D]`` at
-    ``infer_idx`` ``[I]`` -> ``[T + I, D]``. Gradient flows only into ``h_train``.
+    ``infer_idx`` ``[I]`` -> ``[T + I, D]`` on ``h_train``'s device (``h_infer`` may come from
+    the CPU-side cache). Gradient flows only into ``h_train``.
     """
-    n = len(train_idx) + len(infer_idx)
-    out = torch.zeros(n, h_train.shape[1], dtype=h_train.dtype, device=h_train.device)
-    out = out.index_put((infer_idx,), h_infer.detach().to(h_train.dtype))
-    return out.index_put((train_idx,), h_train)
+    n, dev = len(train_idx) + len(infer_idx), h_train.device
+    out = torch.zeros(n, h_train.shape[1], dtype=h_train.dtype, device=dev)
+    out = out.index_put((infer_idx.to(dev),), h_infer.detach().to(dev, h_train.dtype))
+    return out.index_put((train_idx.to(dev),), h_train)
 
 
 class NodeLMs(nn.Module):
@@ -144,8 +145,8 @@ class MLPEncoder(nn.Module):
         self.out_dim = hidden
 
     def forward(self, blocks: List, h: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        last = blocks[-1]
-        return {nt: self.mlp(x[:last.num_dst_nodes(nt)]) for nt, x in h.items()
+        last, dev = blocks[-1], self.mlp[1].weight.device
+        return {nt: self.mlp(x[:last.num_dst_nodes(nt)].to(dev)) for nt, x in h.items()
                 if nt in last.dsttypes and last.num_dst_nodes(nt) > 0}
 
 

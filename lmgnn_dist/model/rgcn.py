@@ -8,6 +8,8 @@ from torch import nn
 
 from partition.etypes import CanonicalEtype
 
+from ..device import to_device
+
 
 class RGCNLayer(nn.Module):
     r"""One RGCN layer (LM-GNN eq. 1; Schlichtkrull et al. 2018)
@@ -34,7 +36,9 @@ class RGCNLayer(nn.Module):
     ------
     - input: a block with ``N_src``/``N_dst`` nodes per type; ``h`` dict ntype ->
       float ``[N_src[ntype], in_dim]``.
-    - output: dict ntype -> float ``[N_dst[ntype], out_dim]`` for every type with dst nodes.
+    - output: dict ntype -> float ``[N_dst[ntype], out_dim]`` for every type with dst nodes,
+      on the layer's device (the block and ``h`` are moved there first:
+      :func:`~lmgnn_dist.device.to_device`).
     """
 
     def __init__(self, in_dim: int, out_dim: int, canonical_etypes: Sequence[CanonicalEtype],
@@ -56,6 +60,7 @@ class RGCNLayer(nn.Module):
         return self.conv.mods[str(tuple(cetype))]
 
     def forward(self, block, h: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        block, h = to_device(self.self_loop.weight.device, block, h)
         h_dst = {nt: x[:block.num_dst_nodes(nt)] for nt, x in h.items()
                  if block.num_dst_nodes(nt) > 0}
         msgs = self.conv(block, (h, h_dst))

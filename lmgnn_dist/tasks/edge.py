@@ -79,7 +79,8 @@ class EdgeClassificationTask(_EdgeTask):
         return self.g.edges[self.etype].data["label"][batch.eids]
 
     def loss(self, decoder, h, batch: EdgeBatch) -> torch.Tensor:
-        return F.cross_entropy(decoder(*self.end_points(h, batch)), self.labels(batch))
+        logits = decoder(*self.end_points(h, batch))
+        return F.cross_entropy(logits, self.labels(batch).to(logits.device))
 
     @torch.no_grad()
     def evaluate(self, head, features, split, fanouts, batch_size, full_neighbors):
@@ -87,7 +88,7 @@ class EdgeClassificationTask(_EdgeTask):
         for b in self._edge_batches(self.split_targets(split), fanouts, batch_size, None,
                                     shuffle=False, full_neighbors=full_neighbors):
             h = head.encoder(b.blocks, features(b.input_nodes))
-            pred = head.decoder(*self.end_points(h, b)).argmax(1)
+            pred = head.decoder(*self.end_points(h, b)).argmax(1).cpu()
             conf += confusion_matrix(pred, self.labels(b), len(self.classes))
         return classification_metrics(all_reduce(conf), self.classes)
 
@@ -164,5 +165,5 @@ class LinkPredictionTask(_EdgeTask):
                            negatives=(neg.reshape(-1), torch.arange(neg.numel()).view(neg.shape)),
                            full_neighbors=full_neighbors, src_dst=(src, dst))
             pos, negs = self.scores(head.decoder, head.encoder(b.blocks, features(b.input_nodes)), b)
-            sums += ranking_sums(pos, negs, valid)
+            sums += ranking_sums(pos.cpu(), negs.cpu(), valid)
         return ranking_metrics(all_reduce(sums))

@@ -58,7 +58,8 @@ class NodeClassificationTask(Task):
         return decoder(h[self.target][:len(batch.labels)])
 
     def loss(self, decoder, h, batch: NodeBatch) -> torch.Tensor:
-        return F.cross_entropy(self.logits(decoder, h, batch), batch.labels)
+        logits = self.logits(decoder, h, batch)
+        return F.cross_entropy(logits, batch.labels.to(logits.device))
 
     @torch.no_grad()
     def evaluate(self, head, features, split, fanouts, batch_size, full_neighbors):
@@ -66,6 +67,6 @@ class NodeClassificationTask(Task):
         for b in self._batches(self.split_targets(split), fanouts, batch_size, shuffle=False,
                                full_neighbors=full_neighbors):
             pred = self.logits(head.decoder, head.encoder(b.blocks, features(b.input_nodes)),
-                               b).argmax(1)
+                               b).argmax(1).cpu()
             conf += confusion_matrix(pred, b.labels, len(self.classes))
         return classification_metrics(all_reduce(conf), self.classes)

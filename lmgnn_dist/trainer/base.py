@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..builders import NodeInputEncoders, sparse_rows
-from ..device import CPU, DevicePlan, peak_gpu_mem_mib, resolve_device
+from ..device import CPU, DevicePlan, check_precision, peak_gpu_mem_mib, resolve_device
 from ..dist_init import DistContext, all_reduce
 from ..lm_cache import LMEmbeddingCache
 from ..model.joint import NodeLMs
@@ -90,9 +90,10 @@ class StageEnv:
         """
         plan = resolve_device(cfg.launch.device, cfg.launch.precision, ctx.local_rank,
                               cfg.launch.num_trainers)
+        encoders = NodeInputEncoders.from_config(cfg.model, meta)
+        check_precision(plan, encoders.embedding_ntypes)
         groups = {"cuda": dist.new_group(backend="nccl")} if plan.lm.type == "cuda" else {}
-        env = cls(cfg, ctx, g, meta, make_task(cfg, g, meta),
-                  NodeInputEncoders.from_config(cfg.model, meta), plan, groups)
+        env = cls(cfg, ctx, g, meta, make_task(cfg, g, meta), encoders, plan, groups)
         env.log(f"[trainer] devices: {plan.describe()}")
         return env
 
@@ -165,6 +166,8 @@ class StageTrainer:
         self.timer = PhaseTimer()
         #: the data-parallel wrapper of :meth:`ddp`
         self.data_parallel: Optional[torch.nn.Module] = None
+        #: fp16 loss scaling (a pass-through for fp32/bf16: one code path)
+        self.scaler = env.device.grad_scaler()
         self.seed()
 
     def fit(self) -> dict:
@@ -225,22 +228,26 @@ class StageTrainer:
         """Back-propagate ``loss``, average the gradients over the trainers (inside backward
         with DDP, else :meth:`AllReduceGradients.sync`), clip their global L2 norm to
         ``max_grad_norm`` (when given; the averaged gradients, so every trainer clips alike),
-        and step ``opt``, ``scheduler`` and the learnable embeddings' sparse optimizer.
+        and step ``opt``, ``scheduler`` and the learnable embeddings' sparse optimizer. Under
+        fp16 the loss is scaled for backward and the gradients unscaled before clipping
+        (``self.scaler``; a step with inf/NaN gradients is skipped, as GradScaler does).
         ``h_learnable`` (ntype -> rows read from ``learnable``) ties every read row into the
         graph (``zero_term``), so DGL's sparse optimizer sees each of them. Returns the
         gradient norm before clipping (None without clipping)."""
         if learnable is not None:
             loss = loss + learnable.zero_term(h_learnable)
         opt.zero_grad()
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if isinstance(self.data_parallel, AllReduceGradients):
             self.data_parallel.sync()
         norm = None
         if max_grad_norm is not None:
+            self.scaler.unscale_(opt)
             params = [p for group in opt.param_groups for p in group["params"]
                       if p.grad is not None]
             norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-        opt.step()
+        self.scaler.step(opt)
+        self.scaler.update()
         if scheduler is not None:
             scheduler.step()
         if learnable is not None:

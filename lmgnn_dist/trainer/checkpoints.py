@@ -115,15 +115,15 @@ class Progress:
         if not (env.cfg.resume and ckpt.is_complete(out, f"{self.name}.partial")):
             return {}
         folder = ckpt.stage_dir(out, f"{self.name}.partial")
-        saved = torch.load(folder / "progress.pt")
+        saved = torch.load(folder / "progress.pt", map_location="cpu")
         for key, module in modules.items():
             module.load_state_dict(saved["modules"][key])
         opt.load_state_dict(saved["optimizer"])
         if learnable is not None:
             learnable.load(folder / "node_emb", env.ctx.is_main)
         mine = folder / "ranks" / f"rank-{env.ctx.rank}.pt"
-        state = (torch.load(mine) if saved["world_size"] == env.ctx.world_size and mine.exists()
-                 else {})
+        same_world = saved["world_size"] == env.ctx.world_size
+        state = torch.load(mine, map_location="cpu") if same_world and mine.exists() else {}
         if "rng" in state:
             self.gen.set_state(state.pop("rng"))
             torch.set_rng_state(state.pop("torch_rng"))

@@ -59,7 +59,7 @@ def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: s
     ``epochs``, ``steps_per_epoch``, ``losses``, ``val_history``."""
     s, task, env = trainer.cfg.stage2, trainer.task, trainer.env
     head = build_task_model(trainer.cfg.model, task, trainer.g.canonical_etypes, in_dim,
-                            trainer.cfg.seed)
+                            trainer.cfg.seed, device=env.device.gnn)
     opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     progress = Progress(env, name, trainer.gen, unit="epoch")
     state = progress.load({"head": head}, opt, learnable)

@@ -63,12 +63,12 @@ class JointTrainer(StageTrainer):
         graph_free = s.mode == "lm_only"
         lms = build_lms(env.encoders, self.cfg.model, self.start.lm_dir, env.device)
         head = build_task_model(self.cfg.model, task, self.g.canonical_etypes,
-                                lms.out_dim, self.cfg.seed, graph_free)
+                                lms.out_dim, self.cfg.seed, graph_free, env.device.gnn)
         learnable = build_learnable(self.g, env.encoders, lms.out_dim, self.name,
                                     self.cfg.model.embedding_lr)
         head_dir: Optional[Path] = self.start.head_dir
         if head_dir is not None and not graph_free:
-            head.load_state_dict(torch.load(head_dir / "gnn.pt"))
+            head.load_state_dict(torch.load(head_dir / "gnn.pt", map_location="cpu"))
             if learnable is not None and (head_dir / "node_emb").exists():
                 learnable.load(head_dir / "node_emb", self.ctx.is_main)
         model = JointModel(lms, head)

@@ -74,6 +74,7 @@ class LMLinkPredictionTrainer(StageTrainer):
         lms = build_lms(self.env.encoders, self.cfg.model, device=self.env.device)
         relations = self.relations()
         model = LMLinkPredictor(lms, relations)
+        model.decoder.to(self.env.device.gnn)
         opt = torch.optim.AdamW([
             {"params": lms.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
             {"params": model.decoder.parameters(), "lr": s.decoder_lr}])
