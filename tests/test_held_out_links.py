@@ -39,7 +39,14 @@ def test_mrr_ranks_each_positive_against_the_fixed_negatives(one_process_group):
         for p in dec.parameters():
             p.fill_(1.0)
     eye = torch.eye(n)
-    out = h.evaluate(lambda eids, c: (src[eids], dst[eids]), lambda nt, ids: eye[ids], dec)
+    asked = []
+
+    def encode(nt, ids):
+        asked.append(ids.tolist())
+        return eye[ids]
+
+    out = h.evaluate(lambda eids, c: (src[eids], dst[eids]), encode, dec)
+    assert asked == [[0, 1, 2, 3, 4, 5]]  # one encode of the unique end points and negatives
     # 0->0: negative 0 is the positive itself (left out); 4, 5 score 0 < 1: rank 1.
     # 1->1, 3->3: rank 1. 2->5: pos 0; negatives 0, 4 score 0 (ties), 5 is the positive itself
     # (left out): rank 1 + 2/2 = 2.

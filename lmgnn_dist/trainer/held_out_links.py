@@ -63,9 +63,12 @@ class HeldOutLinks:
         (collective: every trainer calls it, with or without edges of its own).
 
         ``find_edges(eids, etype)`` -> ``(src, dst)``; ``encode(ntype, ids)`` -> float
-        ``[len(ids), D]`` no-grad LM embeddings; ``decoder``: the DistMult decoder. A negative
-        equal to the positive's own destination is left out of its ranking.
+        ``[len(ids), D]`` no-grad LM embeddings, called once per node type with the unique
+        end points and negatives; ``decoder``: the DistMult decoder. A negative equal to the
+        positive's own destination is left out of its ranking.
         """
+        from .lm_lp import gather_tokens  # (lm_lp imports this module)
+
         sums = torch.zeros(2 + len(HITS_AT), dtype=torch.float64)
         for c, eids in self.val.items():
             if not len(eids):
@@ -73,8 +76,8 @@ class HeldOutLinks:
             src, dst = find_edges(eids, c)
             neg = self.negatives[c]
             dev = next(decoder.parameters()).device
-            h_src, h_dst, h_neg = (encode(nt, ids).to(dev) for nt, ids in
-                                   ((c[0], src), (c[2], dst), (c[2], neg)))
+            emb, rows = gather_tokens(encode, [(c[0], src), (c[2], dst), (c[2], neg)])
+            h_src, h_dst, h_neg = (emb[nt][r].to(dev) for nt, r in zip((c[0], c[2], c[2]), rows))
             pos = decoder(h_src, h_dst, c)
             scores = decoder.score_negatives(h_src, h_neg.unsqueeze(0).expand(len(src), -1, -1),
                                              c)
