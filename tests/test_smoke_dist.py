@@ -127,8 +127,9 @@ def test_resume_skips_completed_stages(smoke_run):
     assert after == before
 
 
-def _rerun_stage3(smoke_run, out_dir, *overrides):
-    """Run only stage 3 again (stages 1-2 and the baseline reused from the smoke run)."""
+def _rerun_stage3(smoke_run, out_dir, *overrides, log=None):
+    """Run only stage 3 again (stages 1-2 and the baseline reused from the smoke run);
+    ``log``: a line the console must show."""
     import shutil
 
     root, path, first, _ = smoke_run
@@ -138,6 +139,7 @@ def _rerun_stage3(smoke_run, out_dir, *overrides):
     out = _run_pipeline(path, f"output_dir={out_dir}", *overrides)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "[stage1] step" not in out.stdout and "[stage3] step" in out.stdout
+    assert log is None or log in out.stdout, out.stdout[-3000:]
     return json.loads((out_dir / "results.json").read_text())["stages"]["stage3"]
 
 
@@ -197,6 +199,18 @@ def test_stage3_keeps_its_best_validation_model_and_stops_early(smoke_run, tmp_p
     after = [h["acc"] for h in history if h["step"] > best["step"]]
     assert len(after) == 2 and max(after) <= best["acc"]
     assert "refit" not in s3
+
+
+def test_stage3_pseudo_labels_join_the_batches_and_get_lm_gradient(smoke_run, tmp_path):
+    """GLEM's pseudo-labels: the stage-2 model labels each trainer's 15 non-training targets;
+    each batch of gold targets (4, 4, 4, 3) is joined by as many pseudo ones, and with every
+    target encoded with gradient the LM sees twice the gold count; epochs still count gold."""
+    s3 = _rerun_stage3(smoke_run, tmp_path / "run6", "stage3.pseudo_label_weight=0.5",
+                       "stage3.trainable_policy=targets", "stage3.lm_train_nodes=1000",
+                       "stage3.max_steps=8", "stage3.refit_gnn=false", log="pseudo-labels: 15 "
+                       "of this trainer's 15 targets outside the training split")
+    assert s3["epochs"] == 2.0 and s3["lm_encodings"]["with_grad"] == 2 * 2 * (2 * 15)
+    assert all(math.isfinite(x) for x in s3["losses"])
 
 
 def test_stage1_task_objective_tunes_the_lm_that_stage2_uses(smoke_run, tmp_path):

@@ -3,6 +3,7 @@ one-process gloo group, fakes for the LM-embedding cache. (The job-level runs ar
 test_smoke_dist.py / test_smoke_hetero.py.)"""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -22,6 +23,7 @@ from lmgnn_dist.trainer.base import PhaseTimer
 from lmgnn_dist.trainer.checkpoints import progress_due
 from lmgnn_dist.trainer.inference_nodes import InferenceNodes
 from lmgnn_dist.trainer.lm_lp import gather_tokens
+from lmgnn_dist.trainer.pseudo_labels import PseudoLabels, make_pseudo_labels
 
 N, DIM, CLASSES = 48, 8, 2
 
@@ -68,7 +70,12 @@ class ToyNodeTask(NodeClassificationTask):
                                                fanouts, full_neighbors)
             yield NodeBatch(inp, seeds, blocks, labels[seeds["paper"]])
 
-    def train_batches(self, fanouts, batch_size, generator):
+    def unlabelled_targets(self):
+        return torch.nonzero(~self.g.nodes["paper"].data["train_mask"]).flatten()
+
+    def train_batches(self, fanouts, batch_size, generator, pseudo=None):
+        if pseudo is not None:
+            return self._pseudo_batches(fanouts, batch_size, generator, pseudo)
         return self._batches(self.split_targets("train"), fanouts, batch_size, True,
                              gen=generator)
 
@@ -321,3 +328,81 @@ def test_optimizer_step_unscales_fp16_gradients_before_clipping(tmp_path, one_pr
     assert norm == pytest.approx(50.0)
     assert torch.allclose(lin.weight, torch.tensor([[-0.3, -0.4, 0.0]]), atol=1e-6)
     assert trainer.scaler.calls == ["scale", "unscale_", "step", "update"]
+
+
+# ---------------------------------------------------------------------- pseudo-labels (GLEM)
+def test_pseudo_labels_keep_confident_predictions_and_draw_distinct_targets():
+    probs = torch.tensor([[0.9, 0.1], [0.45, 0.55], [0.2, 0.8], [0.5, 0.5]])
+    p = PseudoLabels.from_teacher(probs, torch.tensor([10, 11, 12, 13]), 0.6, 0.5, 2.0)
+    assert p.ids.tolist() == [10, 12] and p.labels.tolist() == [0, 1]
+    assert p.per_batch(1) == 2 and p.per_batch(3) == 2  # ceil(2 * n), at most all of them
+    ids, labels = p.draw(2, torch.Generator().manual_seed(0))
+    assert sorted(ids.tolist()) == [10, 12] and dict(zip(ids.tolist(), labels.tolist())) == {
+        10: 0, 12: 1}
+
+
+def test_pseudo_targets_join_every_batch_and_weigh_the_loss(tmp_path):
+    """Each batch: its gold targets first (an epoch covers the training split once), then
+    ceil(ratio * gold) distinct pseudo targets with the teacher's classes and weight w; the
+    loss is the weighted mean cross-entropy; only gold targets count for the epoch."""
+    import torch.nn.functional as F
+
+    g, x = toy_graph()
+    env = toy_env(tmp_path, g)
+    task, train = env.task, env.task.split_targets("train")
+    others = task.unlabelled_targets()
+    assert len(others) == N - len(train) and not set(others.tolist()) & set(train.tolist())
+    teacher = 1 - g.nodes["paper"].data["label"][others]  # deliberately not the gold class
+    pseudo = PseudoLabels(others, teacher, weight=0.25, ratio=0.5)
+    head = build_task_model(env.cfg.model, task, g.canonical_etypes, DIM, 0)
+    gold_seen = []
+    for b in task.train_batches(env.fanouts(), 8, torch.Generator().manual_seed(0), pseudo):
+        n_gold = len(b.labels) - b.num_pseudo
+        seeds = b.seeds["paper"]
+        assert b.num_pseudo == -(-n_gold // 2) and task.targets_in(b) == n_gold
+        gold_seen += seeds[:n_gold].tolist()
+        p_ids = seeds[n_gold:]
+        assert len(set(p_ids.tolist())) == b.num_pseudo
+        assert torch.equal(b.labels[n_gold:], teacher[torch.searchsorted(others, p_ids)])
+        assert torch.equal(b.labels[:n_gold], g.nodes["paper"].data["label"][seeds[:n_gold]])
+        assert b.weights.tolist() == [1.0] * n_gold + [0.25] * b.num_pseudo
+        h = head.encoder(b.blocks, {"paper": x[b.input_nodes["paper"]]})
+        logits = head.decoder(h["paper"][:len(b.labels)])
+        ce = F.cross_entropy(logits, b.labels, reduction="none")
+        expected = (ce[:n_gold].sum() + 0.25 * ce[n_gold:].sum()) / (n_gold + 0.25 * b.num_pseudo)
+        assert task.loss(head.decoder, h, b).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert sorted(gold_seen) == train.tolist()
+
+
+def test_make_pseudo_labels_asks_the_start_model_about_non_training_targets(tmp_path):
+    g, x = toy_graph()
+    env = toy_env(tmp_path, g, **{"stage3.pseudo_label_weight": 0.5,
+                                  "stage3.pseudo_label_threshold": 0.55})
+    env.cache = MemoryCache(N, DIM)
+    env.cache.tables["paper"][:] = x
+    trainer = JointTrainer(env, "stage3", StageStart())
+    trainer.s = env.cfg.stage3
+    head = build_task_model(env.cfg.model, env.task, g.canonical_etypes, DIM, 0)
+    pseudo = make_pseudo_labels(trainer, head, None)
+    others = env.task.unlabelled_targets()
+    probs = env.task.predict(head, env.features(None), others, env.fanouts(), 64)
+    conf, pred = probs.max(1)
+    assert 0 < len(pseudo) < len(others)  # the threshold dropped some
+    assert torch.equal(pseudo.ids, others[conf >= 0.55])
+    assert torch.equal(pseudo.labels, pred[conf >= 0.55])
+    assert pseudo.weight == 0.5 and pseudo.ratio == 1.0
+    again = make_pseudo_labels(trainer, head, None, pseudo.state())  # progress checkpoint
+    assert torch.equal(again.ids, pseudo.ids) and torch.equal(again.labels, pseudo.labels)
+    trainer.s = dataclasses.replace(env.cfg.stage3, pseudo_label_weight=0.0)
+    assert make_pseudo_labels(trainer, head, None) is None
+
+
+def test_pseudo_labels_are_refused_outside_joint_node_classification():
+    from lmgnn_dist.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stage3.pseudo_label_weight > 0 needs task.kind="
+                       "node_classification and stage3.mode=joint"):
+        load_config(None, ["stage3.pseudo_label_weight=0.5", "task.kind=link_prediction",
+                           "task.target_etype=a__b__c"])
+    with pytest.raises(ConfigError, match="pseudo_label_threshold"):
+        load_config(None, ["stage3.pseudo_label_threshold=1.0"])

@@ -70,6 +70,11 @@ class RunConfig:
         if self.stage1.num_negatives > self.stage1.batch_size:
             raise ValueError("stage1.num_negatives (k) must be <= stage1.batch_size (n): each "
                              "positive draws its k negatives from the batch's n shared nodes")
+        if self.stage3.pseudo_label_weight > 0 and (t.kind != "node_classification"
+                                                     or self.stage3.mode != "joint"):
+            raise ValueError("stage3.pseudo_label_weight > 0 needs task.kind="
+                             "node_classification and stage3.mode=joint (the start model "
+                             f"labels the nodes), got {t.kind} / {self.stage3.mode}")
         if self.launch.debug_local and self.launch.debug_local != self.data.num_parts:
             raise ValueError(f"launch.debug_local={self.launch.debug_local} machines but "
                              f"data.num_parts={self.data.num_parts}: one partition per machine")

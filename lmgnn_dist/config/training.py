@@ -127,6 +127,11 @@ class Stage3Config(ScheduleConfig):
     refit_epochs : epochs of that re-fit (null: ``stage2.epochs``).
     mode : ``joint`` (LM + RGCN from stage 2) or ``lm_only`` (the cost floor for comparison: LM
         fine-tuned on the targets alone with a fresh MLP head, no graph).
+    pseudo_label_weight : GLEM's pseudo-labels (node classification): the loss weight of
+        target nodes outside the training split labelled by the start model (0: off; see
+        :mod:`lmgnn_dist.trainer.pseudo_labels`).
+    pseudo_label_ratio : pseudo-labelled targets joining each batch, per gold target.
+    pseudo_label_threshold : keep pseudo-labels whose teacher probability is at least this.
     """
 
     mode: Literal["joint", "lm_only"] = "joint"
@@ -145,6 +150,9 @@ class Stage3Config(ScheduleConfig):
     eval_source: Literal["encode", "cache"] = "encode"
     refit_gnn: Bool = True
     refit_epochs: Optional[PosInt] = None
+    pseudo_label_weight: NonNegFloat = 0.0
+    pseudo_label_ratio: PosFloat = 1.0
+    pseudo_label_threshold: Fraction = 0.0
 
 
 @section

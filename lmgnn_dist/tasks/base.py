@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -19,12 +19,16 @@ Features = Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
 @dataclass
 class NodeBatch:
     """A mini-batch of target nodes: ``seeds[target]`` are the nodes to classify, ``labels``
-    int64 ``[B]`` their classes."""
+    int64 ``[B]`` their classes. With pseudo-labels (stage 3, :mod:`~lmgnn_dist.trainer.
+    pseudo_labels`) the last ``num_pseudo`` targets carry a teacher's classes and ``weights``
+    float32 ``[B]`` weighs each target's loss (1 for gold labels)."""
 
     input_nodes: Dict[str, torch.Tensor]
     seeds: Dict[str, torch.Tensor]
     blocks: List
     labels: torch.Tensor
+    weights: Optional[torch.Tensor] = None
+    num_pseudo: int = 0
 
 
 def parse_etype(name: str, g) -> CanonicalEtype:
@@ -61,7 +65,10 @@ class Task:
         return num_batches(self.num_train_targets(), batch_size)
 
     def train_batches(self, fanouts: Sequence[int], batch_size: int,
-                      generator: torch.Generator) -> Iterator:
+                      generator: torch.Generator, pseudo=None) -> Iterator:
+        """One pass over this trainer's training targets in shuffled mini-batches.
+        ``pseudo``: a :class:`~lmgnn_dist.trainer.pseudo_labels.PseudoLabels` whose draws join
+        every batch (node classification only)."""
         raise NotImplementedError
 
     def targets_in(self, batch) -> int:

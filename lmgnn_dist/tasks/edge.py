@@ -47,7 +47,10 @@ class _EdgeTask(Task):
     def _make_batch(self, eids, fanouts, generator, **kw) -> EdgeBatch:
         return edge_batch(self.g, self.etype, eids, fanouts, **kw)
 
-    def train_batches(self, fanouts, batch_size, generator):
+    def train_batches(self, fanouts, batch_size, generator, pseudo=None):
+        if pseudo is not None:
+            raise ValueError("stage3.pseudo_label_weight > 0 needs task.kind="
+                             "node_classification")
         return self._edge_batches(self.split_targets("train"), fanouts, batch_size, generator)
 
     def targets_in(self, batch: EdgeBatch) -> int:

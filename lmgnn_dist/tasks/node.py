@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..dataloading import node_batches
+from ..dataloading import node_batches, sample_blocks
 from ..metrics import classification_metrics, confusion_matrix
 from ..model.decoders import NodeClassifier
 from ..dist_init import all_reduce
@@ -39,17 +39,43 @@ class NodeClassificationTask(Task):
             self.g.nodes[self.target].data[f"{split}_mask"], self.g.get_partition_book(),
             ntype=self.target, force_even=True))
 
+    def unlabelled_targets(self) -> torch.Tensor:
+        """This trainer's share of the target nodes outside the training split (validation,
+        test and unlabelled ones: what pseudo-labels may cover)."""
+        import dgl
+
+        return self._cached_split("not_train", lambda: dgl.distributed.node_split(
+            ~self.g.nodes[self.target].data["train_mask"][torch.arange(
+                self.g.num_nodes(self.target))].bool(), self.g.get_partition_book(),
+            ntype=self.target, force_even=True))
+
     def _batches(self, ids, fanouts, batch_size, shuffle, full_neighbors=False):
         labels = self.g.nodes[self.target].data["label"]
         for inp, seeds, blocks in node_batches(self.g, {self.target: ids}, fanouts, batch_size,
                                                shuffle=shuffle, full_neighbors=full_neighbors):
             yield NodeBatch(inp, seeds, blocks, labels[seeds[self.target]])
 
-    def train_batches(self, fanouts, batch_size, generator):
-        return self._batches(self.split_targets("train"), fanouts, batch_size, shuffle=True)
+    def train_batches(self, fanouts, batch_size, generator, pseudo=None):
+        if pseudo is None:
+            return self._batches(self.split_targets("train"), fanouts, batch_size, shuffle=True)
+        return self._pseudo_batches(fanouts, batch_size, generator, pseudo)
+
+    def _pseudo_batches(self, fanouts, batch_size, generator, pseudo):
+        """Shuffled training targets, ``batch_size`` a batch, each joined by
+        ``pseudo.per_batch(n)`` pseudo-labelled targets (weight ``pseudo.weight``)."""
+        train, labels = self.split_targets("train"), self.g.nodes[self.target].data["label"]
+        train = train[torch.randperm(len(train), generator=generator)]
+        for start in range(0, len(train), batch_size):
+            gold = train[start:start + batch_size]
+            ids, plabels = pseudo.draw(pseudo.per_batch(len(gold)), generator)
+            inp, seeds, blocks = sample_blocks(self.g, {self.target: torch.cat([gold, ids])},
+                                               fanouts)
+            weights = torch.cat([torch.ones(len(gold)), torch.full((len(ids),), pseudo.weight)])
+            yield NodeBatch(inp, seeds, blocks, torch.cat([labels[gold], plabels]), weights,
+                            len(ids))
 
     def targets_in(self, batch: NodeBatch) -> int:
-        return len(batch.labels)
+        return len(batch.labels) - batch.num_pseudo
 
     def new_decoder(self, hidden: int) -> nn.Module:
         return NodeClassifier(hidden, len(self.classes))
@@ -58,15 +84,33 @@ class NodeClassificationTask(Task):
         return decoder(h[self.target][:len(batch.labels)])
 
     def loss(self, decoder, h, batch: NodeBatch) -> torch.Tensor:
+        """Cross-entropy over the batch's targets; with ``weights``, their weighted mean
+        ``sum(w_i * CE_i) / sum(w_i)``."""
         logits = self.logits(decoder, h, batch)
-        return F.cross_entropy(logits, batch.labels.to(logits.device))
+        labels = batch.labels.to(logits.device)
+        if batch.weights is None:
+            return F.cross_entropy(logits, labels)
+        w = batch.weights.to(logits.device)
+        return (w * F.cross_entropy(logits, labels, reduction="none")).sum() / w.sum()
+
+    def _predicted(self, head, features, ids, fanouts, batch_size, full_neighbors):
+        for b in self._batches(ids, fanouts, batch_size, shuffle=False,
+                               full_neighbors=full_neighbors):
+            yield b, self.logits(head.decoder, head.encoder(b.blocks, features(b.input_nodes)),
+                                 b).float().cpu()
+
+    @torch.no_grad()
+    def predict(self, head, features, ids, fanouts, batch_size, full_neighbors=True):
+        """Class probabilities of ``ids`` (int64 ``[N]``, this trainer's): float32
+        ``[N, num_classes]``, rows in ``ids``' order. Not collective."""
+        out = [torch.softmax(logits, 1) for _, logits in
+               self._predicted(head, features, ids, fanouts, batch_size, full_neighbors)]
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
     @torch.no_grad()
     def evaluate(self, head, features, split, fanouts, batch_size, full_neighbors):
         conf = torch.zeros(len(self.classes), len(self.classes), dtype=torch.int64)
-        for b in self._batches(self.split_targets(split), fanouts, batch_size, shuffle=False,
-                               full_neighbors=full_neighbors):
-            pred = self.logits(head.decoder, head.encoder(b.blocks, features(b.input_nodes)),
-                               b).argmax(1).cpu()
-            conf += confusion_matrix(pred, b.labels, len(self.classes))
+        for b, logits in self._predicted(head, features, self.split_targets(split), fanouts,
+                                         batch_size, full_neighbors):
+            conf += confusion_matrix(logits.argmax(1), b.labels, len(self.classes))
         return classification_metrics(all_reduce(conf), self.classes)

@@ -19,7 +19,8 @@ model's (the stage-2 model included).
 
 ``mode: lm_only`` trains the LMs with a graph-free MLP head instead (the LM-only fine-tune of
 LM-GNN's Table 1); :class:`~.task_lm.TaskLMTrainer` runs that as stage 1
-(``stage1.objective: task``).
+(``stage1.objective: task``). ``pseudo_label_weight`` > 0 adds GLEM's pseudo-labelled targets
+to every batch (:mod:`~.pseudo_labels`).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from .base import PhaseTimer, StageTrainer
 from .checkpoints import Progress
 from .gnn import fit_head
 from .inference_nodes import InferenceNodes
+from .pseudo_labels import make_pseudo_labels
 from .schedule import EarlyStopping, budget_steps, eval_steps, make_scheduler
 
 
@@ -105,6 +107,7 @@ class JointTrainer(StageTrainer):
         if done == 0 and not graph_free:  # the start model (stage 2's), on exact embeddings
             self.keep(0, self.validate(lms, head, learnable, 0, graph_free), best, history,
                       head, learnable, lms)
+        self.pseudo = make_pseudo_labels(self, head, learnable, state.get("pseudo"))
         batches = self._endless_batches(s.batch_size, env.fanouts(graph_free))
         model.train()
         lms.set_dropout(s.lm_dropout)  # off: eval mode, gradients still flow (Stage3Config)
@@ -134,7 +137,7 @@ class JointTrainer(StageTrainer):
                                "targets_seen": self.targets_seen, "cache": cache.stats,
                                "time_split_s": dict(self.timer.seconds), "val_history": history,
                                "bad_evals": early.bad, "validation_s": self.val_s,
-                               **best.state()})
+                               "pseudo": self.pseudo and self.pseudo.state(), **best.state()})
             if stopped:
                 self.log(f"[{self.name}] early stop after step {step}: {early.bad} validations "
                          f"without improvement (best at step {best.epoch})")
@@ -297,4 +300,4 @@ class JointTrainer(StageTrainer):
 
     def _endless_batches(self, batch_size, fanouts):
         while True:
-            yield from self.task.train_batches(fanouts, batch_size, self.gen)
+            yield from self.task.train_batches(fanouts, batch_size, self.gen, self.pseudo)
