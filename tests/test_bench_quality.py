@@ -159,3 +159,20 @@ def test_targets_compare_mean_test_accuracy_of_two_rows():
     assert [c["holds"] for c in worse] == [False, True]  # +1 point: not the +2 asked
     lines = qt.markdown(worse)
     assert "| arxiv | full pipeline >= frozen LM + RGCN + 2 points | +1.00 | no | 2 |" in lines
+
+
+def test_reuse_copies_only_finished_stages_the_run_lacks(tmp_path):
+    base, out = tmp_path / "pipeline" / "seed0", tmp_path / "pipeline_pseudo" / "seed0"
+    for stage, done in (("baseline", True), ("stage1", True), ("stage2", False),
+                        ("stage3", True)):
+        (base / stage).mkdir(parents=True)
+        (base / stage / "gnn.pt").write_text(stage)
+        if done:
+            (base / stage / "metrics.json").write_text("{}")
+    (out / "baseline").mkdir(parents=True)
+    (out / "baseline" / "metrics.json").write_text('{"mine": 1}')
+    assert bq.reuse_stages(base, out) == ["stage1"]  # baseline kept, stage2 unfinished
+    assert (out / "stage1" / "gnn.pt").read_text() == "stage1"
+    assert (out / "baseline" / "metrics.json").read_text() == '{"mine": 1}'
+    assert not (out / "stage2").exists() and not (out / "stage3").exists()
+    assert bq.RUNS["pipeline_pseudo"]["reuse"] == "pipeline"
