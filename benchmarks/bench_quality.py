@@ -27,6 +27,7 @@ fingerprint includes the seed, so runs go seed by seed (one re-partition per see
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -62,6 +63,11 @@ RUNS: Dict[str, dict] = {
                       "stage3.pseudo_label_weight=1.0", "stage3.pseudo_label_ratio=1.0"],
         "reuse": "pipeline",
         "rows": {"stage3": "full pipeline, stage 3 with pseudo-labels (GLEM)"},
+    },
+    "joint_longer": {  # the joint run's stage 3 again: 2 epochs at a larger LM rate
+        "overrides": ["stages=[2,3]", "baseline=false", "stage3.epochs=2", "stage3.lm_lr=5e-5"],
+        "reuse": "joint_pretrained",
+        "rows": {"stage3": "joint fine-tune from pre-trained LM, 2 epochs, LM lr 5e-5"},
     },
     "pipeline_lp": {
         "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=link_prediction",
@@ -115,10 +121,14 @@ def log(msg: str) -> None:
 
 def run_overrides(part: str, run: str, seed: int, root: Path, extra: List[str]) -> List[str]:
     """The exact ``KEY=VALUE`` list of a run: the part's data, output/partition folders and
-    seed, the run's own, the part's budget, then ``extra`` (``--set``; later ones win)."""
+    seed, the run's own, the part's budget, then ``extra`` (``--set``; later ones win). A run
+    with ``extra`` gets its own output folder ``<run>+<hash of extra>`` (else the pipeline
+    would resume the plain run's finished stages)."""
     p = PARTS[part]
+    folder = run if not extra else "{}+{}".format(
+        run, hashlib.sha1(" ".join(extra).encode()).hexdigest()[:8])
     return [f"data.tag_path={p['tag']}", f"data.part_dir={root / part / 'parts'}",
-            *p["data"], f"output_dir={root / part / run / f'seed{seed}'}", f"seed={seed}",
+            *p["data"], f"output_dir={root / part / folder / f'seed{seed}'}", f"seed={seed}",
             *RUNS[run]["overrides"], *p["budget"], *extra]
 
 

@@ -176,3 +176,13 @@ def test_reuse_copies_only_finished_stages_the_run_lacks(tmp_path):
     assert (out / "baseline" / "metrics.json").read_text() == '{"mine": 1}'
     assert not (out / "stage2").exists() and not (out / "stage3").exists()
     assert bq.RUNS["pipeline_pseudo"]["reuse"] == "pipeline"
+
+
+def test_set_overrides_get_their_own_output_folder(tmp_path):
+    plain = bq.run_overrides("cora", "pipeline", 1, tmp_path, [])
+    varied = bq.run_overrides("cora", "pipeline", 1, tmp_path, ["stage3.lm_lr=1e-4"])
+    out = [o for o in plain if o.startswith("output_dir=")]
+    assert out == [f"output_dir={tmp_path}/cora/pipeline/seed1"]
+    other = [o for o in varied if o.startswith("output_dir=")][0]
+    assert other.startswith(f"output_dir={tmp_path}/cora/pipeline+") and other.endswith("/seed1")
+    assert varied[-1] == "stage3.lm_lr=1e-4"
