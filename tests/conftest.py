@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,4 +177,8 @@ def one_process_group(tmp_path_factory):
         store = tmp_path_factory.mktemp("pg") / "store"
         dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
     yield
+    # ~ProcessGroupGloo joins its worker threads holding the GIL; a worker still destroying
+    # the last all-reduce's work (whose tensor Python has dropped) needs the GIL to free it:
+    # a deadlock seen once on a loaded machine (CI hung here). Let the workers finish first.
+    time.sleep(1.0)
     dist.destroy_process_group()
