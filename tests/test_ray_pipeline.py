@@ -100,7 +100,9 @@ def test_ray_pipeline_end_to_end_one_job_per_stage(tmp_path, tiny_tag_dir, tiny_
     if res["stages"]["stage3"]["lm_step"] == 0:  # stage 3 kept the LMs it started from
         assert torch.equal(s3, s1)
     else:
-        assert (s3 - s1).norm() < (s3 - base).norm()
+        assert not torch.equal(s3, s1)
+        if not torch.equal(s1, base):  # (stage 1 may keep the pre-trained LM: then s1 = base)
+            assert (s3 - s1).norm() < (s3 - base).norm()
     time.sleep(1)
     assert own_processes(str(tmp_path)) == []  # every server/trainer was stopped
 
