@@ -58,7 +58,7 @@ def test_edge_classification_all_stages(ec_run):
             assert sum(st[f"{split}_support"].values()) == 20  # 80 edges, 25% val / 25% test
     # the verdict words are in the answer's text: the warm-started model must beat chance
     # (0.5) clearly. 20 test edges: one edge moves macro-F1 by ~5 points, and the unseeded
-    # server-side sampling gave 0.67 once on a loaded machine (0.8-1.0 usually), so 0.6.
+    # server-side sampling gave 0.67 once on a loaded machine (0.79-0.85 in three runs alone).
     assert res["stages"]["stage2"]["test_macro_f1"] > 0.6
     assert res["stages"]["stage3"]["test_macro_f1"] > 0.6
     assert "macro-f1" in out.stdout  # the per-stage table reports the task's primary metric
