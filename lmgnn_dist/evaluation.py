@@ -7,6 +7,7 @@ best epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Dict, Optional, Sequence
 
@@ -21,10 +22,17 @@ def evaluate(task: Task, head: TaskModel, features: Features, split: str,
     ``fanouts`` are ``[0]``). ``features``: input nodes -> GNN inputs. The head is put back
     in training mode afterwards."""
     graph_free = isinstance(head.encoder, MLPEncoder)
-    head.eval()
-    try:
+    with eval_mode(head):
         return task.evaluate(head, features, split, fanouts, batch_size,
                              full_neighbors=not graph_free)
+
+
+@contextlib.contextmanager
+def eval_mode(head: TaskModel):
+    """``head`` in eval mode (no dropout) inside the block, back in training mode after it."""
+    head.eval()
+    try:
+        yield head
     finally:
         head.train()
 

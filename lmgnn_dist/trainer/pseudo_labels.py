@@ -19,6 +19,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from ..evaluation import eval_mode
+
 
 @dataclass
 class PseudoLabels:
@@ -74,12 +76,9 @@ def make_pseudo_labels(trainer, head, learnable, saved: Optional[dict] = None
         return PseudoLabels(saved["ids"], saved["labels"], **kw)
     task, env = trainer.task, trainer.env
     ids = task.unlabelled_targets()
-    head.eval()
-    try:
+    with eval_mode(head):
         probs = task.predict(head, env.features(learnable), ids, env.fanouts(),
                              trainer.cfg.eval_batch_size)
-    finally:
-        head.train()
     pseudo = PseudoLabels.from_teacher(probs, ids, s.pseudo_label_threshold, **kw)
     trainer.log(f"[{trainer.name}] pseudo-labels: {len(pseudo)} of this trainer's {len(ids)} "
                 f"targets outside the training split (teacher probability >= "
