@@ -19,6 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List
 
+from .stages import labels_of
+
 #: the panels' titles, in drawing order
 PANELS = ("stage 1: LM link-prediction loss", "stage 2: GNN training loss",
           "stage 3: training loss", "validation curve", "val / test per stage",
@@ -26,14 +28,9 @@ PANELS = ("stage 1: LM link-prediction loss", "stage 2: GNN training loss",
 
 
 def stage_label(key: str, summary: dict) -> str:
-    """Short name of a stage of a run (stage 3 in ``mode: lm_only`` is an LM-only
-    fine-tune, not a joint one)."""
-    mode = summary.get("config", {}).get("stage3", {}).get("mode", "joint")
-    tuned = "val_" + summary.get("primary", "acc") in summary.get("stages", {}).get("stage1", {})
-    return {"baseline": "baseline (frozen LM)",
-            "stage1": "stage 1 (LM only)" if tuned else "stage 1",
-            "stage2": "stage 2 (warm-start)",
-            "stage3": "stage 3 (LM only)" if mode == "lm_only" else "stage 3 (joint)"}[key]
+    """Short name of a stage of a run, from the stage table and the variant the stage
+    recorded (:func:`lmgnn_dist.stages.labels_of`)."""
+    return labels_of(key, summary.get("stages", {}).get(key) or {}).short
 
 
 def _empty(ax, title: str, why: str = "not run") -> None:
@@ -68,7 +65,7 @@ def write_report(summary: dict, path: Path) -> Path:
     # 1: stage 1 loss per step
     s1 = stages.get("stage1")
     if s1 and s1.get("losses"):
-        task_tuned = f"val_{primary}" in s1  # stage1.objective: task
+        task_tuned = s1.get("variant") == "task"  # stage1.objective: task
         _loss(a[0], "stage 1: LM fine-tune loss (task, MLP head)" if task_tuned else PANELS[0],
               s1["losses"], "step")
     else:

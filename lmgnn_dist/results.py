@@ -10,43 +10,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List
 
+from partition.task_kinds import TASK_KINDS, metric_info
+
 from .checkpoint import write_json_atomic
 from .config import to_dict
+from .stages import STAGE_ORDER, labels_of
 
-ROWS = [("baseline", "frozen LM + RGCN (baseline)"), ("stage1", "1: graph-aware LM pre-fine-tune"),
-        ("stage2", "2: GNN warm-start (LM frozen)"), ("stage3", "3: joint LM+GNN fine-tune")]
-#: stage 3's row when it ran with ``stage3.mode: lm_only`` (no graph), or no step at all
-#: (``stage3.max_steps=0``: the stage-1 LM and stage-2 model re-encoded and evaluated)
-LM_ONLY_ROW = "3: LM-only fine-tune (no graph)"
-EVAL_ONLY_ROW = "3: re-encode + evaluate (0 steps)"
-#: stage 1's row with ``stage1.objective: task`` (the LMs fine-tuned on the labels, MLP head)
-TASK_LM_ROW = "1: LM fine-tune on the task (MLP)"
-
-
-def format_table(results: Dict[str, dict], metric: str = "acc",
-                 stage3_mode: str = "joint") -> str:
+def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
     """The per-stage table printed at the end of a run: val/test ``metric`` (the task's
     primary one), wall time and peak memory per stage (RSS, and GPU memory when a stage used
-    a GPU: ``peak_gpu_mem_mib``, max over trainers); stage 3's row names what ran
-    (``stage3_mode``)."""
+    a GPU: ``peak_gpu_mem_mib``, max over trainers); each row is labelled by the stage table
+    (:mod:`lmgnn_dist.stages`) for the variant the stage recorded in its metrics."""
     name = metric.replace("_", "-")
     gpu = any((r.get("peak_gpu_mem_mib") or 0) > 0 for r in results.values())
     head = (f"{'stage':34s} {'val ' + name:>12s} {'test ' + name:>12s} {'time (s)':>9s} "
             f"{'peak RSS/trainer':>17s}" + (f" {'peak GPU mem':>13s}" if gpu else ""))
     lines = [head, "-" * len(head)]
-    for key, label in ROWS:
+    for key in STAGE_ORDER:
         r = results.get(key)
         if r is None:
             continue
-        if key == "stage3":
-            label = (EVAL_ONLY_ROW if r.get("steps") == 0 else
-                     LM_ONLY_ROW if stage3_mode == "lm_only" else label)
+        label = labels_of(key, r).row
         val = f"{r['val_' + metric]:.4f}" if "val_" + metric in r else "-"
         test = f"{r['test_' + metric]:.4f}" if "test_" + metric in r else "-"
-        task_tuned = key == "stage1" and "val_" + metric in r
-        label = TASK_LM_ROW if task_tuned else label
         extra = (f"   (LP loss {r['loss_first']:.3f} -> {r['loss_last']:.3f})"
-                 if key == "stage1" and not task_tuned else "")
+                 if key == "stage1" and r.get("loss_first") is not None
+                 and r.get("variant") != "task" else "")
         gpu_mem = f" {r.get('peak_gpu_mem_mib') or 0:9.0f} MiB" if gpu else ""
         lines.append(f"{label:34s} {val:>12s} {test:>12s} {r['seconds']:9.1f} "
                      f"{r['peak_rss_mb_max_trainer']:13.0f} MiB{gpu_mem}{extra}")
@@ -60,15 +49,13 @@ def write_results(cfg, stages: Dict[str, dict], wall_s: float, peak_rss_job_mb: 
 
     ``stages``: stage name -> its checkpoint's metrics (:meth:`RunPlan.results`).
     """
-    from .tasks import metric_info
-
-    primary, names = metric_info(cfg.task)
+    primary, names = metric_info(cfg.task.kind, cfg.task.eval_metric)
     res_path = Path(cfg.output_dir) / "results.json"
     summary = {"config": to_dict(cfg), "task": cfg.task.kind, "primary": primary,
                "metric_names": list(names), "stages": stages, "wall_s": wall_s,
                "peak_rss_job_mb": peak_rss_job_mb, "restarts": restarts}
     write_json_atomic(str(res_path), summary)
-    print("\n" + format_table(stages, primary, cfg.stage3.mode))
+    print("\n" + format_table(stages, primary))
     print(f"\ntotal wall time {wall_s:.1f}s; peak memory of the whole job ({peak_label}, "
           f"summed RSS) {peak_rss_job_mb:.0f} MiB"
           + (f"; {restarts} restart(s) after failures" if restarts else ""))
@@ -83,22 +70,17 @@ def write_results(cfg, stages: Dict[str, dict], wall_s: float, peak_rss_job_mb: 
     return summary
 
 
-TASK_ROWS = [("baseline", "frozen LM + RGCN"), ("stage2", "stage 2 (warm-start)"),
-             ("stage3", "after stage 3 (joint)")]
-LM_ONLY_TASK_ROW = "after stage 3 (LM only)"
-
-
 def task_rows(summary: dict) -> List[dict]:
-    """One row per (stage of :data:`TASK_ROWS`) of a run's ``results.json``: the task, its
-    target, and every scalar val/test metric plus per-class F1 where the task has classes."""
+    """One row per stage of a run's ``results.json`` that the stage table shows in the
+    several-task table (``task_row``): the task, its target, and every scalar val/test metric
+    plus per-class F1 where the task has classes."""
     cfg, rows = summary["config"]["task"], []
-    target = cfg["target_ntype"] if summary["task"] == "node_classification" else cfg["target_etype"]
-    lm_only = summary["config"].get("stage3", {}).get("mode") == "lm_only"
-    for key, label in TASK_ROWS:
+    target = cfg[TASK_KINDS[summary["task"]].target_key]
+    for key in STAGE_ORDER:
         r = summary["stages"].get(key)
-        if r is None:
+        label = labels_of(key, r).task_row if r is not None else None
+        if label is None:
             continue
-        label = LM_ONLY_TASK_ROW if key == "stage3" and lm_only else label
         row = {"task": summary["task"], "target": target, "model": label, "stage": key}
         row.update({k: v for k, v in r.items() if k.startswith(("val_", "test_"))})
         rows.append(row)

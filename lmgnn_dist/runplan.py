@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import checkpoint as ckpt
-
-#: every stage a run can have, in the order they run (also part of each stage's seed)
-STAGE_ORDER = ("baseline", "stage1", "stage2", "stage3")
+from .stages import STAGE_ORDER, STAGES, stage
 
 # temp / old folders of an interrupted ``checkpoint.write_stage`` (".stage2.tmp-<pid>",
 # ".stage3.partial.tmp-<pid>") and trainers' staging folders (".stage3.partial.staging")
@@ -73,7 +71,8 @@ class RunPlan:
         ------
         PlanError naming a stage of ``only`` that the config does not run.
         """
-        planned = (["baseline"] if cfg.baseline else []) + [f"stage{k}" for k in cfg.stages]
+        planned = [s.name for s in STAGES
+                   if (cfg.baseline if s.number is None else s.number in cfg.stages)]
         if only:
             extra = [s for s in only if s not in planned]
             if extra:
@@ -96,17 +95,20 @@ class RunPlan:
         ------
         PlanError if ``name`` is stage 3 and the stage-2 checkpoint is not complete.
         """
-        if name not in STAGE_ORDER:
-            raise PlanError(f"unknown stage {name!r}; stages: {list(STAGE_ORDER)}")
-        if name in ("baseline", "stage1"):
-            return StageStart()
-        stage1 = ckpt.stage_dir(self.output_dir, "stage1") if self.is_done("stage1") else None
-        if name == "stage2":
-            return StageStart(lm_dir=stage1)
-        if not self.is_done("stage2"):
-            raise PlanError(f"stage 3 needs the stage-2 checkpoint "
-                            f"{ckpt.stage_dir(self.output_dir, 'stage2')}; run stage 2 first")
-        return StageStart(lm_dir=stage1, head_dir=ckpt.stage_dir(self.output_dir, "stage2"))
+        try:
+            row = stage(name)
+        except ValueError as exc:
+            raise PlanError(str(exc)) from None
+        lm_dir = (ckpt.stage_dir(self.output_dir, row.lms_from)
+                  if row.lms_from and self.is_done(row.lms_from) else None)
+        if row.head_from is None:
+            return StageStart(lm_dir=lm_dir)
+        if not self.is_done(row.head_from):
+            head = stage(row.head_from).title
+            raise PlanError(f"{row.title} needs the {head.replace(' ', '-')} checkpoint "
+                            f"{ckpt.stage_dir(self.output_dir, row.head_from)}; run {head} "
+                            "first")
+        return StageStart(lm_dir=lm_dir, head_dir=ckpt.stage_dir(self.output_dir, row.head_from))
 
     def check(self) -> None:
         """Before anything starts: every stage to run must find what it starts from, complete
@@ -117,8 +119,10 @@ class RunPlan:
         PlanError naming the missing checkpoint (stage 3 without stage 2).
         """
         to_run = self.to_run()
-        if "stage3" in to_run and "stage2" not in to_run:
-            self.start_of("stage3")
+        for name in to_run:
+            head_from = stage(name).head_from
+            if head_from is not None and head_from not in to_run:
+                self.start_of(name)
 
     def results(self) -> Dict[str, dict]:
         """The metrics of every planned stage whose checkpoint is complete, in order."""

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from .runplan import STAGE_ORDER
+from .stages import STAGE_ORDER
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

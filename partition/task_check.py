@@ -12,11 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .tag_columns import TAGFormatError
-
-#: columns each task needs on its target table
-NEEDED = {"node_classification": ("label", "split"),
-          "edge_classification": ("label", "split"),
-          "link_prediction": ("split",)}
+from .task_kinds import TASK_KINDS
 
 
 class TaskSchemaError(TAGFormatError):
@@ -36,10 +32,10 @@ def check_task_against_tag(tag_path: os.PathLike, kind: str, target_ntype: str =
     TaskSchemaError (a TAGFormatError, a ValueError)
         One line naming the file (and the known types/relations, or the missing column).
     """
-    if kind not in NEEDED:
-        raise TaskSchemaError(f"task kind {kind!r} is not one of {sorted(NEEDED)}")
-    root = Path(tag_path)
-    if kind == "node_classification":
+    if kind not in TASK_KINDS:
+        raise TaskSchemaError(f"task kind {kind!r} is not one of {sorted(TASK_KINDS)}")
+    root, row = Path(tag_path), TASK_KINDS[kind]
+    if row.target == "ntype":
         folder, name, what = "nodes", target_ntype, "node type"
     else:
         folder, name, what = "edges", target_etype, "relation"
@@ -53,11 +49,11 @@ def check_task_against_tag(tag_path: os.PathLike, kind: str, target_ntype: str =
         schema = meta.schema.to_arrow_schema()
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise TaskSchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
-    missing = [c for c in NEEDED[kind] if c not in schema.names]
+    missing = [c for c in row.needed_columns if c not in schema.names]
     if missing:
         raise TaskSchemaError(f"{path}: {kind} on {name} needs column(s) {missing}; found "
                               f"{schema.names}")
-    if "label" in NEEDED[kind] and not pa.types.is_integer(schema.field("label").type):
+    if "label" in row.needed_columns and not pa.types.is_integer(schema.field("label").type):
         raise TaskSchemaError(f"{path}: column 'label' must be integer, found "
                               f"{schema.field('label').type}")
     if meta.num_rows == 0:

@@ -15,7 +15,8 @@ import yaml
 from run_helpers import tiny_config
 
 from lmgnn_dist.report import PANELS, panels_of, write_report
-from lmgnn_dist.results import EVAL_ONLY_ROW, LM_ONLY_ROW, format_table
+from lmgnn_dist.results import format_table
+from lmgnn_dist.stages import stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,10 +54,13 @@ def test_report_has_every_panel(tmp_path):
 def test_table_names_what_ran():
     stages = _results()["stages"]
     assert "3: joint LM+GNN fine-tune" in format_table(stages, "acc")
-    lm_only = format_table(stages, "acc", stage3_mode="lm_only")
-    assert LM_ONLY_ROW in lm_only and "joint" not in lm_only
-    stages["stage3"]["steps"] = 0
-    assert EVAL_ONLY_ROW in format_table(stages, "acc")
+    stages["stage1"]["variant"] = "task"  # recorded by the stage, not guessed
+    assert "1: LM fine-tune on the task (MLP)" in format_table(stages, "acc")
+    stages["stage3"]["variant"] = "lm_only"
+    lm_only = format_table(stages, "acc")
+    assert stage("stage3").label("lm_only").row in lm_only and "joint" not in lm_only
+    stages["stage3"].update(variant="default", steps=0)
+    assert "3: re-encode + evaluate (0 steps)" in format_table(stages, "acc")
 
 
 def _entry_points() -> dict:

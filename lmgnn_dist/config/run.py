@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import field
 from typing import List
 
+from partition.task_kinds import TASK_KINDS
+
 from .base import Bool, Int, NonNegInt, PosInt, section
 from .sections import DataConfig, ModelConfig, TaskConfig
 from .training import LaunchConfig, Stage1Config, Stage2Config, Stage3Config
@@ -58,7 +60,7 @@ class RunConfig:
                              f"{len(m.fanouts)} entries")
         if any(s not in (1, 2, 3) for s in self.stages) or self.stages != sorted(set(self.stages)):
             raise ValueError(f"stages must be an increasing subset of [1, 2, 3], got {self.stages}")
-        if t.kind != "node_classification" and not t.target_etype:
+        if TASK_KINDS[t.kind].target == "etype" and not t.target_etype:
             raise ValueError(f"task.kind={t.kind} needs task.target_etype (src__etype__dst)")
         if t.target_etype and len(t.target_etype.split("__")) != 3:
             raise ValueError(f"task.target_etype={t.target_etype!r} must look like "

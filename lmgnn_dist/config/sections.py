@@ -7,15 +7,14 @@ from typing import Annotated, Dict, List, Literal, Optional
 from pydantic import AfterValidator, Field, Strict
 
 from partition.options import METHODS, graph_name_problem
+from partition.task_kinds import TASK_KINDS as _TASK_TABLE
 
 from .base import Bool, Fraction, NonNegInt, PosFloat, PosInt, section
 
-#: ``task.kind`` values (:mod:`lmgnn_dist.tasks` implements one class per kind)
-TASK_KINDS = ("node_classification", "edge_classification", "link_prediction")
+#: ``task.kind`` values (the task table, :mod:`partition.task_kinds`)
+TASK_KINDS = tuple(_TASK_TABLE)
 #: metrics each task kind reports (``task.eval_metric`` picks one; the first is the default)
-EVAL_METRICS = {"node_classification": ("acc", "macro_f1"),
-                "edge_classification": ("macro_f1", "acc"),
-                "link_prediction": ("mrr", "hits@1", "hits@10")}
+EVAL_METRICS = {k: row.metrics for k, row in _TASK_TABLE.items()}
 _ALL_METRICS = tuple(dict.fromkeys(m for ms in EVAL_METRICS.values() for m in ms))
 
 

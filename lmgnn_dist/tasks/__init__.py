@@ -26,21 +26,15 @@ the model never learns to read an edge off the graph it is asked to predict.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from partition.task_kinds import TASK_KINDS
 
 from .base import Features, NodeBatch, Task, parse_etype
 from .edge import EdgeClassificationTask, LinkPredictionTask
 from .node import NodeClassificationTask
 
+#: the registry: ``task.kind`` -> its class (every row of the task table has one)
 TASKS = {t.kind: t for t in (NodeClassificationTask, EdgeClassificationTask, LinkPredictionTask)}
-
-
-def metric_info(task_cfg) -> Tuple[str, Sequence[str]]:
-    """``(primary, metric_names)`` of ``task_cfg.kind``: the validation metric that selects
-    models (``task.eval_metric`` or the kind's default) and the scalar metrics shown in
-    tables. Needs no graph (the drivers' results tables)."""
-    cls = TASKS[task_cfg.kind]
-    return task_cfg.eval_metric or cls.primary, cls.metric_names
+assert set(TASKS) == set(TASK_KINDS), "a task kind without its class (or the reverse)"
 
 
 def make_task(cfg, g, meta: dict) -> Task:
@@ -50,5 +44,5 @@ def make_task(cfg, g, meta: dict) -> Task:
 
 
 __all__ = ["TASKS", "Features", "NodeBatch", "Task", "NodeClassificationTask",
-           "EdgeClassificationTask", "LinkPredictionTask", "make_task", "metric_info",
+           "EdgeClassificationTask", "LinkPredictionTask", "make_task",
            "parse_etype"]

@@ -9,6 +9,7 @@ from torch import nn
 
 from partition.etypes import CanonicalEtype
 from partition.etypes import parse_etype as parse_etype_in
+from partition.task_kinds import task_kind
 
 from ..dataloading import num_batches
 
@@ -38,13 +39,19 @@ def parse_etype(name: str, g) -> CanonicalEtype:
 
 
 class Task:
-    """Base class; see the module docstring. Subclasses set ``kind``, ``primary`` (the
-    validation metric that selects the best stage-2 epoch) and ``metric_names`` (shown in
-    results tables)."""
+    """Base class; see the module docstring. Subclasses set ``kind``; its row of the task
+    table (:mod:`partition.task_kinds`) gives ``primary`` (the validation metric that
+    selects models) and ``metric_names`` (shown in results tables)."""
 
     kind = ""
     primary = ""
     metric_names: Sequence[str] = ()
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.kind:  # abstract intermediates (no kind) take no row
+            row = task_kind(cls.kind)
+            cls.primary, cls.metric_names = row.primary, row.metrics
 
     def __init__(self, cfg, g, meta: dict):
         self.cfg, self.g, self.meta = cfg, g, meta

@@ -63,7 +63,7 @@ class _EdgeTask(Task):
 class EdgeClassificationTask(_EdgeTask):
     """Classify ``task.target_etype`` edges with LM-GNN eq. (3) (per-class F1, macro-F1)."""
 
-    kind, primary, metric_names = "edge_classification", "macro_f1", ("macro_f1", "acc")
+    kind = "edge_classification"
 
     def __init__(self, cfg, g, meta):
         super().__init__(cfg, g, meta)
@@ -101,7 +101,7 @@ class LinkPredictionTask(_EdgeTask):
     uniform negatives; MRR and Hits@{1,10} of each held-out edge against its
     ``eval_negatives`` fixed filtered negatives."""
 
-    kind, primary, metric_names = "link_prediction", "mrr", ("mrr", "hits@1", "hits@10")
+    kind = "link_prediction"
 
     def __init__(self, cfg, g, meta):
         super().__init__(cfg, g, meta)

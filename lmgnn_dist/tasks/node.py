@@ -16,7 +16,7 @@ from .base import NodeBatch, Task
 class NodeClassificationTask(Task):
     """Classify ``task.target_ntype`` nodes (cross-entropy; accuracy and macro-F1)."""
 
-    kind, primary, metric_names = "node_classification", "acc", ("acc", "macro_f1")
+    kind = "node_classification"
 
     def __init__(self, cfg, g, meta):
         super().__init__(cfg, g, meta)

@@ -15,22 +15,24 @@ stage           trainer                                        trains
 The task (node classification, edge classification, link prediction) is the pluggable head
 (:mod:`lmgnn_dist.tasks`).
 """
+from ..stages import variant_of
 from .base import StageEnv, StageTrainer
 from .gnn import GNNTrainer
 from .joint import JointTrainer
 from .lm_lp import LMLinkPredictionTrainer
 from .task_lm import TaskLMTrainer
 
-#: stage name -> its trainer class
+#: stage name (a row of :mod:`lmgnn_dist.stages`) -> its trainer class
 TRAINERS = {"baseline": GNNTrainer, "stage1": LMLinkPredictionTrainer, "stage2": GNNTrainer,
             "stage3": JointTrainer}
+#: (stage, variant) -> the trainer class where a variant has its own
+VARIANT_TRAINERS = {("stage1", "task"): TaskLMTrainer}
 
 
 def trainer_of(cfg, name: str) -> type:
-    """The trainer class of stage ``name`` under ``cfg`` (stage 1 by ``stage1.objective``)."""
-    if name == "stage1" and cfg.stage1.objective == "task":
-        return TaskLMTrainer
-    return TRAINERS[name]
+    """The trainer class of stage ``name`` under ``cfg`` (by the stage's variant,
+    :func:`lmgnn_dist.stages.variant_of`: stage 1 by ``stage1.objective``)."""
+    return VARIANT_TRAINERS.get((name, variant_of(name, cfg)), TRAINERS[name])
 
 
 __all__ = ["TRAINERS", "trainer_of", "StageEnv", "StageTrainer", "GNNTrainer", "JointTrainer",

@@ -22,7 +22,8 @@ from ..device import CPU, DevicePlan, check_precision, peak_gpu_mem_mib, resolve
 from ..dist_init import DistContext, all_reduce
 from ..lm_cache import LMEmbeddingCache
 from ..model.joint import NodeLMs
-from ..runplan import STAGE_ORDER, StageStart
+from ..runplan import StageStart
+from ..stages import STAGE_ORDER, variant_of
 from ..tasks import Task, make_task
 from .gradsync import AllReduceGradients
 
@@ -265,7 +266,8 @@ class StageTrainer:
 
         rss, gpu = all_reduce(torch.tensor([peak_rss_mb(), peak_gpu_mem_mib(self.env.device)]),
                               dist.ReduceOp.MAX).tolist()
-        metrics.update(peak_rss_mb_max_trainer=rss, peak_gpu_mem_mib=gpu)
+        metrics.update(peak_rss_mb_max_trainer=rss, peak_gpu_mem_mib=gpu,
+                       variant=variant_of(self.name, self.cfg))
         write_stage_checkpoint(self.env, self.name, metrics, lms, head, learnable)
         names = self.task.metric_names
         scores = (describe(names, metrics, "val") + "  " + describe(names, metrics, "test")

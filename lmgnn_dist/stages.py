@@ -1,0 +1,112 @@
+"""The stage table: every stage a run can have, in one place below everyone.
+
+LM-GNN (Ioannidis et al., 2022) trains in stages; this project adds the frozen-LM baseline.
+Each row says the stage's checkpoint name, its place in the run order (also part of each
+stage's seed), what it starts from, and how results tables and pictures label it -- per
+*variant*: what a stage's config made it do (``stage1.objective: task`` fine-tunes the LMs on
+the labels instead of link prediction; ``stage3.mode: lm_only`` trains no graph; a stage 3 of
+0 steps only re-encodes and evaluates). A finished stage records its variant in its metrics
+(``variant``), so a table never guesses it from metric keys. Importable without DGL or torch.
+
+Adding a stage: a row here, its trainer in :data:`lmgnn_dist.trainer.TRAINERS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Labels:
+    """How one variant of a stage is named: ``row`` in the per-stage results table,
+    ``task_row`` in the several-task table (None: not shown there), ``short`` in pictures."""
+
+    row: str
+    task_row: Optional[str]
+    short: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the stage table.
+
+    Attributes
+    ----------
+    name : checkpoint folder and ``--stage`` value (``stage2``).
+    number : ``k`` of ``cfg.stages`` (None: the baseline, enabled by ``cfg.baseline``).
+    lms_from : the stage whose LMs this one starts from when its checkpoint is complete
+        (else the configured models), or None: always the configured models.
+    head_from : the stage whose GNN encoder + decoder this one starts from (required).
+    labels : variant -> :class:`Labels`; ``"default"`` always present.
+    """
+
+    name: str
+    number: Optional[int]
+    lms_from: Optional[str]
+    head_from: Optional[str]
+    labels: Dict[str, Labels] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """``stage 2`` (or ``baseline``) for messages."""
+        return self.name if self.number is None else f"stage {self.number}"
+
+    def label(self, variant: Optional[str] = None) -> Labels:
+        """The labels of ``variant`` (the default ones for None or an unknown variant)."""
+        return self.labels.get(variant or "default", self.labels["default"])
+
+
+#: the stages in run order
+STAGES: Tuple[Stage, ...] = (
+    Stage("baseline", None, None, None, {
+        "default": Labels("frozen LM + RGCN (baseline)", "frozen LM + RGCN",
+                          "baseline (frozen LM)")}),
+    Stage("stage1", 1, None, None, {
+        "default": Labels("1: graph-aware LM pre-fine-tune", None, "stage 1"),
+        "task": Labels("1: LM fine-tune on the task (MLP)", None, "stage 1 (LM only)")}),
+    Stage("stage2", 2, "stage1", None, {
+        "default": Labels("2: GNN warm-start (LM frozen)", "stage 2 (warm-start)",
+                          "stage 2 (warm-start)")}),
+    Stage("stage3", 3, "stage1", "stage2", {
+        "default": Labels("3: joint LM+GNN fine-tune", "after stage 3 (joint)",
+                          "stage 3 (joint)"),
+        "lm_only": Labels("3: LM-only fine-tune (no graph)", "after stage 3 (LM only)",
+                          "stage 3 (LM only)"),
+        "eval_only": Labels("3: re-encode + evaluate (0 steps)", "after stage 3 (joint)",
+                            "stage 3 (joint)")}),
+)
+#: stage name -> row
+BY_NAME: Dict[str, Stage] = {s.name: s for s in STAGES}
+#: every stage name, in run order
+STAGE_ORDER: Tuple[str, ...] = tuple(BY_NAME)
+
+
+def stage(name: str) -> Stage:
+    """The row of ``name``; ValueError naming the known stages otherwise."""
+    if name not in BY_NAME:
+        raise ValueError(f"unknown stage {name!r}; stages: {list(STAGE_ORDER)}")
+    return BY_NAME[name]
+
+
+def stage_of_number(k: int) -> Stage:
+    """The row of ``cfg.stages`` entry ``k``."""
+    return next(s for s in STAGES if s.number == k)
+
+
+def variant_of(name: str, cfg) -> str:
+    """The variant stage ``name`` runs under config ``cfg`` (a ``RunConfig``), recorded in
+    its metrics as ``variant``."""
+    if name == "stage1" and cfg.stage1.objective == "task":
+        return "task"
+    if name == "stage3" and cfg.stage3.mode == "lm_only":
+        return "lm_only"
+    return "default"
+
+
+def labels_of(name: str, metrics: dict) -> Labels:
+    """The labels of a finished stage from its metrics (``variant``; a stage 3 of 0 steps is
+    ``eval_only``)."""
+    variant = metrics.get("variant")
+    if name == "stage3" and metrics.get("steps") == 0 and variant != "lm_only":
+        variant = "eval_only"
+    return stage(name).label(variant)
