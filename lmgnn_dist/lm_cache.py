@@ -72,7 +72,9 @@ class LMEmbeddingCache:
         self.g = g
         self.dim = dim
         self.stats = CacheStats()
-        #: :meth:`NodeLMs.weights_key` of the LMs whose full encode fills the cache (None: empty)
+        #: :meth:`NodeLMs.weights_key` of the LMs whose full encode fills the cache (None:
+        #: empty, or rows written since by :meth:`write` outside a full encode). The one rule
+        #: for "does the cache hold these LMs' embeddings": ``filled_by == lms.weights_key()``.
         self.filled_by: Optional[str] = None
 
         self.tables: Dict[str, "dgl.distributed.DistTensor"] = {}
@@ -97,8 +99,10 @@ class LMEmbeddingCache:
         Like every DGL KV-store push, a write to rows of another machine's partition is
         asynchronous: a later read by *this* trainer sees it (requests to a server are handled
         in order), another trainer may read the older rows for a moment (bounded staleness is
-        what the cache is for)."""
+        what the cache is for). Clears :attr:`filled_by` (a full encode sets it again when
+        done)."""
         if len(ids):
+            self.filled_by = None  # rows of other LMs: no longer one LM's full encode
             self.tables[ntype][ids] = emb.detach().to("cpu", torch.float32)
             self.steps[ntype][ids] = torch.full((len(ids), 1), int(step), dtype=torch.int64)
             self.stats.rows_written += len(ids)

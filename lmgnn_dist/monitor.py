@@ -137,14 +137,10 @@ class StageMonitor:
             self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
             self.bar.update(1)
 
-    def epoch(self, epoch: int, loss: float, val: Dict[str, object], primary: str) -> None:
-        """One epoch done: ``loss/train_epoch`` and ``val/<metric>`` at ``epoch``; bar +1."""
-        self.scalars({"loss/train_epoch": loss,
-                      **{f"val/{k}": v for k, v in val.items()}}, epoch)
+    def advance(self, loss: float, postfix: str = "") -> None:
+        """One unit done (an epoch): the bar moves on, showing ``loss`` and ``postfix``."""
         if self.bar is not None:
-            v = val.get(primary)
-            self.bar.set_postfix_str(f"loss {loss:.4f}" + (f" val {primary} {v:.4f}"
-                                                           if isinstance(v, float) else ""),
+            self.bar.set_postfix_str(f"loss {loss:.4f}" + (f" {postfix}" if postfix else ""),
                                      refresh=False)
             self.bar.update(1)
 

@@ -10,7 +10,7 @@ featureless node types.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -154,3 +154,24 @@ def gather_inputs(cache, learnable: Optional[LearnableEmbeddings],
     if learnable is not None:
         out.update(learnable(ids))
     return out
+
+
+def gather_tokens(token_rows: Callable[[str, torch.Tensor], torch.Tensor],
+                  groups: Sequence[Tuple[str, torch.Tensor]]
+                  ) -> Tuple[Dict[str, torch.Tensor], List[torch.Tensor]]:
+    """Token rows of the unique nodes of ``groups`` (a list of ``(ntype, ids)``).
+
+    ``token_rows(ntype, ids)`` reads int token ids ``[len(ids), L]``. Returns ``tokens``
+    (ntype -> ``[U_t, L]``, one row per unique node of the type) and, per group, int64
+    positions ``[len(ids)]`` into its type's rows: nodes appearing in several groups (or twice
+    in one) are encoded once.
+    """
+    by_type: Dict[str, list] = {}
+    for nt, ids in groups:
+        by_type.setdefault(nt, []).append(ids)
+    tokens, inverse = {}, {}
+    for nt, parts in by_type.items():
+        uniq, inv = torch.unique(torch.cat(parts), return_inverse=True)
+        tokens[nt] = token_rows(nt, uniq)
+        inverse[nt] = list(torch.split(inv, [len(p) for p in parts]))
+    return tokens, [inverse[nt].pop(0) for nt, _ in groups]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import checkpoint as ckpt
-from .stages import STAGE_ORDER, STAGES, stage
+from .stages import STAGES, StageStart, stage
 
 # temp / old folders of an interrupted ``checkpoint.write_stage`` (".stage2.tmp-<pid>",
 # ".stage3.partial.tmp-<pid>") and trainers' staging folders (".stage3.partial.staging")
@@ -33,21 +33,6 @@ _STALE_CKPT = re.compile(r"^\.(baseline|stage\d+)(_refit)?(\.partial)?\.((tmp|ol
 
 class PlanError(ValueError):
     """A stage cannot run: a stage it starts from is missing, or an unknown stage name."""
-
-
-@dataclass(frozen=True)
-class StageStart:
-    """What a stage starts from.
-
-    Attributes
-    ----------
-    lm_dir : checkpoint folder whose ``lm*/`` hold the LMs to start from (stage 1's), or
-        None for the configured models (``model.lm`` / ``model.encoders``).
-    head_dir : stage 3 only: the stage-2 checkpoint (``gnn.pt``, ``node_emb/``).
-    """
-
-    lm_dir: Optional[Path] = None
-    head_dir: Optional[Path] = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ Adding a stage: a row here, its trainer in :data:`lmgnn_dist.trainer.TRAINERS`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 
@@ -54,6 +55,22 @@ class Stage:
     def label(self, variant: Optional[str] = None) -> Labels:
         """The labels of ``variant`` (the default ones for None or an unknown variant)."""
         return self.labels.get(variant or "default", self.labels["default"])
+
+
+@dataclass(frozen=True)
+class StageStart:
+    """What a stage starts from.
+
+    Attributes
+    ----------
+    lm_dir : checkpoint folder whose ``lm*/`` hold the LMs to start from (stage 1's), or
+        None for the configured models (``model.lm`` / ``model.encoders``).
+    head_dir : the checkpoint of the stage's ``head_from`` (stage 3: stage 2's ``gnn.pt``,
+        ``node_emb/``), or None.
+    """
+
+    lm_dir: Optional[Path] = None
+    head_dir: Optional[Path] = None
 
 
 #: the stages in run order

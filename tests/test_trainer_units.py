@@ -16,13 +16,12 @@ from lmgnn_dist.dist_init import DistContext
 from lmgnn_dist.evaluation import BestModel
 from lmgnn_dist.lm_cache import CacheStats
 from lmgnn_dist.model.joint import JointModel
-from lmgnn_dist.runplan import StageStart
+from lmgnn_dist.stages import StageStart
 from lmgnn_dist.tasks import NodeBatch, NodeClassificationTask
 from lmgnn_dist.trainer import GNNTrainer, JointTrainer, StageEnv
-from lmgnn_dist.trainer.base import PhaseTimer
 from lmgnn_dist.trainer.checkpoints import progress_due
-from lmgnn_dist.trainer.inference_nodes import InferenceNodes
-from lmgnn_dist.trainer.lm_lp import gather_tokens
+from lmgnn_dist.node_inputs import gather_tokens
+from lmgnn_dist.trainer.joint_inputs import JointInputs
 from lmgnn_dist.trainer.pseudo_labels import PseudoLabels, make_pseudo_labels
 
 N, DIM, CLASSES = 48, 8, 2
@@ -40,6 +39,7 @@ class MemoryCache:
         return {nt: self.tables[nt][i] for nt, i in ids.items()}
 
     def write(self, nt, ids, emb, step):
+        self.filled_by = None
         self.tables[nt][ids] = emb.detach().float()
         self.steps[nt][ids] = step
         self.stats.rows_written += len(ids)
@@ -195,60 +195,64 @@ def test_inference_nodes_serve_hits_reencode_misses_and_refresh(tmp_path, tiny_b
     env = toy_env(tmp_path, g, lm=str(tiny_bert_dir), **{"stage3.cache_max_staleness": 2,
                                                          "stage3.refresh_batch_size": 10})
     lms = build_lms(env.encoders, env.cfg.model)
-    cache = MemoryCache(N, lms.out_dim)
+    env.cache = cache = MemoryCache(N, lms.out_dim)
     cache.write("paper", torch.arange(10), torch.ones(10, lms.out_dim), step=5)
-    timer, gen = PhaseTimer(), torch.Generator().manual_seed(0)
-    nodes = InferenceNodes(cache, lambda nt: g.nodes[nt].data["input_ids"], {"paper": N},
-                           env.cfg.stage3, 1, lambda nt: None, timer, gen)
+    nodes = JointInputs(env, env.cfg.stage3, torch.Generator().manual_seed(0))
     ids = torch.tensor([0, 1, 20, 21])  # two fresh cache rows, two never written
-    emb = nodes(lms, "paper", ids, step=6)
+    emb = nodes.from_cache(lms, "paper", ids, step=6)
     assert torch.equal(emb[:2], torch.ones(2, lms.out_dim))
     assert torch.allclose(emb[2:], nodes.encode(lms, "paper", ids[2:]), atol=1e-6)
     assert nodes.counts == {"with_grad": 0, "no_grad": 2, "from_cache": 2, "refresh": 0}
     assert (cache.steps["paper"][ids[2:]] == 6).all()  # misses written back at this step
-    nodes(lms, "paper", ids[:2], step=9)  # written at 5: stale after 2 steps
+    nodes.from_cache(lms, "paper", ids[:2], step=9)  # written at 5: stale after 2 steps
     assert nodes.counts["no_grad"] == 4 and cache.stats.stale_misses == 2
     n = nodes.refresh(lms, step=10)
     assert 0 < n <= 10 and nodes.counts["refresh"] == n
-    assert int((cache.steps["paper"] == 10).sum()) == n and "lm_no_grad" in timer.seconds
+    assert int((cache.steps["paper"] == 10).sum()) == n and "lm_no_grad" in nodes.timer.seconds
+    # the encode policy reads no cache row: every inference node re-encoded
+    enc = nodes.from_encode(lms, "paper", ids, step=11)
+    assert torch.allclose(enc, nodes.encode(lms, "paper", ids), atol=1e-6)
+    assert nodes.counts["no_grad"] == 8 and cache.stats.hits == 2
 
 
 def test_joint_step_trains_the_lm_on_chosen_nodes_only(tmp_path, tiny_bert_dir,
                                                          one_process_group):
+    """prepare -> forward -> optimizer step -> commit: the LM learns from the 5 chosen
+    nodes (targets first), every other input node is a cache hit, and only the chosen rows
+    are written back, at this step."""
     g, _ = toy_graph()
     env = toy_env(tmp_path, g, lm=str(tiny_bert_dir), **{"stage3.lm_train_nodes": 5,
                                                          "stage3.refresh_batch_size": 0})
     trainer = JointTrainer(env, "stage3", StageStart())
     lms = build_lms(env.encoders, env.cfg.model)
     env.cache = MemoryCache(N, lms.out_dim)
-    env.fill = None
     with torch.no_grad():
         env.cache.write("paper", torch.arange(N), lms({"paper": g.nodes["paper"].data
                                                         ["input_ids"]})["paper"], step=0)
     head = build_task_model(env.cfg.model, env.task, g.canonical_etypes, lms.out_dim, 0)
-    model = JointModel(lms, head)
+    inputs = JointInputs(env, env.cfg.stage3, trainer.gen)
+    model = JointModel(lms, head, timer=inputs.timer)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    trainer.inference = InferenceNodes(env.cache, lambda nt: g.nodes[nt].data["input_ids"],
-                                       {"paper": N}, env.cfg.stage3, 1, lambda nt: None,
-                                       trainer.timer, trainer.gen)
-    trainer.targets_seen, trainer.s = 0, env.cfg.stage3
     batch = next(iter(env.task.train_batches(env.fanouts(), 4, trainer.gen)))
     before = [p.detach().clone() for p in lms.parameters()]
     cached_before = env.cache.tables["paper"].clone()
-    loss, n_in, n_train, norm = trainer.step(trainer.ddp(model), model, opt, None, None, batch,
-                                             step=1)
-    assert torch.isfinite(torch.tensor(loss)) and n_train == 5 and n_in == len(
+    p = inputs.prepare(batch, lms, None, step=1)
+    loss, h_train = trainer.ddp(model)(batch.blocks, *p.model_args(), batch)
+    norm = trainer.optimizer_step(loss, opt, max_grad_norm=env.cfg.stage3.max_grad_norm)
+    inputs.commit(p, h_train, lms, batch, step=1)
+    assert torch.isfinite(loss) and p.num_with_grad == 5 and p.num_inputs == len(
         batch.input_nodes["paper"])
     assert norm > 0  # stage3.max_grad_norm (1.0 by default) clips: the norm before is returned
     assert any(not torch.equal(a, b) for a, b in zip(before, lms.parameters()))  # the LM learnt
-    assert trainer.inference.counts["with_grad"] == 5 and trainer.targets_seen == 4
-    assert trainer.inference.counts["from_cache"] == n_in - 5  # every inference node a hit
+    assert inputs.counts["with_grad"] == 5 and inputs.targets_seen == 4
+    assert inputs.counts["from_cache"] == p.num_inputs - 5  # every inference node a hit
     written = torch.nonzero(env.cache.steps["paper"] == 1).flatten()
     assert len(written) == 5 and set(batch.seeds["paper"].tolist()) <= set(written.tolist())
     untouched = torch.ones(N, dtype=torch.bool)
     untouched[written] = False
     assert torch.equal(env.cache.tables["paper"][untouched], cached_before[untouched])
-    assert set(trainer.timer.seconds) >= {"lm_grad_forward", "gnn_forward", "backward_optimizer"}
+    assert set(inputs.timer.seconds) >= {"lm_grad_forward", "gnn_forward"}
+    assert inputs.step_scalars(p)["lm_input_nodes/with_grad"] == 5
 
 
 def test_seeding_depends_on_seed_rank_and_stage_only(tmp_path):

@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-import time
+import contextlib
 from typing import Dict, List, Tuple
 
 import torch
@@ -179,22 +179,25 @@ class JointModel(nn.Module):
       input nodes; ``h_infer`` ``[I_t, D]`` their no-grad embeddings (cache or re-encoded).
     - ``h_fixed``: ``[N_in, D]`` inputs of the other types (learnable embeddings).
     - returns ``(loss, h_train)``, ``h_train`` ntype -> ``[T_t, D]``.
+
+    ``timer``: ``phase -> context manager`` timing the LM part (``lm_grad_forward``) and the
+    GNN part (``gnn_forward``) of each forward (e.g. a trainer's ``PhaseTimer``); none: not
+    timed.
     """
 
-    def __init__(self, lms: NodeLMs, head: TaskModel):
+    def __init__(self, lms: NodeLMs, head: TaskModel, timer=None):
         super().__init__()
         self.lms = lms
         self.head = head
-        self.timings: Dict[str, float] = {}  # wall seconds of the last forward: "lm", "head"
+        self.timer = timer or (lambda phase: contextlib.nullcontext())
 
     def forward(self, blocks, tokens, train_idx, infer_idx, h_infer, h_fixed,
                 batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        t0 = time.perf_counter()
-        h_train = self.lms(tokens)
-        t1 = time.perf_counter()
-        h = dict(h_fixed)
-        for nt in h_train:
-            h[nt] = mix_embeddings(h_train[nt], train_idx[nt], h_infer[nt], infer_idx[nt])
-        loss = self.head(blocks, h, batch)
-        self.timings.update(lm=t1 - t0, head=time.perf_counter() - t1)
+        with self.timer("lm_grad_forward"):
+            h_train = self.lms(tokens)
+        with self.timer("gnn_forward"):
+            h = dict(h_fixed)
+            for nt in h_train:
+                h[nt] = mix_embeddings(h_train[nt], train_idx[nt], h_infer[nt], infer_idx[nt])
+            loss = self.head(blocks, h, batch)
         return loss, h_train

@@ -22,8 +22,7 @@ from ..device import CPU, DevicePlan, check_precision, peak_gpu_mem_mib, resolve
 from ..dist_init import DistContext, all_reduce
 from ..lm_cache import LMEmbeddingCache
 from ..model.joint import NodeLMs
-from ..runplan import StageStart
-from ..stages import STAGE_ORDER, variant_of
+from ..stages import STAGE_ORDER, StageStart, variant_of
 from ..tasks import Task, make_task
 from .gradsync import AllReduceGradients
 

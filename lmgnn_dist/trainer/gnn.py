@@ -4,8 +4,8 @@ The LMs the stage starts from (stage 1's, or the pre-trained ones for the baseli
 every node once without gradient into the LM-embedding cache (skipped when it already holds
 their embeddings); then the GNN encoder (RGCN, LM-GNN eq. 1) + the task's decoder (and
 learnable embeddings of text-less types) train on them for ``stage2.epochs``, and the epoch
-with the best validation ``task.primary`` metric is kept (:class:`~lmgnn_dist.evaluation.
-BestModel`).
+with the best validation ``task.primary`` metric is kept (the epoch loop's bookkeeping:
+:class:`~.run.StageRun`).
 """
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ import time
 import torch
 
 from ..builders import build_learnable, build_lms, build_task_model
-from ..evaluation import BestModel, describe, evaluate, prefixed, scalar_metrics
-from ..monitor import StageMonitor
+from ..evaluation import describe, evaluate, prefixed
 from .base import StageTrainer
-from .checkpoints import Progress
+from .run import StageRun
 
 
 class GNNTrainer(StageTrainer):
@@ -52,24 +51,22 @@ class GNNTrainer(StageTrainer):
 def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: str):
     """Train a fresh task head (GNN encoder + decoder, ``stage2``'s batch size, learning rate
     and weight decay) for ``epochs`` on the LM-embedding cache as it is; validate after each
-    epoch and keep the best (:class:`~lmgnn_dist.evaluation.BestModel`). ``name`` labels its
-    progress bar, TensorBoard folder and progress checkpoint (``stage2``, or ``stage3_refit``
-    for stage 3's re-fit). Collective. Returns ``(head with the best epoch's weights,
-    metrics)``: val metrics of the best epoch, test metrics of that head, ``best_epoch``,
-    ``epochs``, ``steps_per_epoch``, ``losses``, ``val_history``."""
+    epoch and keep the best (:class:`~.run.StageRun`). ``name`` labels its progress bar,
+    TensorBoard folder and progress checkpoint (``stage2``, or ``stage3_refit`` for stage 3's
+    re-fit). Collective. Returns ``(head with the best epoch's weights, metrics)``: val
+    metrics of the best epoch, test metrics of that head, ``best_epoch`` (0-based index of
+    the kept epoch), ``epochs``, ``steps_per_epoch``, ``losses`` (mean per epoch),
+    ``val_history``."""
     s, task, env = trainer.cfg.stage2, trainer.task, trainer.env
     head = build_task_model(trainer.cfg.model, task, trainer.g.canonical_etypes, in_dim,
                             trainer.cfg.seed, device=env.device.gnn)
     opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    progress = Progress(env, name, trainer.gen, unit="epoch")
-    state = progress.load({"head": head}, opt, learnable)
-    model = trainer.ddp(head)
     steps = trainer.min_over_trainers(task.num_train_batches(s.batch_size))
-    best = BestModel.from_state(task.primary, state)
-    epoch_losses, val_history = state.get("losses", []), state.get("val_history", [])
+    run = StageRun(trainer, epochs, range(1, epochs + 1), task.primary, {"head": head}, opt,
+                   learnable, unit="epoch", steps_per_unit=steps, name=name, log_every=5)
+    model = trainer.ddp(head)
     features = env.features(learnable)
-    mon = StageMonitor(env, name, epochs, "epoch", state.get("step", 0))
-    for epoch in range(state.get("step", 0), epochs):
+    for epoch in run.steps():
         total = 0.0
         for i, batch in enumerate(itertools.islice(task.train_batches(
                 env.fanouts(), s.batch_size, trainer.gen), steps)):
@@ -77,22 +74,15 @@ def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: s
             loss = model(batch.blocks, h, batch)
             trainer.optimizer_step(loss, opt, learnable, h)
             total += loss.item()
-            mon.scalars({"loss/train": loss.item()}, epoch * steps + i + 1)
-        epoch_losses.append(total / max(1, steps))
+            run.scalars({"loss/train": loss.item()}, (epoch - 1) * steps + i + 1)
         val = evaluate(task, head, features, "val", env.fanouts(), trainer.cfg.eval_batch_size)
-        best.update(epoch, val, head, learnable)
-        val_history.append(scalar_metrics(val))
-        mon.epoch(epoch + 1, epoch_losses[-1], val, task.primary)
-        if epoch % 5 == 0 or epoch == epochs - 1:
-            trainer.log(f"[{name}] epoch {epoch:3d}  train loss {epoch_losses[-1]:.4f}  "
-                        + describe(task.metric_names, prefixed("val", val)))
-        if progress.due(epoch + 1, epochs, steps_per_unit=steps):
-            progress.save(epoch + 1, {"head": head}, opt, learnable,
-                          dict(best.state(), losses=epoch_losses, val_history=val_history))
-    best.restore(head, learnable)
+        run.validated(epoch, val, head, learnable)
+        run.record(epoch, total / max(1, steps), f"train loss {total / max(1, steps):.4f}  "
+                   + describe(task.metric_names, prefixed("val", val)))
+    run.best.restore(head, learnable)
     test = evaluate(task, head, features, "test", env.fanouts(), trainer.cfg.eval_batch_size)
-    metrics = {**prefixed("val", best.val), **prefixed("test", test),
-               "best_epoch": best.epoch, "epochs": epochs, "steps_per_epoch": steps,
-               "losses": epoch_losses, "val_history": val_history}
-    mon.close(metrics)
+    metrics = {**prefixed("val", run.best.val), **prefixed("test", test),
+               "best_epoch": run.best.epoch - 1, "epochs": epochs, "steps_per_epoch": steps,
+               "losses": run.losses, "val_history": run.history}
+    run.close(metrics)
     return head, metrics

@@ -18,6 +18,7 @@ from partition.etypes import CanonicalEtype
 
 from ..dist_init import all_reduce
 from ..metrics import HITS_AT, ranking_metrics, ranking_sums
+from ..node_inputs import gather_tokens
 
 
 class HeldOutLinks:
@@ -67,7 +68,6 @@ class HeldOutLinks:
         end points and negatives; ``decoder``: the DistMult decoder. A negative equal to the
         positive's own destination is left out of its ranking.
         """
-        from .lm_lp import gather_tokens  # (lm_lp imports this module)
 
         sums = torch.zeros(2 + len(HITS_AT), dtype=torch.float64)
         for c, eids in self.val.items():

@@ -15,39 +15,18 @@ are kept, with early stopping as configured.
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict
 
 import torch
 
 from ..builders import build_lms
-from ..evaluation import BestModel
 from ..model.joint import LMLinkPredictor
+from ..node_inputs import gather_tokens
 from ..sampling import joint_negative_sample
 from .base import StageTrainer
-from .checkpoints import Progress
 from .held_out_links import HeldOutLinks
-from .schedule import EarlyStopping, budget_steps, eval_steps, make_scheduler
-
-
-def gather_tokens(token_rows: Callable[[str, torch.Tensor], torch.Tensor],
-                  groups: Sequence[Tuple[str, torch.Tensor]]
-                  ) -> Tuple[Dict[str, torch.Tensor], List[torch.Tensor]]:
-    """Token rows of the unique nodes of ``groups`` (a list of ``(ntype, ids)``).
-
-    ``token_rows(ntype, ids)`` reads int token ids ``[len(ids), L]``. Returns ``tokens``
-    (ntype -> ``[U_t, L]``, one row per unique node of the type) and, per group, int64
-    positions ``[len(ids)]`` into its type's rows: nodes appearing in several groups (or twice
-    in one) are encoded once.
-    """
-    by_type: Dict[str, list] = {}
-    for nt, ids in groups:
-        by_type.setdefault(nt, []).append(ids)
-    tokens, inverse = {}, {}
-    for nt, parts in by_type.items():
-        uniq, inv = torch.unique(torch.cat(parts), return_inverse=True)
-        tokens[nt] = token_rows(nt, uniq)
-        inverse[nt] = list(torch.split(inv, [len(p) for p in parts]))
-    return tokens, [inverse[nt].pop(0) for nt, _ in groups]
+from .run import StageRun
+from .schedule import budget_steps, eval_steps, make_scheduler
 
 
 class LMLinkPredictionTrainer(StageTrainer):
@@ -92,33 +71,25 @@ class LMLinkPredictionTrainer(StageTrainer):
         validating = s.val_edges > 0  # the same on every trainer (collective validation)
         evals = eval_steps(total, per_epoch, s.eval_every) if validating else []
         sched = make_scheduler(opt, s, total)
-        progress = Progress(self.env, self.name, self.gen)
-        state = progress.load({"model": model, "sched": sched}, opt, None)
-        done = state.get("step", 0)
+        run = StageRun(self, total, evals, "mrr", {"model": model, "sched": sched}, opt,
+                       patience=s.patience)
         ddp = self.ddp(model)
-        losses, encoded = state.get("losses", []), state.get("encoded", 0)
-        best, history = BestModel.from_state("mrr", state), state.get("val_history", [])
-        early = EarlyStopping(s.patience, state.get("bad_evals", 0))
+        encoded = run.state.get("encoded", 0)  # LM encodings so far
         rows = lambda nt, ids: self.g.nodes[nt].data["input_ids"][ids]  # noqa: E731
 
-        def validate(step: int) -> bool:
+        def validate(step: int) -> None:
             val = held_out.evaluate(
                 lambda eids, c: self.g.find_edges(eids, etype=c),
                 lambda nt, ids: lms.encoder(nt).encode_no_grad(rows(nt, ids),
                                                                self.cfg.encode_batch_size),
                 model.decoder)
-            history.append({"step": step, **{k: v for k, v in val.items() if k != "num_edges"}})
-            improved = best.update(step, val, model.decoder, lms=lms)
-            self.log(f"[stage1] step {step}: held-out link MRR {val['mrr']:.4f} over "
-                     f"{val['num_edges']} edges" + ("  (best so far)" if improved else ""))
-            return improved
+            run.validated(step, val, model.decoder, lms=lms, line=f"held-out link MRR "
+                          f"{val['mrr']:.4f} over {val['num_edges']} edges")
 
-        if validating and done == 0:
+        if validating and run.done == 0:
             validate(0)
         model.train()
-        mon = self.monitor(total, initial=done)
-        stopped = False
-        for step in range(done, total):
+        for step in run.steps(lambda: {"encoded": encoded}):
             c = cetypes[int(torch.multinomial(weights, 1, generator=self.gen))]
             edges = local_edges[c]
             eids = edges[torch.randint(0, len(edges), (s.batch_size,), generator=self.gen)]
@@ -130,35 +101,17 @@ class LMLinkPredictionTrainer(StageTrainer):
             loss, _ = ddp(tokens, src_pos, dst_pos, neg_nodes_pos[neg.pair_index], c)
             norm = self.optimizer_step(loss, opt, max_grad_norm=s.max_grad_norm,
                                        scheduler=sched)
-            losses.append(loss.item())
             n_enc = sum(len(t) for t in tokens.values())
             encoded += n_enc
-            mon.step(step + 1, losses[-1], grad_norm=norm, **{
-                "lm_encodings/per_step": n_enc, "lr/lm": sched.get_last_lr()[0]})
-            if step % 10 == 0 or step == total - 1:
-                self.log(f"[stage1] step {step:4d}/{total}  loss {loss.item():.4f}  "
-                         f"({n_enc} LM encodings for {s.batch_size} positives x "
-                         f"{s.num_negatives} negatives)")
-            if step + 1 in evals:
-                improved = validate(step + 1)
-                mon.scalars({"val/mrr": history[-1]["mrr"]}, step + 1)
-                stopped = early.update(improved) and step + 1 < total
-            done = step + 1
-            if progress.due(step + 1, total):
-                progress.save(step + 1, {"model": model, "sched": sched}, opt, None,
-                              {"losses": losses, "encoded": encoded, "val_history": history,
-                               "bad_evals": early.bad, **best.state()})
-            if stopped:
-                self.log(f"[stage1] early stop after step {done} (best at step {best.epoch})")
-                break
-        if best.val is not None:
-            best.restore(model.decoder, lms=lms)
-        k = max(1, len(losses) // 5)
-        metrics = {"loss_first": sum(losses[:k]) / k if losses else None,
-                   "loss_last": sum(losses[-k:]) / k if losses else None,
-                   "losses": losses, "steps": done, "stopped_early": stopped,
-                   "lm_encodings_per_step": encoded / max(1, done),
-                   "link_val": best.val, "best_step": best.epoch, "val_history": history,
-                   "seconds": time.time() - t0}
-        mon.close(metrics)
+            run.record(step, loss.item(), f"loss {loss.item():.4f}  ({n_enc} LM encodings "
+                       f"for {s.batch_size} positives x {s.num_negatives} negatives)",
+                       grad_norm=norm, **{"lm_encodings/per_step": n_enc,
+                                          "lr/lm": sched.get_last_lr()[0]})
+            if run.validation_due(step):
+                validate(step)
+        if run.best.val is not None:
+            run.best.restore(model.decoder, lms=lms)
+        metrics = {**run.summary(), "lm_encodings_per_step": encoded / max(1, run.done),
+                   "link_val": run.best.val, "seconds": time.time() - t0}
+        run.close(metrics)
         return self.finish(metrics, lms=lms)
