@@ -3,7 +3,6 @@ file, exit 2, no process started, nothing written (run folder hashed before/afte
 job module refuses to run outside a job."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,19 +12,7 @@ import time
 import pytest
 import torch
 import yaml
-from run_helpers import tiny_config
-
-
-def tree_hash(root) -> str:
-    """sha256 over every file's relative path and bytes (and every folder's path) under root."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, files in sorted(os.walk(root)):
-        dirnames.sort()
-        h.update(os.path.relpath(dirpath, root).encode())
-        for f in sorted(files):
-            p = os.path.join(dirpath, f)
-            h.update(f.encode() + b"\0" + open(p, "rb").read())
-    return h.hexdigest()
+from run_helpers import tiny_config, tree_hash
 
 
 @pytest.fixture(scope="module")
