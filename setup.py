@@ -39,7 +39,7 @@ setup(
     entry_points={
         "console_scripts": [
             "lmgnn-run=lmgnn_dist.pipeline:main",
-            "lmgnn-embed=lmgnn_dist.embed:cli",
+            "lmgnn-embed=lmgnn_dist.embed_driver:cli",
             "lmgnn-partition=partition.cli:main",
             "lmgnn-ray=lmgnn_dist.ray_pipeline:main",
         ]

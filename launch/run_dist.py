@@ -28,116 +28,24 @@ is reported in one line naming the host and path/port. Each remote process runs 
 ``sh`` wrapper (:func:`remote_command`) that puts it in its own process group and kills that
 group when the ssh channel's stdin closes, so stopping the local ``ssh`` client (or the
 launcher dying) tears the remote processes down too.
+
+From Python: :func:`launch.api.launch` with a :class:`launch.api.LaunchSpec` (this command
+line is a thin layer over it: :func:`spec_from_args`).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import shutil
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script: python launch/run_dist.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.hosts import (Host, LaunchError, check_partition_matches,  # noqa: E402
-                          check_port_free, read_ip_config, write_debug_ip_config)
-from launch.procs import (EXCEPTION_EXIT_CODE, JobWatch, Proc, ProcessOutput,  # noqa: E402
-                          ProcSpec, join_streams, process_specs, start_process, stop_processes)
-from launch.remote import (REMOTE_KILL_GRACE_S, check_env_key,  # noqa: E402
-                           preflight_remote, remote_command, ssh_argv)
+from launch.api import Launcher, LaunchSpec, Machines, SSHSettings, launch  # noqa: E402
+from launch.hosts import LaunchError  # noqa: E402
 
-
-@dataclass
-class Launcher:
-    """Starts, streams and supervises the processes of one distributed job (loopback hosts as
-    local subprocesses, other hosts over ssh); the supervision itself is
-    :mod:`launch.procs`'s, shared with the Ray driver's actors."""
-
-    hosts: List[Host]
-    part_config: str
-    command: List[str]
-    num_trainers: int = 1
-    num_servers: int = 1
-    num_samplers: int = 0
-    omp_threads: int = 1
-    ssh_port: int = 22
-    ssh_user: str = ""
-    extra_env: Dict[str, str] = field(default_factory=dict)
-    graph_format: str = "csc"
-    ip_config: str = ""
-    server_grace_s: float = 60.0
-    ssh_opts: List[str] = field(default_factory=list)
-    connect_timeout: float = 10.0
-    host_env: Dict[str, Dict[str, str]] = field(default_factory=dict)
-    procs: List[Proc] = field(default_factory=list)
-    job_id: str = field(default_factory=lambda: os.urandom(4).hex())
-    #: where the processes' lines go (log files, console filter); default: all to the console
-    output: ProcessOutput = field(default_factory=ProcessOutput)
-
-    def _print(self, name: str, line: str) -> None:
-        self.output(name, line)
-
-    def _spawn(self, spec: ProcSpec) -> None:
-        host = self.hosts[spec.machine]
-        if host.is_local:
-            self.procs.append(start_process(spec.name, self.command, dict(os.environ, **spec.env),
-                                            spec.is_server, self._print))
-            return
-        if shutil.which("ssh") is None:
-            raise LaunchError(
-                f"host {host.ip} is remote but no 'ssh' client is installed here; "
-                "install openssh-client or run on loopback hosts")
-        # host_env (found by the pre-flight check, e.g. GLOO_SOCKET_IFNAME) < base < --env
-        env = dict(self.host_env.get(host.ip, {}), **spec.env)
-        argv = (ssh_argv(host, self.ssh_port, self.ssh_user, self.ssh_opts, self.connect_timeout)
-                + [remote_command(os.getcwd(), env, self.command)])
-        self.procs.append(start_process(spec.name, argv, None, spec.is_server, self._print,
-                                        remote=True))
-
-    def start(self) -> None:
-        for spec in self.process_specs():
-            self._spawn(spec)
-
-    def process_specs(self, master_port: Optional[int] = None) -> List[ProcSpec]:
-        """This job's processes as :func:`~launch.procs.process_specs` describes them."""
-        return process_specs(self.hosts, self.part_config, self.ip_config, self.num_trainers,
-                             self.num_servers, self.num_samplers, self.omp_threads,
-                             self.extra_env, self.graph_format, self.job_id, master_port)
-
-    def stop(self, sig: int = signal.SIGTERM, wait_s: float = 10.0) -> None:
-        """Stop every process that is still running (its whole group), SIGKILL after
-        ``wait_s``; remote ones through their ssh channel (:func:`~launch.procs.
-        stop_processes`, with ``REMOTE_KILL_GRACE_S`` more). Raises nothing."""
-        stop_processes(self.procs, sig, wait_s, remote_grace_s=REMOTE_KILL_GRACE_S)
-
-    def wait(self) -> int:
-        """Supervise until all trainers end; returns 0 or the first failing exit code."""
-        watch = JobWatch(self.server_grace_s)
-        while True:
-            outcome = watch.check([(p.name, p.is_server, p.popen.poll()) for p in self.procs])
-            if outcome is None:
-                time.sleep(0.2)
-                continue
-            if outcome.failed or outcome.servers_timed_out:
-                self._print("launcher", f"{outcome.failed} exited with code {outcome.rc}; "
-                            "stopping the others" if outcome.failed else
-                            "servers did not exit after the trainers; stopping them")
-                self.stop()
-            join_streams(self.procs)
-            if outcome.rc == EXCEPTION_EXIT_CODE:  # say what it ended on, once, last
-                log = self.output.log_path(outcome.failed or "")
-                self._print("launcher", f"{outcome.failed} ended on: "
-                            f"{self.output.last_line.get(outcome.failed, '?')}"
-                            + (f" (its output: {log})" if log else ""))
-            elif outcome.failed and self.output.log_dir:
-                self._print("launcher", f"the processes' output is in {self.output.log_dir}/")
-            self.output.close()
-            return outcome.rc
+__all__ = ["Launcher", "LaunchSpec", "main", "parse_args", "spec_from_args"]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -178,8 +86,31 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def spec_from_args(args: argparse.Namespace) -> LaunchSpec:
+    """The :class:`~launch.api.LaunchSpec` of parsed command-line arguments.
+
+    Raises
+    ------
+    LaunchError naming the ``--env`` value that is not ``K=V``.
+    """
+    env: Dict[str, str] = {}
+    for kv in args.env:
+        if "=" not in kv:
+            raise LaunchError(f"--env expects K=V, got {kv!r}")
+        k, v = kv.split("=", 1)
+        env[k] = v
+    return LaunchSpec(
+        Machines(debug_local=args.debug_local, ip_config=args.ip_config or ""),
+        args.part_config, workspace=args.workspace, num_trainers=args.num_trainers,
+        num_servers=args.num_servers, num_samplers=args.num_samplers,
+        omp_threads=args.omp_threads,
+        ssh=SSHSettings(args.ssh_port, args.ssh_user, tuple(args.ssh_opt),
+                        args.ssh_connect_timeout),
+        env=env, log_dir=args.log_dir, quiet=args.quiet)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns the exit code.
+    """Command-line entry point over :func:`launch.api.launch`; returns the exit code.
 
     2 with one ``error: ...`` line on stderr for bad input or a failed pre-flight check
     (nothing has been started then), otherwise the job's exit code (first failing process),
@@ -187,57 +118,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = parse_args(argv)
     try:
-        if args.debug_local is not None:
-            ip_config = os.path.join(args.workspace, "ip_config_debug.txt")
-            hosts = write_debug_ip_config(ip_config, args.debug_local)
-        else:
-            ip_config = args.ip_config
-            hosts = read_ip_config(ip_config, args.num_servers)
-        check_partition_matches(args.part_config, hosts)
-        for h in hosts:
-            check_port_free(h, args.num_servers)
-        extra = {}
-        for kv in args.env:
-            if "=" not in kv:
-                raise LaunchError(f"--env expects K=V, got {kv!r}")
-            k, v = kv.split("=", 1)
-            check_env_key(k)
-            extra[k] = v
-        checks = preflight_remote(hosts, args.part_config, ip_config, args.workspace,
-                                  args.command, args.num_servers, args.ssh_port, args.ssh_user,
-                                  args.ssh_opt, args.ssh_connect_timeout)
+        spec = spec_from_args(args)
     except LaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    host_env: Dict[str, Dict[str, str]] = {}
-    for ip, c in checks.items():
-        for w in c.warnings:
-            print(f"[launcher] warning: {w}", file=sys.stderr, flush=True)
-        # torch's gloo picks its address from the hostname, which often resolves to a
-        # loopback address (Debian: 127.0.1.1); name the interface holding the host's address
-        if c.ifname and "GLOO_SOCKET_IFNAME" not in extra:
-            host_env[ip] = {"GLOO_SOCKET_IFNAME": c.ifname}
-            print(f"[launcher] host {ip}: GLOO_SOCKET_IFNAME={c.ifname}", flush=True)
-    launcher = Launcher(hosts, args.part_config, args.command, args.num_trainers,
-                        args.num_servers, args.num_samplers, args.omp_threads, args.ssh_port,
-                        args.ssh_user, extra, ip_config=ip_config, ssh_opts=list(args.ssh_opt),
-                        connect_timeout=args.ssh_connect_timeout, host_env=host_env,
-                        output=ProcessOutput(args.log_dir, verbose=not args.quiet))
-
-    def on_signal(signum, _frame):
-        print(f"[launcher] signal {signum}: stopping all processes", flush=True)
-        launcher.stop()
-        sys.exit(128 + signum)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        launcher.start()
-    except LaunchError as exc:
-        launcher.stop()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return launcher.wait()
+    return launch(spec, args.command)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from .device import CPU, DevicePlan
 from .model.joint import MLPEncoder, NodeLMs, TaskModel
 from .model.lm import LMEncoder
 from .model.rgcn import RGCN
-from .node_inputs import LearnableEmbeddings, lm_folder, resolve_encoders
+from .node_inputs import LearnableEmbeddings, resolve_encoders
+from .stage_checkpoint import StageCheckpoint
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,17 @@ class NodeInputEncoders:
 
 def build_lms(encoders: NodeInputEncoders, model_cfg, stage_dir: Optional[Path] = None,
               device: DevicePlan = CPU) -> NodeLMs:
-    """The run's LMs, from ``stage_dir``'s ``lm*/`` folders where present (a stage
-    checkpoint), else the configured models (``model.lm`` / ``model.encoders``), placed and
-    run as ``device`` says (with ``model.lm_gradient_checkpointing``)."""
+    """The run's LMs, each from where the stage checkpoint ``stage_dir`` says it starts
+    (:meth:`~lmgnn_dist.stage_checkpoint.StageCheckpoint.lm_sources`: the stage's own
+    ``lm*/`` folder, else stage 1's, else the configured model), or the configured models
+    (``model.lm`` / ``model.encoders``) without one; placed and run as ``device`` says (with
+    ``model.lm_gradient_checkpointing``)."""
     sparse = model_cfg.sparse_attention
+    sources = (StageCheckpoint(stage_dir).lm_sources(encoders.lm_paths)
+               if stage_dir is not None else dict(encoders.lm_paths))
     lms = {}
-    for key, path in encoders.lm_paths.items():
-        saved = stage_dir / lm_folder(key) if stage_dir is not None else None
-        lms[key] = LMEncoder(str(saved) if saved is not None and saved.exists() else path,
-                             encoders.pad_id, sparse=sparse if sparse.enabled else None,
+    for key, path in sources.items():
+        lms[key] = LMEncoder(path, encoders.pad_id, sparse=sparse if sparse.enabled else None,
                              device=device,
                              gradient_checkpointing=model_cfg.lm_gradient_checkpointing)
     return NodeLMs(lms, encoders.lm_of)

@@ -1,11 +1,13 @@
-"""Full-graph inference and embedding export of a trained stage.
+"""Full-graph inference and embedding export of a trained stage: the job's processes.
 
-``python -m lmgnn_dist.embed --config work/cora/run/config.yaml --checkpoint
-work/cora/run/stage3 --out work/cora/embeddings`` starts the job itself (DGL servers and
-trainers as the config's ``launch`` section says, like the pipeline driver); under
-``launch/run_dist.py`` it runs as one of the job's processes.
+Run it with the driver ``lmgnn-embed --config work/cora/run/config.yaml --checkpoint
+work/cora/run/stage3 --out work/cora/embeddings`` (:mod:`lmgnn_dist.embed_driver`), which
+checks the checkpoint and then starts this module, ``python -m lmgnn_dist.embed ...``, in the
+DGL servers and trainers of a job (:func:`launch.api.launch`). Started by hand, outside a job
+(no ``DGL_IP_CONFIG``), it says so and exits 2: it never launches jobs itself.
 
-1. The stage's LMs (``<checkpoint>/lm*``, else stage 1's, else the configured models) encode
+1. The stage's LMs (per LM, ``<checkpoint>/lm*``, else stage 1's, else the configured model:
+   :meth:`~lmgnn_dist.stage_checkpoint.StageCheckpoint.lm_sources`) encode
    every text node once without gradient into the LM-embedding cache, with a progress bar;
    each finished chunk is also saved under ``<out>/lm_chunks``, so a rerun after a crash
    resumes from the chunks already encoded (same number of trainers). Text-less node types
@@ -109,23 +111,55 @@ def verify(env, head, learnable, h, n: int) -> float:
     return worst
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def save_lm_atomic(lm, folder: Path, tokenizer: str) -> None:
+    """``lm.save_pretrained`` (with ``tokenizer``'s files) into ``folder`` atomically: a temp
+    folder beside it, renamed into place (replacing an older one). Raises OSError."""
+    import shutil
+
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    lm.save_pretrained(str(tmp), tokenizer_source=tokenizer)
+    if folder.exists():
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None, prog: str = "lmgnn-embed"):
+    """The export's command line, shared by the driver (``lmgnn-embed``) and this job module.
+    Exits 2 (argparse) on bad arguments."""
     from .cli import parser
 
-    p = parser("lmgnn-embed", "Full-graph inference and embedding export of a trained stage "
+    p = parser(prog, "Full-graph inference and embedding export of a trained stage "
                "(layer-wise RGCN over all nodes; the LM saved for plain transformers).")
     p.add_argument("--config", required=True, help="the run's config YAML")
-    p.add_argument("--checkpoint", required=True, help="a stage folder with gnn.pt (stage2/3)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--checkpoint", required=True,
+                   help="a stage folder with gnn.pt (<run>/stage2, <run>/stage3, <run>/baseline)")
+    p.add_argument("--out", required=True,
+                   help="output folder (the export, its logs/ and ip-config; nothing else is "
+                        "written)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--verify", type=int, default=0, metavar="N")
     p.add_argument("--verbose", action="store_true",
-                   help="started by hand: show every process's output on the console")
+                   help="show every process's output on the console (always in <out>/logs/)")
     p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """One process of the export job (a DGL server or a trainer). Exits 2 with one line when
+    started outside a job; raises what the export raises (:func:`cli` turns it into the exit
+    code)."""
+    args = parse_args(argv, prog="python -m lmgnn_dist.embed")
 
     from .dist_init import initialize, is_server
 
+    if "DGL_IP_CONFIG" not in os.environ:
+        print("error: python -m lmgnn_dist.embed runs inside a job's processes (no "
+              "DGL_IP_CONFIG set); start the export with lmgnn-embed (same arguments)",
+              file=sys.stderr)
+        sys.exit(2)
     if is_server():
         initialize()
         return
@@ -135,12 +169,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     cfg = load_config(args.config, args.overrides)
     meta = load_partition_meta(cfg.data.part_dir)
-    if "DGL_IP_CONFIG" not in os.environ:
-        # started by hand: launch the job (servers + trainers) that runs this same command
-        from .pipeline import launch_job
-
-        cmd = [sys.executable, "-m", "lmgnn_dist.embed", *(argv if argv is not None else sys.argv[1:])]
-        sys.exit(launch_job(cfg, meta["part_config"], cmd, args.verbose))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from .monitor import setup_logging
 
@@ -151,29 +179,29 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from .builders import build_learnable, build_lms, build_task_model
     from .dataloading import local_nodes
     from .node_inputs import lm_folder
+    from .stage_checkpoint import StageCheckpoint
     from .trainer import StageEnv
     from .dist_init import all_reduce
 
-    ckpt = Path(args.checkpoint)
-    if not (ckpt / "gnn.pt").exists():
-        raise FileNotFoundError(f"{ckpt / 'gnn.pt'} not found: --checkpoint must be a stage-2 "
-                                "or stage-3 folder")
+    ckpt = StageCheckpoint(Path(args.checkpoint))
+    ckpt.check_complete()
     g = dgl.distributed.DistGraph(cfg.data.graph_name, part_config=meta["part_config"])
     env = StageEnv.create(cfg, ctx, g, meta)
-    lm_dir = next((d for d in (ckpt, ckpt.parent / "stage1") if (d / "lm").exists()), None)
-    lms = build_lms(env.encoders, cfg.model, lm_dir, env.device)
+    env.log("[embed] LMs from: " + ", ".join(
+        f"{k}={v}" for k, v in ckpt.lm_sources(env.encoders.lm_paths).items()))
+    lms = build_lms(env.encoders, cfg.model, ckpt.folder, env.device)
     out = Path(args.out)
     # resumable: finished chunks of the LM encode are kept in <out>/lm_chunks and reused
     enc = env.fill_cache(lms, force=True, chunk_store=out / "lm_chunks")
     env.log(f"[embed] LM chunks: {enc['chunks_encoded']} encoded, "
             f"{enc['chunks_reused']} reused (rank 0)", console=True)
     head = build_task_model(cfg.model, env.task, g.canonical_etypes, lms.out_dim, cfg.seed)
-    head.load_state_dict(torch.load(ckpt / "gnn.pt", map_location="cpu"))
+    head.load_state_dict(ckpt.load_gnn_state())
     head.eval()
     learnable = build_learnable(g, env.encoders, lms.out_dim, "embed", cfg.model.embedding_lr)
     inputs = dict(env.cache.tables)
     if learnable is not None:
-        learnable.load(ckpt / "node_emb", ctx.is_main)
+        learnable.load(ckpt.node_emb_dir, ctx.is_main)
         inputs.update({nt: e.weight for nt, e in learnable.emb.items()})
     mine = {nt: local_nodes(g, nt) for nt in g.ntypes}
     h = layerwise_rgcn(env, head, inputs, mine, args.batch_size)
@@ -185,7 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 console=True)
     if ctx.is_main:
         for key, lm in lms.lms.items():
-            lm.save_pretrained(str(out / lm_folder(key)), tokenizer_source=env.encoders.tokenizer)
+            save_lm_atomic(lm, out / lm_folder(key), env.encoders.tokenizer)
     g.barrier()
     env.log(f"[embed] encoded in {enc['seconds']:.1f}s; wrote {out}/embeddings and "
             f"{out}/predictions ({counts} rows on rank 0)", console=True)
@@ -193,7 +221,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def cli() -> None:
-    """The ``lmgnn-embed`` command (a job process's exit codes, see ``dist_init``)."""
+    """``python -m lmgnn_dist.embed``: one job process (a job process's exit codes, see
+    ``dist_init``); the ``lmgnn-embed`` command is :func:`lmgnn_dist.embed_driver.cli`."""
     from lmgnn_dist.dist_init import run_and_exit
 
     run_and_exit(main, sys.argv[1:])

@@ -9,9 +9,10 @@ then writes their combined task table (:func:`~lmgnn_dist.results.format_task_ta
 1. :func:`~lmgnn_dist.prepare.prepare_run`: checks the models and the run plan, writes
    ``<output_dir>/config.yaml``, tokenises and partitions ``data.tag_path`` into
    ``data.part_dir`` unless a partition made with the same options is already there.
-2. Starts the DGL servers and trainers with ``launch/run_dist.py`` (``launch.debug_local``
-   loopback machines, or the machines of ``launch.ip_config``); every process runs the run
-   plan's :meth:`~lmgnn_dist.runplan.RunPlan.train_command`.
+2. Starts the DGL servers and trainers with :func:`launch.api.launch` (the spec of
+   :func:`launch_spec`: ``launch.debug_local`` loopback machines, or the machines of
+   ``launch.ip_config``); every process runs the run plan's
+   :meth:`~lmgnn_dist.runplan.RunPlan.train_command`.
 3. Writes ``<output_dir>/results.json`` from the stage checkpoints, with the job's wall time,
    peak memory and number of restarts, and prints the per-stage table
    (:mod:`lmgnn_dist.results`).
@@ -30,6 +31,7 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
+from launch.api import LaunchSpec, Machines, SSHSettings, launch
 from launch.procs import TreeMemoryMonitor, run_with_restarts
 
 from .config import RunConfig, load_config
@@ -37,26 +39,32 @@ from .results import format_task_table, task_rows, write_results
 from .runplan import clean_stale_checkpoints
 
 
+def launch_spec(cfg: RunConfig, part_config: str, workspace: Optional[str] = None,
+                verbose: bool = False) -> LaunchSpec:
+    """The :class:`~launch.api.LaunchSpec` of ``cfg.launch`` (loopback debug machines when
+    ``launch.debug_local > 0``, else the machines of ``launch.ip_config``), for a job on
+    ``part_config`` whose generated ip-config and ``logs/<process>.log`` go under
+    ``workspace`` (default ``cfg.output_dir``); the console shows only the lines the trainers
+    mark for the user unless ``verbose``. Pure: checks and starts nothing (that is
+    :func:`launch.api.launch`'s). The one place a driver turns a run config into a launch."""
+    l = cfg.launch
+    workspace = cfg.output_dir if workspace is None else str(workspace)
+    machines = (Machines(debug_local=l.debug_local) if l.debug_local > 0
+                else Machines(ip_config=l.ip_config))
+    return LaunchSpec(machines, part_config, workspace=workspace,
+                      num_trainers=l.num_trainers, num_servers=l.num_servers,
+                      omp_threads=l.omp_threads,
+                      ssh=SSHSettings(l.ssh_port, l.ssh_user, tuple(l.ssh_opts)),
+                      env=dict(l.env), log_dir=os.path.join(workspace, "logs"),
+                      quiet=not verbose)
+
+
 def launch_job(cfg: RunConfig, part_config: str, command: List[str],
                verbose: bool = False) -> int:
-    """Run ``command`` in every trainer (and DGL servers) with ``launch/run_dist.py`` as
-    ``cfg.launch`` says (loopback debug machines or an ip-config); returns its exit code.
-
-    Every process's output goes to ``<output_dir>/logs/<process>.log``; the console shows
-    only the lines the trainers mark for the user (``--quiet``) unless ``verbose``."""
-    from launch import run_dist
-
-    l = cfg.launch
-    argv: List[str] = (["--debug-local", str(l.debug_local)] if l.debug_local > 0
-                       else ["--ip-config", l.ip_config])
-    argv += ["--part-config", part_config, "--workspace", cfg.output_dir,
-             "--num-trainers", str(l.num_trainers), "--num-servers", str(l.num_servers),
-             "--omp-threads", str(l.omp_threads), "--ssh-port", str(l.ssh_port)]
-    argv += ["--ssh-user", l.ssh_user] if l.ssh_user else []
-    argv += [a for opt in l.ssh_opts for a in ("--ssh-opt", opt)]
-    argv += [a for k, v in l.env.items() for a in ("--env", f"{k}={v}")]
-    argv += ["--log-dir", os.path.join(cfg.output_dir, "logs")] + ([] if verbose else ["--quiet"])
-    return run_dist.main([*argv, "--", *command])
+    """Run ``command`` in every trainer (and DGL servers) of the job :func:`launch_spec`
+    describes (workspace ``cfg.output_dir``); returns its exit code (2: bad launch input,
+    one ``error:`` line, nothing started)."""
+    return launch(launch_spec(cfg, part_config, verbose=verbose), command)
 
 
 def run_one(config_path: str, overrides: Sequence[str],

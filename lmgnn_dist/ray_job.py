@@ -179,6 +179,8 @@ class StageJob:
 
         from launch.procs import process_specs
 
+        from .pipeline import launch_spec
+
         try:
             nodes = self._create()
             hosts = job_hosts(nodes)
@@ -190,10 +192,13 @@ class StageJob:
             ip_config = Path(self.cfg.output_dir).resolve() / "ray" / f"ip_config_{self.name}.txt"
             ip_config.parent.mkdir(parents=True, exist_ok=True)
             ip_config.write_text("".join(f"{h.ip} {h.port}\n" for h in hosts))
-            l = self.cfg.launch
+            # the launcher's spec of cfg.launch (process counts, threads, env); the machines
+            # are the placement group's, not its debug_local / ip_config
+            l = launch_spec(self.cfg, self.part_config)
             specs = process_specs(hosts, self.part_config, str(ip_config), l.num_trainers,
                                   l.num_servers, omp_threads=l.omp_threads,
-                                  job_id=os.urandom(4).hex(), master_port=master_port)
+                                  extra_env=dict(l.env), job_id=os.urandom(4).hex(),
+                                  master_port=master_port)
             print(f"{LOG} {self.name}: {len(hosts)} machines ({mode}): "
                   + ", ".join(f"m{m}={h.ip}:{h.port}" for m, h in enumerate(hosts)), flush=True)
             ray.get([a.start.remote([s.__dict__ for s in specs if s.machine == m], self.command,

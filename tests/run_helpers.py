@@ -1,5 +1,8 @@
-"""Helpers of the real-run tests (test_restart.py, test_ray_pipeline.py)."""
+"""Helpers of the real-run tests (test_restart.py, test_ray_pipeline.py, the embed tests)."""
 from __future__ import annotations
+
+import hashlib
+import os
 
 import psutil
 
@@ -37,3 +40,14 @@ def own_processes(marker: str):
         if "lmgnn_dist.train" in cl and any(marker in c for c in cl):
             found.append(p)
     return found
+
+
+def tree_hash(root) -> str:
+    """sha256 over every file's relative path and bytes (and every folder's path) under root."""
+    h = hashlib.sha256()
+    for dirpath, _, files in sorted(os.walk(root)):
+        h.update(os.path.relpath(dirpath, root).encode())
+        for f in sorted(files):
+            with open(os.path.join(dirpath, f), "rb") as fh:
+                h.update(f.encode() + b"\0" + fh.read())
+    return h.hexdigest()

@@ -315,7 +315,9 @@ def test_env_keys_and_values_from_cli(tmp_path, capsys, monkeypatch):
             seen.append(cmd)
             self.stdout, self.stdin, self.pid = None, None, 0
 
-    monkeypatch.setattr(rd, "preflight_remote", lambda *a, **kw: {})
+    import launch.api
+
+    monkeypatch.setattr(launch.api, "preflight_remote", lambda *a, **kw: {})
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/ssh")
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
     monkeypatch.setattr(threading.Thread, "start", lambda self: None)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import yaml
-from run_helpers import held_out_acc, tiny_config
+from run_helpers import held_out_acc, tiny_config, tree_hash
 
 
 def _run_pipeline(cfg_path, *overrides, timeout=600):
@@ -245,19 +245,26 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
     cfg = root / "run" / "config.yaml"
     out = tmp_path / "emb"
 
+    run_hash = tree_hash(root / "run")
+
     def embed(via_launcher: bool):
-        cmd = [sys.executable, "-m", "lmgnn_dist.embed", "--config", str(cfg), "--checkpoint",
-               str(root / "run" / "stage3"), "--out", str(out), "--verify", "60",
-               "--batch-size", "7"]
-        if via_launcher:
-            cmd = [sys.executable, "launch/run_dist.py", "--debug-local", "2", "--workspace",
-                   str(tmp_path), "--part-config", str(root / "parts" / "tiny.json"), "--", *cmd]
+        args = ["--config", str(cfg), "--checkpoint", str(root / "run" / "stage3"), "--out",
+                str(out), "--verify", "60", "--batch-size", "7"]
+        # lmgnn-embed (the driver), or the job module under the launcher's command line
+        cmd = ([sys.executable, "-m", "lmgnn_dist.embed_driver", *args] if not via_launcher
+               else [sys.executable, "launch/run_dist.py", "--debug-local", "2", "--workspace",
+                     str(tmp_path), "--part-config", str(root / "parts" / "tiny.json"), "--",
+                     sys.executable, "-m", "lmgnn_dist.embed", *args])
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 
-    proc = embed(via_launcher=True)
+    proc = embed(via_launcher=False)
     assert "[embed] LM chunks: 1 encoded, 0 reused" in proc.stdout
+    # the training run's folder is byte-identical; the export's logs are under --out
+    assert tree_hash(root / "run") == run_hash
+    assert (out / "logs" / "trainer-0.log").is_file() and (out / "ip_config_debug.txt").is_file()
+    assert f"LMs from shared={root / 'run' / 'stage3' / 'lm'}" in proc.stdout
     diff = float(re.search(r"max \|layer-wise - mini-batch\| GNN output = (\S+)", proc.stdout).group(1))
     assert diff < 1e-4  # layer-wise == mini-batch inference with full neighbourhoods
     emb = pq.read_table(out / "embeddings" / "paper").to_pandas()
@@ -272,8 +279,8 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
     # resumable: rerun after losing trainer 1's chunk: trainer 0 reuses its chunk, trainer 1
     # re-encodes; the result is the same
     (out / "lm_chunks" / "paper" / "rank1of2-000000.npy").unlink()
-    # started by hand this time: it launches its own servers and trainers
-    assert "[embed] LM chunks: 0 encoded, 1 reused" in embed(via_launcher=False).stdout
+    # the job module under the launcher this time
+    assert "[embed] LM chunks: 0 encoded, 1 reused" in embed(via_launcher=True).stdout
     again = pq.read_table(out / "embeddings" / "paper").to_pandas().set_index("id")
     first_run = emb.set_index("id").loc[again.index]
     assert np.allclose(np.stack(again["emb"]), np.stack(first_run["emb"]), atol=1e-6)

@@ -102,7 +102,7 @@ def test_embed_exports_every_type_with_learnable_inputs(ec_run, tmp_path):
 
     root, res, _ = ec_run
     out = tmp_path / "emb"
-    proc = subprocess.run([sys.executable, "-m", "lmgnn_dist.embed", "--config",
+    proc = subprocess.run([sys.executable, "-m", "lmgnn_dist.embed_driver", "--config",
                            str(root / "ec" / "run" / "config.yaml"), "--checkpoint",
                            str(root / "ec" / "run" / "stage3"), "--out", str(out),
                            "--verify", "40", "--batch-size", "9"],
@@ -116,6 +116,9 @@ def test_embed_exports_every_type_with_learnable_inputs(ec_run, tmp_path):
         assert np.isfinite(np.stack(emb["emb"])).all()
     assert not (out / "predictions").exists()  # predictions are for node classification
     assert (out / "lm").is_dir() and (out / "lm_tag").is_dir()
+    # each LM from the stage's own fine-tuned folder (the tag type's own LM too)
+    s3 = root / "ec" / "run" / "stage3"
+    assert f"shared={s3 / 'lm'}, own_tag={s3 / 'lm_tag'}" in proc.stdout
 
 
 @pytest.fixture(scope="module")
