@@ -105,11 +105,11 @@ def test_console_shows_one_bar_and_one_line_per_stage(quiet_run):
                     "find_unused_parameters", "[stage1] step", "[stage3] step", "Converting",
                     "Metis"):
         assert chatter not in out.stdout, chatter
-    for stage, unit in (("baseline", "epoch"), ("stage1", "step"), ("stage2", "epoch"),
-                        ("stage3", "step")):
-        bars = [ln for ln in lines if ln.startswith(f"{stage}: 100%")]
+    for name, unit in (("baseline", "epoch"), ("stage1", "step"), ("stage2", "epoch"),
+                       ("stage3", "step")):
+        bars = [ln for ln in lines if ln.startswith(f"{name}: 100%")]
         assert len(bars) == 1 and f"{unit}/s" in bars[0] and "loss" in bars[0], bars
-        assert sum(ln.startswith(f"[{stage}] done in") for ln in lines) == 1
+        assert sum(ln.startswith(f"[{name}] done in") for ln in lines) == 1
     assert len(lines) <= 30, out.stdout
     assert "3: joint LM+GNN fine-tune" in out.stdout
     assert lines[-1] == f"report: {run / 'report.png'}"

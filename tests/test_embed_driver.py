@@ -3,7 +3,6 @@ file, exit 2, no process started, nothing written (run folder hashed before/afte
 job module refuses to run outside a job."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

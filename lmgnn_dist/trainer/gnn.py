@@ -16,6 +16,7 @@ import torch
 
 from ..builders import build_learnable, build_lms, build_task_model
 from ..evaluation import describe, evaluate, prefixed
+from ..stage_checkpoint import StageCheckpoint
 from .base import StageTrainer
 from .run import StageRun
 
@@ -25,8 +26,8 @@ class GNNTrainer(StageTrainer):
     val metrics of the best epoch, test metrics of that model, ``best_epoch``, ``epochs``,
     ``steps_per_epoch``, ``losses`` (mean training loss per epoch), ``val_history`` (the
     scalar validation metrics of every epoch, e.g. ``[{"acc": .., "macro_f1": ..}, ...]``),
-    ``lm``, ``encode_s``,
-    ``seconds``, ``peak_rss_mb_max_trainer``."""
+    ``lm`` (the folder or model the frozen LM came from; LM key -> that, with several LMs),
+    ``encode_s``, ``seconds``, ``peak_rss_mb_max_trainer``."""
 
     def fit(self) -> dict:
         t0, env, lm_dir = time.time(), self.env, self.start.lm_dir
@@ -39,7 +40,9 @@ class GNNTrainer(StageTrainer):
         learnable = build_learnable(self.g, env.encoders, lms.out_dim, self.name,
                                     self.cfg.model.embedding_lr)
         head, metrics = self.train_head(learnable, lms.out_dim)
-        metrics.update(lm=str(lm_dir / "lm") if lm_dir else self.cfg.model.lm,
+        sources = (StageCheckpoint(lm_dir).lm_sources(env.encoders.lm_paths) if lm_dir
+                   else dict(env.encoders.lm_paths))  # LM key -> the folder it came from
+        metrics.update(lm=next(iter(sources.values())) if len(sources) == 1 else sources,
                        encode_s=encode_s, seconds=time.time() - t0)
         return self.finish(metrics, head=head, learnable=learnable)
 
