@@ -357,7 +357,7 @@ def test_stage1_resumes_mid_stage(smoke_run, tmp_path):
                "stages=[1]", "baseline=false"], "stage1",
         "[stage1] progress checkpoint after step 8",
         "[stage1] resuming after step 8 from its progress checkpoint")
-    assert "[stage1] step    0/12" not in after and "[stage1] step   11/12" in after
+    assert "[stage1] step    1/12" not in after and "[stage1] step   11/12" in after
     s1 = json.loads((out_dir / "results.json").read_text())["stages"]["stage1"]
     assert len(s1["losses"]) == 12 and (out_dir / "stage1" / "lm").is_dir()
     assert not (out_dir / "stage1.partial").exists()
@@ -375,7 +375,7 @@ def test_stage2_resumes_after_its_last_progress_epoch(smoke_run, tmp_path):
         path, [f"output_dir={out_dir}", "checkpoint_every=2", "stages=[2]", "baseline=false"],
         "stage2", "[stage2] progress checkpoint after epoch 6",
         "[stage2] resuming after epoch 6 from its progress checkpoint")
-    assert "[stage2] epoch   0" not in after and "[stage2] epoch  10" in after
+    assert "[stage2] epoch    1/" not in after and "[stage2] epoch   11/" in after
     s2 = json.loads((out_dir / "results.json").read_text())["stages"]["stage2"]
     assert len(s2["losses"]) == 15 and 0 <= s2["best_epoch"] < 15
     assert held_out_acc(s2) > 0.7 and not (out_dir / "stage2.partial").exists()
