@@ -1,7 +1,8 @@
 """The three tasks on a heterogeneous graph, each a real run of every stage on 2 DGL servers +
 2 trainers (127.0.0.1 / 127.0.0.2): edge classification with a node type that has its own LM
 and a text-less type with learnable embeddings; link prediction with held-out edges; node
-classification of a type in a heterogeneous graph."""
+classification of a type in a heterogeneous graph. Stages 2-3 and the embedding export also run
+with the RGAT encoder (``model.gnn=rgat``) from the edge-classification run's stage 1."""
 from __future__ import annotations
 
 import json
