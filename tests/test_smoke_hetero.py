@@ -126,7 +126,10 @@ def test_rgat_stages_2_and_3(ec_rgat_run):
     # one GATConv per relation and layer: 2 heads x 8 = hidden 16, attention vectors [1, 2, 8]
     attn = {k: v.shape for k, v in state.items() if k.endswith("attn_l")}
     assert len(attn) == 2 * 6 and set(attn.values()) == {(1, 2, 8)}
-    assert res["stages"]["stage2"]["test_macro_f1"] > 0.6  # chance is 0.5 (see above)
+    # chance is 0.5; val and test together (40 edges): one run gave 0.78 / 0.69 (RGCN's stage
+    # 2 on the same LMs: 0.83 / 0.85), so 20 test edges alone are too few for a threshold
+    s2 = res["stages"]["stage2"]
+    assert (s2["val_macro_f1"] + s2["test_macro_f1"]) / 2 > 0.6
 
 
 @pytest.mark.parametrize("gnn", ["rgcn", "rgat"])
