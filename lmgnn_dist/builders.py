@@ -1,8 +1,8 @@
 """Builders of what a stage trains, usable without a trainer (``embed.py``, tests).
 
 GraphStorm's vocabulary: every node type has a **node input encoder** (a shared LM, its own
-LM, or learnable embeddings: :class:`NodeInputEncoders`); the **GNN encoder** (RGCN, LM-GNN
-eq. 1, or the graph-free MLP of the LM-only mode) and the task's **decoder** form the task
+LM, or learnable embeddings: :class:`NodeInputEncoders`); the **GNN encoder** (``model.gnn``:
+RGCN, LM-GNN eq. 1, or RGAT; or the graph-free MLP of the LM-only mode) and the task's **decoder** form the task
 head (:class:`~lmgnn_dist.model.joint.TaskModel`).
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 
 from .device import CPU, DevicePlan
 from .model.joint import MLPEncoder, NodeLMs, TaskModel
+from .model import GNN_ENCODERS
 from .model.lm import LMEncoder
-from .model.rgcn import RGCN
 from .node_inputs import LearnableEmbeddings, resolve_encoders
 from .stage_checkpoint import StageCheckpoint
 
@@ -78,17 +78,22 @@ def build_lms(encoders: NodeInputEncoders, model_cfg, stage_dir: Optional[Path] 
 def build_task_model(model_cfg, task, canonical_etypes, in_dim: int, seed: int,
                      graph_free: bool = False,
                      device: torch.device = torch.device("cpu")) -> TaskModel:
-    """GNN encoder (RGCN over ``canonical_etypes``, or the graph-free MLP) + the task's
-    decoder on ``device`` (:attr:`DevicePlan.gnn`), initialised (on the CPU) from ``seed``
-    alone, so identically on every trainer (DDP also broadcasts rank 0's). Torch's global RNG
-    is left as it was (``fork_rng``): the per-stage, per-rank seeding of dropout and shuffles
-    is not reset."""
+    """GNN encoder (``GNN_ENCODERS[model.gnn]``, RGCN or RGAT over ``canonical_etypes``, or
+    the graph-free MLP) + the task's decoder on ``device`` (:attr:`DevicePlan.gnn`),
+    initialised (on the CPU) from ``seed`` alone, so identically on every trainer (DDP also
+    broadcasts rank 0's). Torch's global RNG is left as it was (``fork_rng``): the per-stage,
+    per-rank seeding of dropout and shuffles is not reset.
+
+    Raises KeyError naming ``model.gnn`` for an encoder not in :data:`GNN_ENCODERS` (the
+    config's type already refuses one)."""
     m = model_cfg
+    if not graph_free and m.gnn not in GNN_ENCODERS:
+        raise KeyError(f"model.gnn={m.gnn!r}: known encoders {sorted(GNN_ENCODERS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = (MLPEncoder(in_dim, m.hidden_size, m.dropout) if graph_free else
-                   RGCN(in_dim, m.hidden_size, m.num_layers, canonical_etypes, m.dropout))
-        return TaskModel(encoder, task.new_decoder(m.hidden_size), task).to(device)
+                   GNN_ENCODERS[m.gnn].from_config(m, in_dim, canonical_etypes))
+        return TaskModel(encoder, task.new_decoder(encoder.out_dim), task).to(device)
 
 
 def build_learnable(g, encoders: NodeInputEncoders, dim: int, name: str,

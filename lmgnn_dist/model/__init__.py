@@ -1,6 +1,15 @@
-"""Model pieces: LM encoder -> RGCN (LM-GNN eq. 1) -> task decoders (eqs. 2, 3)."""
+"""Model pieces: LM encoder -> GNN encoder (RGCN, LM-GNN eq. 1, or RGAT) -> task decoders
+(eqs. 2, 3)."""
 from .decoders import DistMultDecoder, EdgeClassifier, NodeClassifier, logistic_loss
+from .gnn import GNNEncoder, SelfLoopLayer
 from .lm import LMEncoder
+from .rgat import RGAT, RGATLayer
 from .rgcn import RGCN, RGCNLayer
 
-__all__ = ["LMEncoder", "RGCN", "RGCNLayer", "DistMultDecoder", "EdgeClassifier", "NodeClassifier", "logistic_loss"]
+#: ``model.gnn`` -> the GNN encoder class (each has ``from_config(model_cfg, in_dim,
+#: canonical_etypes)``; see :mod:`lmgnn_dist.model.gnn` for the contract)
+GNN_ENCODERS = {"rgcn": RGCN, "rgat": RGAT}
+
+__all__ = ["LMEncoder", "GNNEncoder", "SelfLoopLayer", "GNN_ENCODERS", "RGCN", "RGCNLayer",
+           "RGAT", "RGATLayer", "DistMultDecoder", "EdgeClassifier", "NodeClassifier",
+           "logistic_loss"]

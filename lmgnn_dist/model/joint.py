@@ -136,7 +136,12 @@ class MLPEncoder(nn.Module):
 
     Shapes: ``forward(blocks, h)``, ``h`` ntype -> ``[N_in, in_dim]`` -> ntype ->
     ``[N_out, hidden]`` for the output nodes of ``blocks[-1]`` (the first input rows).
+    ``graph_free`` is True (the encoder seam of :mod:`lmgnn_dist.model.gnn`): evaluation
+    needs no neighbourhoods, and there are no layers to run layer-wise.
     """
+
+    #: no message passing: the only encoder that says so
+    graph_free = True
 
     def __init__(self, in_dim: int, hidden: int, dropout: float):
         super().__init__()
