@@ -30,7 +30,8 @@ PANELS = ("stage 1: LM link-prediction loss", "stage 2: GNN training loss",
 def stage_label(key: str, summary: dict) -> str:
     """Short name of a stage of a run, from the stage table and the variant the stage
     recorded (:func:`lmgnn_dist.stages.labels_of`)."""
-    return labels_of(key, summary.get("stages", {}).get(key) or {}).short
+    gnn = summary.get("config", {}).get("model", {}).get("gnn", "rgcn")
+    return labels_of(key, summary.get("stages", {}).get(key) or {}, gnn).short
 
 
 def _empty(ax, title: str, why: str = "not run") -> None:

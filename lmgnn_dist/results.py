@@ -16,11 +16,12 @@ from .checkpoint import write_json_atomic
 from .config import to_dict
 from .stages import STAGE_ORDER, labels_of
 
-def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
+def format_table(results: Dict[str, dict], metric: str = "acc", gnn: str = "rgcn") -> str:
     """The per-stage table printed at the end of a run: val/test ``metric`` (the task's
     primary one), wall time and peak memory per stage (RSS, and GPU memory when a stage used
     a GPU: ``peak_gpu_mem_mib``, max over trainers); each row is labelled by the stage table
-    (:mod:`lmgnn_dist.stages`) for the variant the stage recorded in its metrics."""
+    (:mod:`lmgnn_dist.stages`) for the variant the stage recorded in its metrics and the
+    run's GNN encoder ``gnn`` (``model.gnn``)."""
     name = metric.replace("_", "-")
     gpu = any((r.get("peak_gpu_mem_mib") or 0) > 0 for r in results.values())
     head = (f"{'stage':34s} {'val ' + name:>12s} {'test ' + name:>12s} {'time (s)':>9s} "
@@ -30,7 +31,7 @@ def format_table(results: Dict[str, dict], metric: str = "acc") -> str:
         r = results.get(key)
         if r is None:
             continue
-        label = labels_of(key, r).row
+        label = labels_of(key, r, gnn).row
         val = f"{r['val_' + metric]:.4f}" if "val_" + metric in r else "-"
         test = f"{r['test_' + metric]:.4f}" if "test_" + metric in r else "-"
         extra = (f"   (LP loss {r['loss_first']:.3f} -> {r['loss_last']:.3f})"
@@ -55,7 +56,7 @@ def write_results(cfg, stages: Dict[str, dict], wall_s: float, peak_rss_job_mb: 
                "metric_names": list(names), "stages": stages, "wall_s": wall_s,
                "peak_rss_job_mb": peak_rss_job_mb, "restarts": restarts}
     write_json_atomic(str(res_path), summary)
-    print("\n" + format_table(stages, primary))
+    print("\n" + format_table(stages, primary, cfg.model.gnn))
     print(f"\ntotal wall time {wall_s:.1f}s; peak memory of the whole job ({peak_label}, "
           f"summed RSS) {peak_rss_job_mb:.0f} MiB"
           + (f"; {restarts} restart(s) after failures" if restarts else ""))
@@ -78,7 +79,8 @@ def task_rows(summary: dict) -> List[dict]:
     target = cfg[TASK_KINDS[summary["task"]].target_key]
     for key in STAGE_ORDER:
         r = summary["stages"].get(key)
-        label = labels_of(key, r).task_row if r is not None else None
+        gnn = summary["config"].get("model", {}).get("gnn", "rgcn")
+        label = labels_of(key, r, gnn).task_row if r is not None else None
         if label is None:
             continue
         row = {"task": summary["task"], "target": target, "model": label, "stage": key}

@@ -20,7 +20,8 @@ from typing import Dict, Optional, Tuple
 @dataclass(frozen=True)
 class Labels:
     """How one variant of a stage is named: ``row`` in the per-stage results table,
-    ``task_row`` in the several-task table (None: not shown there), ``short`` in pictures."""
+    ``task_row`` in the several-task table (None: not shown there), ``short`` in pictures
+    (``{gnn}``: the run's GNN encoder, filled in by :func:`labels_of`)."""
 
     row: str
     task_row: Optional[str]
@@ -76,7 +77,7 @@ class StageStart:
 #: the stages in run order
 STAGES: Tuple[Stage, ...] = (
     Stage("baseline", None, None, None, {
-        "default": Labels("frozen LM + RGCN (baseline)", "frozen LM + RGCN",
+        "default": Labels("frozen LM + {gnn} (baseline)", "frozen LM + {gnn}",
                           "baseline (frozen LM)")}),
     Stage("stage1", 1, None, None, {
         "default": Labels("1: graph-aware LM pre-fine-tune", None, "stage 1"),
@@ -120,10 +121,12 @@ def variant_of(name: str, cfg) -> str:
     return "default"
 
 
-def labels_of(name: str, metrics: dict) -> Labels:
+def labels_of(name: str, metrics: dict, gnn: str = "rgcn") -> Labels:
     """The labels of a finished stage from its metrics (``variant``; a stage 3 of 0 steps is
-    ``eval_only``)."""
+    ``eval_only``), naming the run's GNN encoder (``model.gnn``) where a label does."""
     variant = metrics.get("variant")
     if name == "stage3" and metrics.get("steps") == 0 and variant != "lm_only":
         variant = "eval_only"
-    return stage(name).label(variant)
+    lab = stage(name).label(variant)
+    fill = (lambda text: text.format(gnn=gnn.upper()) if text is not None else None)
+    return Labels(fill(lab.row), fill(lab.task_row), fill(lab.short))

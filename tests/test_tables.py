@@ -66,6 +66,7 @@ def test_variants_are_recorded_not_guessed():
     assert labels_of("stage3", {"steps": 0}).row == "3: re-encode + evaluate (0 steps)"
     assert labels_of("stage3", {"steps": 0, "variant": "lm_only"}).short == "stage 3 (LM only)"
     assert stage("stage1").label("task").task_row is None  # not in the several-task table
+    assert labels_of("baseline", {}, "rgat").row == "frozen LM + RGAT (baseline)"
 
 
 def test_results_tables_follow_the_stage_table():
