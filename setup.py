@@ -38,10 +38,10 @@ setup(
     extras_require={"test": ["pytest", "hypothesis"]},
     entry_points={
         "console_scripts": [
-            "lmgnn-run=lmgnn_dist.pipeline:main",
-            "lmgnn-embed=lmgnn_dist.embed_driver:cli",
+            "lmgnn-run=lmgnn_dist.drivers.pipeline:main",
+            "lmgnn-embed=lmgnn_dist.drivers.embed:cli",
             "lmgnn-partition=partition.cli:main",
-            "lmgnn-ray=lmgnn_dist.ray_pipeline:main",
+            "lmgnn-ray=lmgnn_dist.drivers.ray_pipeline:main",
         ]
     },
 )

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from lmgnn_dist import pipeline  # noqa: E402
+from lmgnn_dist.drivers import pipeline  # noqa: E402
 from report import emit  # noqa: E402
 
 CONFIGS = {

@@ -1,6 +1,6 @@
 """Quality benchmark in the style of LM-GNN's Table 1 (issue 12): resumable, one line per run.
 
-It only orchestrates ``python -m lmgnn_dist.pipeline --config YAML KEY=VALUE ...`` runs and
+It only orchestrates ``python -m lmgnn_dist.drivers.pipeline --config YAML KEY=VALUE ...`` runs and
 reads each run's ``<output_dir>/results.json``. A run = (part, run name, seed, overrides); its
 stages map to table rows (:data:`RUNS`). Each finished run appends one JSON line to
 ``benchmarks/quality_runs.jsonl``; a run already recorded there with the same overrides is
@@ -136,7 +136,7 @@ def run_overrides(part: str, run: str, seed: int, root: Path, extra: List[str]) 
 
 def command(part: str, overrides: List[str]) -> List[str]:
     """The pipeline command line of a run (run from the repository root)."""
-    return [sys.executable, "-m", "lmgnn_dist.pipeline", "--config", PARTS[part]["config"],
+    return [sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--config", PARTS[part]["config"],
             *overrides]
 
 

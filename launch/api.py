@@ -1,6 +1,6 @@
 """The launcher as a Python API: :class:`LaunchSpec` + :func:`launch` (``launch/run_dist.py``
 is a thin command line over it; the drivers of :mod:`lmgnn_dist` build the spec from a run
-config, :func:`lmgnn_dist.pipeline.launch_spec`).
+config, :func:`lmgnn_dist.drivers.pipeline.launch_spec`).
 
 :func:`launch` checks everything it can before anything starts (ip-config, partition config
 against the machines, local server ports, ``env`` keys, the remote hosts over ssh:

@@ -1,5 +1,5 @@
 """The processes of a job, one implementation for the launcher (``launch/run_dist.py``) and
-the Ray driver's machine actors (:mod:`lmgnn_dist.ray_pipeline`):
+the Ray driver's machine actors (:mod:`lmgnn_dist.drivers.ray_pipeline`):
 
 - who they are: :func:`process_specs`, the environment contract of every DGL server and
   trainer (as DGL's own ``tools/launch.py``);
@@ -166,7 +166,7 @@ def process_specs(hosts: Sequence[Host], part_config: str, ip_config: str, num_t
     A process on a loopback host also gets ``LMGNN_MACHINE_IP``/``LMGNN_MACHINE_ID``/
     ``LMGNN_JOB_ID`` (see :mod:`lmgnn_dist.dist_init`). ``master_port`` defaults to a free
     port on a loopback master and 29500 otherwise. Used by :class:`Launcher` and by the Ray
-    actors of :mod:`lmgnn_dist.ray_pipeline`.
+    actors of :mod:`lmgnn_dist.drivers.ray_pipeline`.
     """
     base = {
         "DGL_IP_CONFIG": os.path.abspath(ip_config),

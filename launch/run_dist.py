@@ -4,7 +4,7 @@ Usage::
 
     # a real cluster: one "IP [PORT]" line per machine, passwordless ssh to each
     python launch/run_dist.py --ip-config ips.txt --part-config parts/cora.json \\
-        --num-trainers 1 -- python -m lmgnn_dist.train --config run.yaml
+        --num-trainers 1 -- python -m lmgnn_dist.jobs.train --config run.yaml
 
     # single-machine debug mode: N loopback "machines" 127.0.0.1 .. 127.0.0.N
     python launch/run_dist.py --debug-local 2 --part-config parts/cora.json -- python ...

@@ -32,12 +32,12 @@ def held_out_acc(metrics: dict) -> float:
 
 
 def own_processes(marker: str):
-    """Processes of this test's jobs: ``lmgnn_dist.train`` with ``marker`` (a tmp path) in the
+    """Processes of this test's jobs: ``lmgnn_dist.jobs.train`` with ``marker`` (a tmp path) in the
     command line (the machine is shared: never touch another run's processes)."""
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cl = p.info["cmdline"] or []
-        if "lmgnn_dist.train" in cl and any(marker in c for c in cl):
+        if "lmgnn_dist.jobs.train" in cl and any(marker in c for c in cl):
             found.append(p)
     return found
 

@@ -129,7 +129,7 @@ def test_dry_run_prints_commands_and_skips_recorded(tmp_path, capsys):
     assert bq.main(["--part", "cora", "--seeds", "0", "1", "--runs", "joint_pretrained",
                     "--dry-run", "--out-root", str(root), "--set", "stage2.epochs=2"]) == 0
     out = capsys.readouterr().out
-    cmds = [l for l in out.splitlines() if "lmgnn_dist.pipeline" in l]
+    cmds = [l for l in out.splitlines() if "lmgnn_dist.drivers.pipeline" in l]
     assert len(cmds) == 1 and "seed=1" in cmds[0] and cmds[0].endswith("stage2.epochs=2")
     assert "skip cora/joint_pretrained/seed0" in out
     assert "stages=[2,3] baseline=false" in cmds[0]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lmgnn_dist import checkpoint as ckpt
+from lmgnn_dist.run import checkpoint as ckpt
 from lmgnn_dist.config import ConfigError, RunConfig, dump_config, load_config
 
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from run_helpers import tiny_config
 
-from lmgnn_dist.report import PANELS, panels_of, write_report
-from lmgnn_dist.results import format_table
+from lmgnn_dist.drivers.report import PANELS, panels_of, write_report
+from lmgnn_dist.drivers.results import format_table
 from lmgnn_dist.stages import stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def _entry_points() -> dict:
 def test_console_scripts_resolve_and_list_the_keys():
     eps = _entry_points()
     assert set(eps) == {"lmgnn-run", "lmgnn-embed", "lmgnn-partition", "lmgnn-ray"}
-    assert eps["lmgnn-run"] == "lmgnn_dist.pipeline:main"
+    assert eps["lmgnn-run"] == "lmgnn_dist.drivers.pipeline:main"
     for name, target in eps.items():
         module, func = target.split(":")
         code = (f"import sys; sys.argv = ['{name}', '--help']; from {module} import {func}; "
@@ -92,7 +92,7 @@ def quiet_run(tmp_path_factory, tiny_tag_dir, tiny_bert_dir):
     cfg = tiny_config(root, tiny_tag_dir, tiny_bert_dir, resume=False)
     path = root / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path)],
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--config", str(path)],
                          capture_output=True, text=True, timeout=600, cwd=REPO)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     return root / "run", out

@@ -41,12 +41,14 @@ def test_fp16_is_refused_for_learnable_embeddings():
         check_precision(DevicePlan(gpu, gpu, "fp16"), ["tag"])
 
 
-def test_each_rgcn_layer_moves_its_block_and_inputs_to_its_weights_device(monkeypatch):
-    """The GNN's one device boundary: every layer calls ``to_device`` with its weights' device
-    (a no-op here), and gradients flow back through it to the inputs."""
+@pytest.mark.parametrize("encoder", ["RGCN", "RGAT"])
+def test_each_gnn_layer_moves_its_block_and_inputs_to_its_weights_device(monkeypatch, encoder):
+    """The GNN's one device boundary: every layer of either encoder calls ``to_device`` with
+    its weights' device (a no-op here), and gradients flow back through it to the inputs."""
     import dgl
 
-    from lmgnn_dist.model import rgcn
+    from lmgnn_dist import model as models
+    from lmgnn_dist.model import gnn
 
     seen = []
 
@@ -54,12 +56,13 @@ def test_each_rgcn_layer_moves_its_block_and_inputs_to_its_weights_device(monkey
         seen.append(device)
         return to_device(device, block, h)
 
-    monkeypatch.setattr(rgcn, "to_device", recording)
+    monkeypatch.setattr(gnn, "to_device", recording)
     cet = ("paper", "cites", "paper")
     blocks = [dgl.create_block({cet: (torch.tensor(s), torch.tensor(d))},
                                num_src_nodes={"paper": n_src}, num_dst_nodes={"paper": n_dst})
               for s, d, n_src, n_dst in (([2, 0, 1], [0, 1, 2], 4, 3), ([2], [1], 3, 2))]
-    model = rgcn.RGCN(4, 3, 2, [cet])
+    model = (models.RGCN(4, 4, 2, [cet]) if encoder == "RGCN" else
+             models.RGAT(4, 4, 2, [cet], num_heads=2))
     x = torch.randn(4, 4, requires_grad=True)
     out = model(blocks, {"paper": x})
     out["paper"].sum().backward()
@@ -160,7 +163,7 @@ def test_all_reduce_gradients_averages_over_trainers(tmp_path):
 
 
 def test_results_table_gains_a_gpu_memory_column_only_when_a_stage_used_a_gpu():
-    from lmgnn_dist.results import format_table
+    from lmgnn_dist.drivers.results import format_table
 
     stages = {"stage2": {"val_acc": 0.9, "test_acc": 0.8, "seconds": 3.0,
                          "peak_rss_mb_max_trainer": 600.0, "peak_gpu_mem_mib": 0.0}}

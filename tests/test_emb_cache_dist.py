@@ -9,7 +9,7 @@ import pytest
 TRAINER = r"""
 import sys, torch, dgl
 from lmgnn_dist.dist_init import initialize, run_and_exit
-from lmgnn_dist.lm_cache import LMEmbeddingCache
+from lmgnn_dist.data.lm_cache import LMEmbeddingCache
 
 
 def main(argv):

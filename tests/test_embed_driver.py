@@ -18,10 +18,10 @@ from run_helpers import tiny_config, tree_hash
 def fake_run(tmp_path_factory, tiny_tag_dir, tiny_bert_dir):
     """A partitioned tiny run with a hand-made stage3 checkpoint (a head of the config's
     shapes), no training job."""
-    from lmgnn_dist.builders import NodeInputEncoders, build_task_model
+    from lmgnn_dist.trainer.builders import NodeInputEncoders, build_task_model
     from lmgnn_dist.config import load_config
-    from lmgnn_dist.embed_driver import GraphSchema
-    from lmgnn_dist.prepare import prepare_run
+    from lmgnn_dist.drivers.embed import GraphSchema
+    from lmgnn_dist.drivers.prepare import prepare_run
     from lmgnn_dist.tasks import make_task
 
     root = tmp_path_factory.mktemp("embed_driver")
@@ -59,7 +59,7 @@ def fake_run(tmp_path_factory, tiny_tag_dir, tiny_bert_dir):
 def test_bad_checkpoint_is_one_line_and_starts_nothing(fake_run, tmp_path, capsys,
                                                        monkeypatch, stage, message):
     import launch.api
-    from lmgnn_dist.embed_driver import main
+    from lmgnn_dist.drivers.embed import main
 
     monkeypatch.setattr(launch.api, "launch", lambda *a, **kw: pytest.fail("a job started"))
     before = tree_hash(fake_run)
@@ -78,7 +78,7 @@ def test_bad_checkpoint_is_one_line_and_starts_nothing(fake_run, tmp_path, capsy
 
 def test_out_must_not_be_the_run_or_the_stage(fake_run, capsys, monkeypatch):
     import launch.api
-    from lmgnn_dist.embed_driver import main
+    from lmgnn_dist.drivers.embed import main
 
     monkeypatch.setattr(launch.api, "launch", lambda *a, **kw: pytest.fail("a job started"))
     for out in (fake_run, fake_run / "stage3" / "x"):
@@ -91,7 +91,7 @@ def test_out_must_not_be_the_run_or_the_stage(fake_run, capsys, monkeypatch):
 def test_a_good_checkpoint_reaches_the_launch_with_out_as_workspace(fake_run, tmp_path,
                                                                    monkeypatch):
     import launch.api
-    from lmgnn_dist.embed_driver import main
+    from lmgnn_dist.drivers.embed import main
 
     seen = []
     monkeypatch.setattr(launch.api, "launch", lambda spec, cmd: seen.append((spec, cmd)) or 0)
@@ -100,14 +100,14 @@ def test_a_good_checkpoint_reaches_the_launch_with_out_as_workspace(fake_run, tm
                  str(fake_run / "stage3"), "--out", str(out), "--verify", "5"]) == 0
     (spec, cmd), = seen
     assert spec.workspace == str(out) and spec.log_dir == str(out / "logs") and spec.quiet
-    assert cmd[1:3] == ["-m", "lmgnn_dist.embed"] and cmd[-1] == f"output_dir={out}"
+    assert cmd[1:3] == ["-m", "lmgnn_dist.jobs.embed"] and cmd[-1] == f"output_dir={out}"
     assert cmd[cmd.index("--verify") + 1] == "5"
 
 
 def test_the_job_module_started_by_hand_says_to_use_the_driver(fake_run, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DGL_")}
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "lmgnn_dist.embed", "--config",
+    proc = subprocess.run([sys.executable, "-m", "lmgnn_dist.jobs.embed", "--config",
                            str(fake_run / "config.yaml"), "--checkpoint",
                            str(fake_run / "stage3"), "--out", str(tmp_path / "emb")],
                           capture_output=True, text=True, timeout=120, env=env)

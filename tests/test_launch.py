@@ -213,7 +213,7 @@ def test_preflight_checks_every_needed_path(tmp_path):
     conf.write_text(json.dumps({"num_parts": 2, "part-0": {"part_graph": "part0/graph.dgl"},
                                 "part-1": {"node_feats": "part1/nf.dgl", "part_graph": "/abs/p1.dgl"}}))
     got = remote_required_paths(1, "parts/g.json", "ips.txt", "ws", [".venv/bin/python", "-m",
-                                "lmgnn_dist.train", "--config", "run.yaml", "stage2.epochs=3"],
+                                "lmgnn_dist.jobs.train", "--config", "run.yaml", "stage2.epochs=3"],
                                 str(tmp_path))
     assert got == [("the working directory", str(tmp_path)),
                    ("the partition config", str(conf)),

@@ -11,7 +11,7 @@ from launch.api import LaunchSpec, Machines, SSHSettings
 from launch.hosts import LaunchError
 from launch.run_dist import parse_args, spec_from_args
 from lmgnn_dist.config import load_config
-from lmgnn_dist.pipeline import launch_spec
+from lmgnn_dist.drivers.pipeline import launch_spec
 
 
 def _cfg(tmp_path, *overrides):

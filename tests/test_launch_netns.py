@@ -247,7 +247,7 @@ def test_real_two_host_distdgl_job(cluster, tiny_parts, tiny_bert_dir, tmp_path)
     out = _launch(cluster.launcher_argv(
         ipc, tiny_parts / "tiny.json", "--workspace", str(run_dir),
         "--env", f"PYTHONPATH={REPO}", "--env", "HF_HUB_OFFLINE=1",
-        "--", sys.executable, "-m", "lmgnn_dist.train", "--config", str(tmp_path / "run.yaml"),
+        "--", sys.executable, "-m", "lmgnn_dist.jobs.train", "--config", str(tmp_path / "run.yaml"),
         "launch.debug_local=0"), timeout=300)
     wall = time.time() - t0
     print(f"2-host job wall time {wall:.1f}s")

@@ -191,8 +191,8 @@ def test_rgat_gradient_reaches_every_relation_and_layer():
 def test_layerwise_loop_equals_minibatch_full_neighbour_inference(encoder):
     """run_layers (what embed's layer-wise inference runs) over one-hop batches of 2 seeds
     gives every node the output of the 2-layer encoder on its full 2-hop neighbourhood."""
-    from lmgnn_dist.dataloading import sample_blocks
-    from lmgnn_dist.layerwise import run_layers
+    from lmgnn_dist.data.dataloading import sample_blocks
+    from lmgnn_dist.data.layerwise import run_layers
     from lmgnn_dist.model.joint import MLPEncoder
 
     torch.manual_seed(3)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from lmgnn_dist.pipeline import main
-from lmgnn_dist.results import format_task_table, task_rows
+from lmgnn_dist.drivers.pipeline import main
+from lmgnn_dist.drivers.results import format_task_table, task_rows
 
 
 def test_missing_model_path_is_one_error_line_before_anything_starts(tmp_path, capsys):
@@ -70,7 +70,7 @@ def test_a_trainer_that_raises_ends_the_job(tmp_path, tiny_tag_dir, tiny_bert_di
            "model": {"lm": str(tiny_bert_dir), "encoders": {"paper": "embedding"}}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config",
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--config",
                           str(tmp_path / "run.yaml")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert "error: no node type is encoded by an LM" in out.stdout

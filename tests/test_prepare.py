@@ -1,4 +1,4 @@
-"""What the drivers do before a job (lmgnn_dist.prepare): stale partitions are rebuilt or
+"""What the drivers do before a job (lmgnn_dist.drivers.prepare): stale partitions are rebuilt or
 refused, naming the input that changed."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lmgnn_dist.config import ConfigError, load_config
-from lmgnn_dist.prepare import ensure_partitions
+from lmgnn_dist.drivers.prepare import ensure_partitions
 
 
 def _cfg(tmp_path, tag, bert, *extra):

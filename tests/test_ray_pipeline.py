@@ -39,7 +39,7 @@ def test_process_specs_is_the_launcher_env_contract(tmp_path):
 
 
 def test_machines_map_to_loopback_or_node_ips():
-    from lmgnn_dist.ray_job import RayPipelineError, job_hosts
+    from lmgnn_dist.drivers.ray_job import RayPipelineError, job_hosts
 
     one = [{"ip": "10.1.1.1", "node_id": "a"}] * 3
     assert [h.ip for h in job_hosts(one)] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
@@ -50,7 +50,7 @@ def test_machines_map_to_loopback_or_node_ips():
 
 
 def _ray_pipeline(cfg_path, *extra, timeout=420):
-    return subprocess.run([sys.executable, "-m", "lmgnn_dist.ray_pipeline", "--config",
+    return subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.ray_pipeline", "--config",
                            str(cfg_path), "--local-cpus", "2", "--verbose", *extra],
                           capture_output=True, text=True, timeout=timeout)
 
@@ -125,7 +125,7 @@ class _FakeJob:
         self.cfg, self.name, self.command, self.peak_rss = cfg, name, command, 0
 
     def run(self):
-        from lmgnn_dist.checkpoint import write_stage
+        from lmgnn_dist.run.checkpoint import write_stage
 
         attempt = sum(1 for n, _ in self.calls if n == self.name)
         self.calls.append((self.name, self.command))
@@ -139,8 +139,8 @@ class _FakeJob:
 
 
 def _fake_run(monkeypatch, tmp_path, script, *overrides):
-    import lmgnn_dist.prepare as prep
-    import lmgnn_dist.ray_pipeline as rp
+    import lmgnn_dist.drivers.prepare as prep
+    import lmgnn_dist.drivers.ray_pipeline as rp
     from lmgnn_dist.config import load_config
 
     monkeypatch.setattr(prep, "ensure_partitions", lambda cfg: {"part_config": "parts/g.json"})

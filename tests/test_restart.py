@@ -1,4 +1,4 @@
-"""Stage-granular fault tolerance of the launcher-based driver (``lmgnn_dist.pipeline``).
+"""Stage-granular fault tolerance of the launcher-based driver (``lmgnn_dist.drivers.pipeline``).
 
 A real 2-server + 2-trainer run on the tiny graph whose trainer 1 is SIGKILLed in stage 3
 must restart the job once, keep the stages finished before the kill, and end like an
@@ -17,7 +17,7 @@ import time
 import yaml
 
 from launch.procs import run_with_restarts
-from lmgnn_dist.runplan import clean_stale_checkpoints
+from lmgnn_dist.run.runplan import clean_stale_checkpoints
 
 from run_helpers import own_processes, tiny_config
 
@@ -64,7 +64,7 @@ def test_bad_ip_config_fails_once_with_exit_code_2(tmp_path, tiny_tag_dir, tiny_
     cfg["launch"] = {"debug_local": 0, "ip_config": str(ips), "max_restarts": 3}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path)],
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--config", str(path)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert out.stderr.count("is not an IPv4/IPv6 address") == 1  # one attempt
@@ -77,7 +77,7 @@ def test_killed_trainer_restarts_the_job_and_keeps_finished_stages(tmp_path, tin
     # reference: the same config, uninterrupted (shares the partitions)
     ref_cfg = tiny_config(tmp_path, tiny_tag_dir, tiny_bert_dir, output_dir=str(tmp_path / "ref"))
     (tmp_path / "ref.yaml").write_text(yaml.safe_dump(ref_cfg))
-    ref = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config",
+    ref = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--config",
                           str(tmp_path / "ref.yaml")], capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
 
@@ -87,7 +87,7 @@ def test_killed_trainer_restarts_the_job_and_keeps_finished_stages(tmp_path, tin
     cfg["stage3"]["max_steps"] = 150
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--verbose", "--config",
                              str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, killed, mtimes = [], [], {}

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from launch.procs import JobWatch
-from lmgnn_dist.checkpoint import write_stage
+from lmgnn_dist.run.checkpoint import write_stage
 from lmgnn_dist.config import load_config
-from lmgnn_dist.runplan import PlanError, RunPlan
+from lmgnn_dist.run.runplan import PlanError, RunPlan
 
 
 def _cfg(tmp_path, *overrides):
@@ -50,10 +50,10 @@ def test_check_refuses_stage3_alone_without_stage2_before_anything_starts(tmp_pa
 
 def test_train_command_passes_typed_options(tmp_path):
     plan = RunPlan.from_config(_cfg(tmp_path))
-    assert plan.train_command("c.yaml") == [sys.executable, "-m", "lmgnn_dist.train",
+    assert plan.train_command("c.yaml") == [sys.executable, "-m", "lmgnn_dist.jobs.train",
                                             "--config", "c.yaml", "--resume"]
     assert plan.train_command("c.yaml", ["stage2"])[-2:] == ["--stage", "stage2"]
-    from lmgnn_dist.train import parse_args
+    from lmgnn_dist.jobs.train import parse_args
 
     args = parse_args(plan.train_command("c.yaml", ["stage2"])[3:] + ["stage3.max_steps=2"])
     assert args.stage == ["stage2"] and args.resume and args.overrides == ["stage3.max_steps=2"]

@@ -6,7 +6,7 @@ import torch
 
 from lmgnn_dist.model.joint import mix_embeddings
 from lmgnn_dist.model.lm import LMEncoder
-from lmgnn_dist.sampling import joint_negative_sample, select_trainable_nodes
+from lmgnn_dist.data.sampling import joint_negative_sample, select_trainable_nodes
 
 
 @pytest.mark.parametrize("n,k", [(8, 4), (5, 5), (16, 1)])
@@ -113,7 +113,7 @@ def test_policies_choose_exactly_their_definition():
 
 
 def test_async_pipeline_equals_synchronous_path(tiny_bert_dir):
-    from lmgnn_dist.subbatch import encode_pipelined
+    from lmgnn_dist.data.subbatch import encode_pipelined
 
     lm = LMEncoder(str(tiny_bert_dir), pad_token_id=0)
     table = torch.zeros(40, 12, dtype=torch.int32)

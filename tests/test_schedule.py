@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lmgnn_dist.config import ConfigError, Stage1Config, Stage3Config, load_config
-from lmgnn_dist.evaluation import BestModel
+from lmgnn_dist.trainer.evaluation import BestModel
 from lmgnn_dist.trainer.schedule import EarlyStopping, budget_steps, eval_steps, make_scheduler
 
 

@@ -15,7 +15,7 @@ from run_helpers import held_out_acc, tiny_config, tree_hash
 
 def _run_pipeline(cfg_path, *overrides, timeout=600):
     # --verbose: every process's lines on the console, which these tests read
-    return subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config",
+    return subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--verbose", "--config",
                            str(cfg_path), *overrides], capture_output=True, text=True,
                           timeout=timeout)
 
@@ -251,10 +251,10 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
         args = ["--config", str(cfg), "--checkpoint", str(root / "run" / "stage3"), "--out",
                 str(out), "--verify", "60", "--batch-size", "7"]
         # lmgnn-embed (the driver), or the job module under the launcher's command line
-        cmd = ([sys.executable, "-m", "lmgnn_dist.embed_driver", *args] if not via_launcher
+        cmd = ([sys.executable, "-m", "lmgnn_dist.drivers.embed", *args] if not via_launcher
                else [sys.executable, "launch/run_dist.py", "--debug-local", "2", "--workspace",
                      str(tmp_path), "--part-config", str(root / "parts" / "tiny.json"), "--",
-                     sys.executable, "-m", "lmgnn_dist.embed", *args])
+                     sys.executable, "-m", "lmgnn_dist.jobs.embed", *args])
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
@@ -314,7 +314,7 @@ def _killed_and_resumed(path, over, stage, when, resumed):
     continues ``stage`` from its progress checkpoint (``resumed``). Returns the output after
     the restart."""
     killed, rc, out = _run_and_kill_trainer1(
-        [sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config", str(path), *over],
+        [sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--verbose", "--config", str(path), *over],
         when)
     assert killed and rc == 0, out[-4000:]
     # the launcher stops the job at the first failure it sees: the killed trainer (-9) or a

@@ -26,7 +26,7 @@ def _run(root, name, tiny_hetero_dir, tiny_bert_dir, task, **extra):
     cfg.update(extra)
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config", str(path)],
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--verbose", "--config", str(path)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "Machine (0) group (0)" in out.stdout and "Machine (1) group (0)" in out.stdout
@@ -103,7 +103,7 @@ def ec_rgat_run(ec_run, tmp_path_factory):
     root = ec_run[0]
     run = tmp_path_factory.mktemp("hetero_ec_rgat") / "run"
     shutil.copytree(root / "ec" / "run" / "stage1", run / "stage1")
-    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config",
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--verbose", "--config",
                           str(root / "ec.yaml"), f"output_dir={run}", "baseline=false",
                           "model.gnn=rgat", "model.num_heads=2"],
                          capture_output=True, text=True, timeout=600)
@@ -144,7 +144,7 @@ def test_embed_exports_every_type_with_learnable_inputs(gnn, request, tmp_path):
     run = (request.getfixturevalue("ec_run")[0] / "ec" / "run" if gnn == "rgcn" else
            request.getfixturevalue("ec_rgat_run")[0])
     out = tmp_path / "emb"
-    proc = subprocess.run([sys.executable, "-m", "lmgnn_dist.embed_driver", "--config",
+    proc = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.embed", "--config",
                            str(run / "config.yaml"), "--checkpoint",
                            str(run / "stage3"), "--out", str(out),
                            "--verify", "40", "--batch-size", "9"],
@@ -197,7 +197,7 @@ def test_link_prediction_stage3_with_uniform_negatives(lp_run, tmp_path):
     run = tmp_path / "run"
     for stage in ("baseline", "stage1", "stage2"):
         shutil.copytree(root / "lp" / "run" / stage, run / stage)
-    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--verbose", "--config",
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--verbose", "--config",
                           str(root / "lp.yaml"), f"output_dir={run}",
                           "task.negative_sampler=uniform", "stage3.max_steps=4",
                           "stage3.refresh_batch_size=0", "stage3.inference_source=encode"],

@@ -31,7 +31,7 @@ def test_one_ntype_two_relations(name, tmp_path, tiny_directed_dir, tiny_bert_di
     cfg["stage3"].update(max_steps=2, batch_size=4, lm_train_nodes=4)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.pipeline", "--config", str(path)],
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--config", str(path)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     meta = json.loads((tmp_path / "parts" / "lmgnn_meta.json").read_text())

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lmgnn_dist.model.joint import own_key
-from lmgnn_dist.stage_checkpoint import CheckpointError, StageCheckpoint, check_state_dict
+from lmgnn_dist.run.stage_checkpoint import CheckpointError, StageCheckpoint, check_state_dict
 
 
 def _stage(run, name, folders=(), complete=True):

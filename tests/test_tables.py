@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from lmgnn_dist.config import EVAL_METRICS, TASK_KINDS as CONFIG_KINDS, load_config
-from lmgnn_dist.results import format_table, task_rows
-from lmgnn_dist.runplan import PlanError, RunPlan
+from lmgnn_dist.drivers.results import format_table, task_rows
+from lmgnn_dist.run.runplan import PlanError, RunPlan
 from lmgnn_dist.stages import STAGE_ORDER, STAGES, labels_of, stage, variant_of
 from partition.task_check import TaskSchemaError, check_task_against_tag
 from partition.task_kinds import TASK_KINDS, metric_info

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from lmgnn_dist.config import ConfigError, load_config
-from lmgnn_dist.dataloading import drop_edges_between
-from lmgnn_dist.metrics import (classification_metrics, confusion_matrix, ranking_metrics,
+from lmgnn_dist.data.dataloading import drop_edges_between
+from lmgnn_dist.tasks.metrics import (classification_metrics, confusion_matrix, ranking_metrics,
                                 ranking_sums)
 from lmgnn_dist.model import EdgeClassifier
-from lmgnn_dist.node_inputs import resolve_encoders
-from lmgnn_dist.sampling import select_trainable_nodes_hetero, uniform_negative_sample
+from lmgnn_dist.data.node_inputs import resolve_encoders
+from lmgnn_dist.data.sampling import select_trainable_nodes_hetero, uniform_negative_sample
 
 
 def test_classification_metrics_by_hand():

@@ -9,18 +9,18 @@ import itertools
 import pytest
 import torch
 
-from lmgnn_dist.builders import NodeInputEncoders, build_lms, build_task_model
+from lmgnn_dist.trainer.builders import NodeInputEncoders, build_lms, build_task_model
 from lmgnn_dist.config import load_config
-from lmgnn_dist.dataloading import sample_blocks
+from lmgnn_dist.data.dataloading import sample_blocks
 from lmgnn_dist.dist_init import DistContext
-from lmgnn_dist.evaluation import BestModel
-from lmgnn_dist.lm_cache import CacheStats
+from lmgnn_dist.trainer.evaluation import BestModel
+from lmgnn_dist.data.lm_cache import CacheStats
 from lmgnn_dist.model.joint import JointModel
 from lmgnn_dist.stages import StageStart
 from lmgnn_dist.tasks import NodeBatch, NodeClassificationTask
 from lmgnn_dist.trainer import GNNTrainer, JointTrainer, StageEnv
 from lmgnn_dist.trainer.checkpoints import progress_due
-from lmgnn_dist.node_inputs import gather_tokens
+from lmgnn_dist.data.node_inputs import gather_tokens
 from lmgnn_dist.trainer.joint_inputs import JointInputs
 from lmgnn_dist.trainer.pseudo_labels import PseudoLabels, make_pseudo_labels
 
@@ -28,7 +28,7 @@ N, DIM, CLASSES = 48, 8, 2
 
 
 class MemoryCache:
-    """Stands in for :class:`~lmgnn_dist.lm_cache.LMEmbeddingCache` (same methods, one process)."""
+    """Stands in for :class:`~lmgnn_dist.data.lm_cache.LMEmbeddingCache` (same methods, one process)."""
 
     def __init__(self, n: int, dim: int, ntype: str = "paper"):
         self.tables = {ntype: torch.zeros(n, dim)}

@@ -6,7 +6,7 @@ default, so a YAML names only what it changes. A file may start from another one
 file's own values win), e.g. one shared settings file and a small file per task. Overrides use
 dotted keys, values parsed as YAML::
 
-    python -m lmgnn_dist.pipeline --config examples/cora/pipeline.yaml \\
+    python -m lmgnn_dist.drivers.pipeline --config examples/cora/pipeline.yaml \\
         stage3.max_steps=10 model.fanouts=[5,5] data.max_seq_len=64
 
 Each section is a pydantic dataclass whose fields carry their rules (:mod:`.base`); the
@@ -24,6 +24,10 @@ module          holds
 :mod:`.run`     :class:`RunConfig` and the cross-section rules
 :mod:`.loading` YAML, ``base:`` chains, overrides, :func:`load_config`, :func:`dump_config`
 ==============  =====================================================================
+
+May import: :mod:`partition` (the task table, option rules) and nothing else of
+:mod:`lmgnn_dist`; every layer imports it. :mod:`.cli` holds what the commands' ``--help``
+says about the config keys.
 """
 from .base import ConfigError
 from .loading import apply_overrides, dump_config, from_dict, load_config, read_yaml, to_dict

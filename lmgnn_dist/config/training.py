@@ -172,7 +172,7 @@ class LaunchConfig:
         times; completed stages are kept (resume), the failed stage continues after its last
         progress checkpoint (``checkpoint_every``) or starts from its beginning.
     ray_cpus_per_machine : CPUs of each machine's placement-group bundle in
-        :mod:`lmgnn_dist.ray_pipeline` (``null``: ``num_trainers * omp_threads``).
+        :mod:`lmgnn_dist.drivers.ray_pipeline` (``null``: ``num_trainers * omp_threads``).
     device : where the LMs run: ``auto`` (a GPU when one is visible), ``cpu`` or ``cuda``
         (trainer ``i`` of a machine on GPU ``i``); see :mod:`lmgnn_dist.device`.
     precision : the LMs' autocast precision: ``fp32``, ``bf16`` or ``fp16`` (GPU only).

@@ -1,5 +1,11 @@
 """Model pieces: LM encoder -> GNN encoder (RGCN, LM-GNN eq. 1, or RGAT) -> task decoders
-(eqs. 2, 3)."""
+(eqs. 2, 3).
+
+May import: the foundation (``lmgnn_dist.device``); never data, tasks, trainers, jobs or
+drivers. Adding a GNN encoder: a module here built on :class:`~.gnn.GNNEncoder` /
+:class:`~.gnn.SelfLoopLayer`, its row in :data:`GNN_ENCODERS` and the ``model.gnn`` literal
+(:data:`lmgnn_dist.config.sections.GNN_KINDS`).
+"""
 from .decoders import DistMultDecoder, EdgeClassifier, NodeClassifier, logistic_loss
 from .gnn import GNNEncoder, SelfLoopLayer
 from .lm import LMEncoder

@@ -42,7 +42,7 @@ class SelfLoopLayer(nn.Module):
     conv : the ``HeteroGraphConv``; called as ``conv(block, (h_src, h_dst))`` and returning
         ntype -> float ``[N_dst, out_dim]`` for the types that receive messages.
     in_dim, out_dim : feature widths (``in_dim`` / ``out_dim`` attributes, read by generic
-        code such as :func:`lmgnn_dist.layerwise.layerwise_inference`).
+        code such as :func:`lmgnn_dist.data.layerwise.layerwise_inference`).
     activation : :math:`\sigma` (``None`` for the last layer, whose output feeds a decoder).
     dropout : applied to the layer output.
 

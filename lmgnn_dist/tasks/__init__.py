@@ -23,6 +23,10 @@ Link prediction: the partitioner has removed the target relation's val/test edge
 reverses from the graph (:mod:`partition.holdout`); during training the batch's own positive
 edges and their reverses are also dropped from its blocks (``exclude_training_targets``), so
 the model never learns to read an edge off the graph it is asked to predict.
+
+May import: :mod:`lmgnn_dist.data`, :mod:`lmgnn_dist.model`, the foundation and
+:mod:`partition` (the task table :mod:`partition.task_kinds`); never trainers, jobs or
+drivers. :mod:`.metrics` holds the metric math (accuracy, macro-F1, MRR, Hits@k).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from partition.etypes import CanonicalEtype
 from partition.etypes import parse_etype as parse_etype_in
 from partition.task_kinds import task_kind
 
-from ..dataloading import num_batches
+from ..data.dataloading import num_batches
 
 #: ``input_nodes -> h_in`` (ntype -> float ``[N_in, D]``): the GNN's input features
 Features = Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]

@@ -11,10 +11,10 @@ from torch import nn
 
 from partition.etypes import parse_etype_name
 
-from ..dataloading import EdgeBatch, edge_batch
-from ..metrics import HITS_AT, classification_metrics, confusion_matrix, ranking_metrics, ranking_sums
+from ..data.dataloading import EdgeBatch, edge_batch
+from .metrics import HITS_AT, classification_metrics, confusion_matrix, ranking_metrics, ranking_sums
 from ..model.decoders import DistMultDecoder, EdgeClassifier, logistic_loss
-from ..sampling import NEGATIVE_SAMPLERS
+from ..data.sampling import NEGATIVE_SAMPLERS
 from ..dist_init import all_reduce
 from .base import Task, parse_etype
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..dataloading import node_batches, sample_blocks
-from ..metrics import classification_metrics, confusion_matrix
+from ..data.dataloading import node_batches, sample_blocks
+from .metrics import classification_metrics, confusion_matrix
 from ..model.decoders import NodeClassifier
 from ..dist_init import all_reduce
 from .base import NodeBatch, Task

@@ -14,6 +14,12 @@ stage           trainer                                        trains
 
 The task (node classification, edge classification, link prediction) is the pluggable head
 (:mod:`lmgnn_dist.tasks`).
+
+May import: :mod:`lmgnn_dist.run`, :mod:`lmgnn_dist.tasks`, :mod:`lmgnn_dist.data`,
+:mod:`lmgnn_dist.model` and the foundation; never jobs or drivers. Also here: the builders of
+what every trainer builds (:mod:`.builders`), evaluation and best-model selection
+(:mod:`.evaluation`), the loop bookkeeper (:mod:`.run`), stage 3's inputs
+(:mod:`.joint_inputs`).
 """
 from ..stages import variant_of
 from .base import StageEnv, StageTrainer

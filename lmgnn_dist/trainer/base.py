@@ -3,7 +3,7 @@ node input encoders, the LM-embedding cache) and the :class:`StageTrainer` skele
 DDP wrap, collectives, logging, timers, the stage checkpoint).
 
 A stage trainer is built with the env and the stage's name and start point
-(:class:`~lmgnn_dist.runplan.StageStart`) and runs with :meth:`StageTrainer.fit`, which
+(:class:`~lmgnn_dist.run.runplan.StageStart`) and runs with :meth:`StageTrainer.fit`, which
 returns the stage's metrics and has written ``<output_dir>/<stage>/``.
 """
 from __future__ import annotations
@@ -17,10 +17,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..builders import NodeInputEncoders, sparse_rows
+from .builders import NodeInputEncoders, sparse_rows
 from ..device import CPU, DevicePlan, check_precision, peak_gpu_mem_mib, resolve_device
 from ..dist_init import DistContext, all_reduce
-from ..lm_cache import LMEmbeddingCache
+from ..data.lm_cache import LMEmbeddingCache
 from ..model.joint import NodeLMs
 from ..stages import STAGE_ORDER, StageStart, variant_of
 from ..tasks import Task, make_task
@@ -143,7 +143,7 @@ class StageEnv:
     def features(self, learnable):
         """``input nodes -> GNN inputs``: LM types from the cache, text-less types from
         ``learnable`` (traced for gradient when autograd is on)."""
-        from ..node_inputs import gather_inputs
+        from ..data.node_inputs import gather_inputs
 
         return lambda ids: gather_inputs(self.cache, learnable, ids)
 
@@ -182,7 +182,7 @@ class StageTrainer:
         dropout) then depends only on (seed, rank, stage), not on how many draws earlier stages
         made, which varies with the neighbours the (unseeded) DGL servers sample; a resumed
         stage starts like a fresh one. Model initialisation draws from its own fork of the RNG
-        (:func:`~lmgnn_dist.builders.build_task_model`), so it does not reset this.
+        (:func:`~lmgnn_dist.trainer.builders.build_task_model`), so it does not reset this.
         """
         seed = (self.cfg.seed * 10 + STAGE_ORDER.index(self.name)) * 1000 + self.ctx.rank
         self.gen.manual_seed(seed)
@@ -260,7 +260,7 @@ class StageTrainer:
     def finish(self, metrics: dict, lms: Optional[NodeLMs] = None, head=None,
                learnable=None) -> dict:
         """Record peak memory, write the stage checkpoint (collective) and log one line."""
-        from ..evaluation import describe
+        from .evaluation import describe
         from .checkpoints import write_stage_checkpoint
 
         rss, gpu = all_reduce(torch.tensor([peak_rss_mb(), peak_gpu_mem_mib(self.env.device)]),

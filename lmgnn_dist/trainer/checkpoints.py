@@ -7,7 +7,7 @@
   (:class:`Progress`): module and optimizer states (rank 0; DDP keeps them equal) and, per
   trainer, its RNG states, counters and learnable rows. A restarted job continues from it.
 
-Both are written atomically by rank 0 (:func:`lmgnn_dist.checkpoint.write_stage`): every
+Both are written atomically by rank 0 (:func:`lmgnn_dist.run.checkpoint.write_stage`): every
 trainer first writes its share into a staging folder, which rank 0 moves into the temp folder.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Dict, Optional
 import torch
 import torch.distributed as dist
 
-from .. import checkpoint as ckpt
-from ..node_inputs import lm_folder
+from ..run import checkpoint as ckpt
+from ..data.node_inputs import lm_folder
 
 
 def _move_contents(src: Path, dst: Path) -> None:

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from ..builders import build_learnable, build_lms, build_task_model
-from ..evaluation import describe, evaluate, prefixed
-from ..stage_checkpoint import StageCheckpoint
+from .builders import build_learnable, build_lms, build_task_model
+from .evaluation import describe, evaluate, prefixed
+from ..run.stage_checkpoint import StageCheckpoint
 from .base import StageTrainer
 from .run import StageRun
 

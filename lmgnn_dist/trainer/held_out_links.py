@@ -5,7 +5,7 @@ edges (spread over the relations by their share of its edges, at most a tenth of
 relation's), which training then never
 samples, and draws ``stage1.val_negatives`` fixed negative nodes per relation. Validation
 encodes the held-out end points and the negatives without gradient and ranks every positive
-against all the negatives of its relation (OGB-style ties, :func:`~lmgnn_dist.metrics.
+against all the negatives of its relation (OGB-style ties, :func:`~lmgnn_dist.tasks.metrics.
 ranking_sums`), summed over the trainers.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from partition.etypes import CanonicalEtype
 
 from ..dist_init import all_reduce
-from ..metrics import HITS_AT, ranking_metrics, ranking_sums
-from ..node_inputs import gather_tokens
+from ..tasks.metrics import HITS_AT, ranking_metrics, ranking_sums
+from ..data.node_inputs import gather_tokens
 
 
 class HeldOutLinks:

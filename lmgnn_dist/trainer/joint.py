@@ -12,7 +12,7 @@ The budget (epochs or steps), the learning-rate schedule (warm-up + decay, per p
 group), gradient clipping, validation points and early stopping come from
 :mod:`~lmgnn_dist.trainer.schedule`. Validation runs on the model the stage starts from (step
 0) and at every validation point; the LMs + head with the best validation ``task.eval_metric``
-are kept (:class:`~lmgnn_dist.evaluation.BestModel`), re-encode every node and are evaluated
+are kept (:class:`~lmgnn_dist.trainer.evaluation.BestModel`), re-encode every node and are evaluated
 on that (the reported val/test). With ``refit_gnn``, a fresh GNN head is first trained on the
 embeddings of the LMs as training left them (:func:`~lmgnn_dist.trainer.gnn.fit_head`); those
 LMs + that head are kept instead when their validation metric is higher than the best joint
@@ -31,8 +31,8 @@ from typing import Optional
 
 import torch
 
-from ..builders import build_learnable, build_lms, build_task_model
-from ..evaluation import describe, evaluate, evaluate_splits, prefixed
+from .builders import build_learnable, build_lms, build_task_model
+from .evaluation import describe, evaluate, evaluate_splits, prefixed
 from ..model.joint import JointModel
 from .base import StageTrainer
 from .gnn import fit_head

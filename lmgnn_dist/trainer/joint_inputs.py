@@ -15,7 +15,7 @@ the others are *inference nodes*, whose no-grad embeddings come from the policy 
 
 With-grad encodings are written back to the cache after the optimizer step. Every encoding
 is counted, so the stage reports LM encodings per node per epoch. Whether the cache holds the
-current LMs' embeddings has one rule: its LM-weights key (:attr:`~lmgnn_dist.lm_cache.
+current LMs' embeddings has one rule: its LM-weights key (:attr:`~lmgnn_dist.data.lm_cache.
 LMEmbeddingCache.filled_by`, cleared by any partial write).
 
 Adding an inference-node policy: a method here, its row in :data:`SOURCES`, the value in
@@ -29,12 +29,12 @@ from typing import Dict, Optional
 import torch
 import torch.distributed as dist
 
-from ..builders import sparse_rows
+from .builders import sparse_rows
 from ..dist_init import all_reduce
-from ..lm_cache import CacheStats
+from ..data.lm_cache import CacheStats
 from ..model.joint import NodeLMs
-from ..sampling import select_trainable_nodes_hetero
-from ..subbatch import encode_pipelined
+from ..data.sampling import select_trainable_nodes_hetero
+from ..data.subbatch import encode_pipelined
 from .base import PhaseTimer
 
 #: stage 3's LM-encoding counters (rows, summed over steps)

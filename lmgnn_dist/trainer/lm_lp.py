@@ -19,10 +19,10 @@ from typing import Dict
 
 import torch
 
-from ..builders import build_lms
+from .builders import build_lms
 from ..model.joint import LMLinkPredictor
-from ..node_inputs import gather_tokens
-from ..sampling import joint_negative_sample
+from ..data.node_inputs import gather_tokens
+from ..data.sampling import joint_negative_sample
 from .base import StageTrainer
 from .held_out_links import HeldOutLinks
 from .run import StageRun

@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..evaluation import eval_mode
+from .evaluation import eval_mode
 
 
 @dataclass

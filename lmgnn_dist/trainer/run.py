@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterator, Optional, Sequence
 
 import torch
 
-from ..evaluation import BestModel, scalar_metrics
+from .evaluation import BestModel, scalar_metrics
 from ..monitor import StageMonitor
 from .checkpoints import Progress
 from .schedule import EarlyStopping
@@ -54,7 +54,7 @@ class StageRun:
     ----------
     state : the resumed rank state (``{}`` for a fresh stage); ``done``: units done.
     losses, history : loss per unit; ``[{"step": s, <metric>: value, ...}, ...]``.
-    best : :class:`~lmgnn_dist.evaluation.BestModel`; ``stopped``: stopped early.
+    best : :class:`~lmgnn_dist.trainer.evaluation.BestModel`; ``stopped``: stopped early.
     """
 
     def __init__(self, trainer, total: int, evals: Sequence[int], primary: str,

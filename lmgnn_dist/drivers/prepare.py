@@ -1,8 +1,8 @@
 """What the drivers do before a job starts: check the config against the installed models,
 partition the TAG (or reuse matching partitions), and lay out ``output_dir``.
 
-:func:`prepare_run` is the one sequence both drivers (:mod:`lmgnn_dist.pipeline`,
-:mod:`lmgnn_dist.ray_pipeline`) run; every bad input ends in one ``error:`` line, exit code 2,
+:func:`prepare_run` is the one sequence both drivers (:mod:`lmgnn_dist.drivers.pipeline`,
+:mod:`lmgnn_dist.drivers.ray_pipeline`) run; every bad input ends in one ``error:`` line, exit code 2,
 before any process starts.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Tuple
 
-from .config import ConfigError, RunConfig, dump_config
-from .runplan import RunPlan
+from ..config import ConfigError, RunConfig, dump_config
+from ..run.runplan import RunPlan
 
 
 def check_model_paths(cfg: RunConfig) -> None:
@@ -27,7 +27,7 @@ def check_model_paths(cfg: RunConfig) -> None:
     """
     from partition.tokenize import load_tokenizer, resolve_model_path
 
-    from .node_inputs import EMBEDDING, SHARED
+    from ..data.node_inputs import EMBEDDING, SHARED
 
     own = [(f"model.encoders.{nt}", p) for nt, p in cfg.model.encoders.items()
            if p not in (SHARED, EMBEDDING)]

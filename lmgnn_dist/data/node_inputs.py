@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .dataloading import local_nodes
-from .model.joint import SHARED, own_key
+from ..model.joint import SHARED, own_key
 
 EMBEDDING = "embedding"
 __all__ = ["EMBEDDING", "SHARED", "LearnableEmbeddings", "gather_inputs", "lm_folder",

@@ -12,9 +12,9 @@ from typing import Dict, List
 
 from partition.task_kinds import TASK_KINDS, metric_info
 
-from .checkpoint import write_json_atomic
-from .config import to_dict
-from .stages import STAGE_ORDER, labels_of
+from ..run.checkpoint import write_json_atomic
+from ..config import to_dict
+from ..stages import STAGE_ORDER, labels_of
 
 def format_table(results: Dict[str, dict], metric: str = "acc", gnn: str = "rgcn") -> str:
     """The per-stage table printed at the end of a run: val/test ``metric`` (the task's
@@ -46,7 +46,7 @@ def format_table(results: Dict[str, dict], metric: str = "acc", gnn: str = "rgcn
 def write_results(cfg, stages: Dict[str, dict], wall_s: float, peak_rss_job_mb: float,
                   restarts: int, peak_label: str = "servers + trainers + driver") -> dict:
     """Write ``<output_dir>/results.json`` (atomically) and ``report.png``
-    (:mod:`lmgnn_dist.report`), print the table and the picture's path, return the summary.
+    (:mod:`lmgnn_dist.drivers.report`), print the table and the picture's path, return the summary.
 
     ``stages``: stage name -> its checkpoint's metrics (:meth:`RunPlan.results`).
     """

@@ -1,17 +1,17 @@
-"""Reading a stage checkpoint (``<run>/<stage>/``, written by :mod:`lmgnn_dist.checkpoint`).
+"""Reading a stage checkpoint (``<run>/<stage>/``, written by :mod:`lmgnn_dist.run.checkpoint`).
 
 A stage folder holds ``metrics.json`` (its presence: the checkpoint is complete), ``gnn.pt``
 (the task head's state dict: GNN encoder + decoder) when the stage trained one,
 ``node_emb/<ntype>/part-<rank>.pt`` (learnable embeddings of text-less types) and the LMs it
 changed: ``lm/`` (the shared LM) and ``lm_<ntype>/`` (a node type's own LM, see
-:func:`~lmgnn_dist.node_inputs.lm_folder`). Stages 1 and 3 write LM folders; the baseline
+:func:`~lmgnn_dist.data.node_inputs.lm_folder`). Stages 1 and 3 write LM folders; the baseline
 and stage 2 do not.
 
 Which LM a stage's model uses (:meth:`StageCheckpoint.lm_sources`), per LM key: the stage's
 own ``lm*/`` folder if present, else stage 1's of the same run (stages after stage 1 start
 from its LMs; not the baseline, which runs on the configured LMs), else the configured model
 (``model.lm`` / ``model.encoders``). Both the trainers' start points
-(:func:`~lmgnn_dist.builders.build_lms` of ``StageStart.lm_dir``) and the embedding export
+(:func:`~lmgnn_dist.trainer.builders.build_lms` of ``StageStart.lm_dir``) and the embedding export
 use it.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from .checkpoint import METRICS
-from .node_inputs import lm_folder
+from ..data.node_inputs import lm_folder
 
 __all__ = ["CheckpointError", "StageCheckpoint", "check_state_dict"]
 
@@ -83,7 +83,7 @@ class StageCheckpoint:
     def lm_sources(self, lm_paths: Dict[str, str]) -> Dict[str, str]:
         """LM key -> the folder (or configured model path / alias) the LM starts from, for
         every key of ``lm_paths`` (LM key -> configured model,
-        :attr:`~lmgnn_dist.builders.NodeInputEncoders.lm_paths`): the rule of the module
+        :attr:`~lmgnn_dist.trainer.builders.NodeInputEncoders.lm_paths`): the rule of the module
         docstring. Reads only folder names; raises nothing."""
         s1 = self.stage1()
         out = {}

@@ -18,7 +18,7 @@ from typing import Callable, List, Optional
 
 import torch
 
-from .model.lm import LMEncoder
+from ..model.lm import LMEncoder
 
 _DONE = object()
 

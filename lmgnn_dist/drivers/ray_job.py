@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .config import RunConfig
+from ..config import RunConfig
 
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 LOG = "[ray-pipeline]"

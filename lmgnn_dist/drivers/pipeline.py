@@ -1,21 +1,21 @@
 """Driver of a whole run: prepare -> one distributed job for the stages -> results table.
 
 ``lmgnn-run --config examples/cora/pipeline.yaml [--verbose] [section.key=value ...]``
-(or ``python -m lmgnn_dist.pipeline ...``)
+(or ``python -m lmgnn_dist.drivers.pipeline ...``)
 
 Several ``--config`` files (e.g. one per task) run one after the other; ``--summary FILE``
-then writes their combined task table (:func:`~lmgnn_dist.results.format_task_table`) as JSON.
+then writes their combined task table (:func:`~lmgnn_dist.drivers.results.format_task_table`) as JSON.
 
-1. :func:`~lmgnn_dist.prepare.prepare_run`: checks the models and the run plan, writes
+1. :func:`~lmgnn_dist.drivers.prepare.prepare_run`: checks the models and the run plan, writes
    ``<output_dir>/config.yaml``, tokenises and partitions ``data.tag_path`` into
    ``data.part_dir`` unless a partition made with the same options is already there.
 2. Starts the DGL servers and trainers with :func:`launch.api.launch` (the spec of
    :func:`launch_spec`: ``launch.debug_local`` loopback machines, or the machines of
    ``launch.ip_config``); every process runs the run plan's
-   :meth:`~lmgnn_dist.runplan.RunPlan.train_command`.
+   :meth:`~lmgnn_dist.run.runplan.RunPlan.train_command`.
 3. Writes ``<output_dir>/results.json`` from the stage checkpoints, with the job's wall time,
    peak memory and number of restarts, and prints the per-stage table
-   (:mod:`lmgnn_dist.results`).
+   (:mod:`lmgnn_dist.drivers.results`).
 
 Fault tolerance: if the distributed job fails (a process dies or exits non-zero) it is started
 again, every process afresh (new ports, new shared-memory namespace), at most
@@ -34,9 +34,9 @@ from typing import List, Optional, Sequence, Tuple
 from launch.api import LaunchSpec, Machines, SSHSettings, launch
 from launch.procs import TreeMemoryMonitor, run_with_restarts
 
-from .config import RunConfig, load_config
+from ..config import RunConfig, load_config
 from .results import format_task_table, task_rows, write_results
-from .runplan import clean_stale_checkpoints
+from ..run.runplan import clean_stale_checkpoints
 
 
 def launch_spec(cfg: RunConfig, part_config: str, workspace: Optional[str] = None,
@@ -95,7 +95,7 @@ def run_one(config_path: str, overrides: Sequence[str],
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli import parser
+    from ..config.cli import parser
 
     p = parser("lmgnn-run", "Partition a TAG, run the LM-GNN stages as one DistDGL job, "
                "report (results.json, report.png).")
@@ -116,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(args.config) > 1 or args.summary:
         print("\n" + format_task_table(rows))
         if args.summary:
-            from .checkpoint import write_json_atomic
+            from ..run.checkpoint import write_json_atomic
 
             write_json_atomic(args.summary, {"configs": args.config, "rows": rows})
             print(f"task table: {args.summary}")

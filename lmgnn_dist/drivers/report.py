@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List
 
-from .stages import labels_of
+from ..stages import labels_of
 
 #: the panels' titles, in drawing order
 PANELS = ("stage 1: LM link-prediction loss", "stage 2: GNN training loss",
@@ -52,7 +52,7 @@ def _loss(ax, title: str, losses, xlabel: str, label: str = None) -> None:
 
 
 def write_report(summary: dict, path: Path) -> Path:
-    """Draw ``summary`` (a ``results.json``, :func:`lmgnn_dist.results.write_results`) into the
+    """Draw ``summary`` (a ``results.json``, :func:`lmgnn_dist.drivers.results.write_results`) into the
     PNG ``path``; returns ``path``."""
     import matplotlib
 

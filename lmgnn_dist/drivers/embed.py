@@ -1,5 +1,5 @@
 """``lmgnn-embed``: the driver of an embedding export (the job itself is
-:mod:`lmgnn_dist.embed`).
+:mod:`lmgnn_dist.jobs.embed`).
 
 ``lmgnn-embed --config <run>/config.yaml --checkpoint <run>/stage3 --out <folder>
 [--batch-size B] [--verify N] [--verbose] [key=value ...]``
@@ -9,8 +9,8 @@
    its ``gnn.pt`` must load and fit (keys and shapes) the task head the config builds, its
    LM folders must be readable, and with text-less node types ``node_emb/`` must hold their
    rows. Any failure: one line ``error: <path>: ...`` on stderr, exit 2, nothing started.
-2. Launches ``python -m lmgnn_dist.embed ...`` in the DGL servers and trainers of a job
-   (:func:`launch.api.launch` with :func:`lmgnn_dist.pipeline.launch_spec`): the processes'
+2. Launches ``python -m lmgnn_dist.jobs.embed ...`` in the DGL servers and trainers of a job
+   (:func:`launch.api.launch` with :func:`lmgnn_dist.drivers.pipeline.launch_spec`): the processes'
    logs go to ``<out>/logs/`` and the debug ip-config to ``<out>/``; the job runs with
    ``output_dir=<out>``, so the export writes only under ``--out`` and the training run's
    folder is left as it was. Returns the job's exit status.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .stage_checkpoint import CheckpointError, StageCheckpoint, check_state_dict
+from ..run.stage_checkpoint import CheckpointError, StageCheckpoint, check_state_dict
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def open_checkpoint(cfg, meta: dict, folder: Path) -> Tuple[StageCheckpoint, Dic
     """Open and check the stage checkpoint ``folder`` against the run config ``cfg`` and the
     partitioner's metadata ``meta`` (:func:`~partition.build.load_partition_meta`); starts
     nothing, writes nothing. Returns the checkpoint and where each LM starts from (LM key ->
-    folder or configured model, :meth:`~lmgnn_dist.stage_checkpoint.StageCheckpoint.
+    folder or configured model, :meth:`~lmgnn_dist.run.stage_checkpoint.StageCheckpoint.
     lm_sources`).
 
     Raises
@@ -79,8 +79,8 @@ def open_checkpoint(cfg, meta: dict, folder: Path) -> Tuple[StageCheckpoint, Dic
     missing learnable-embedding rows. ValueError / FileNotFoundError naming the config key
     when the config does not fit the graph (task, encoders, models).
     """
-    from .builders import NodeInputEncoders, build_task_model
-    from .tasks import make_task
+    from ..trainer.builders import NodeInputEncoders, build_task_model
+    from ..tasks import make_task
 
     ck = StageCheckpoint(folder)
     ck.check_complete()
@@ -116,7 +116,7 @@ def check_out(out: Path, ck: StageCheckpoint) -> Path:
 def job_command(args, out: Path) -> List[str]:
     """The command of every process of the export job (absolute paths; ``output_dir=<out>``
     after the user's overrides)."""
-    return [sys.executable, "-m", "lmgnn_dist.embed",
+    return [sys.executable, "-m", "lmgnn_dist.jobs.embed",
             "--config", str(Path(args.config).resolve()),
             "--checkpoint", str(Path(args.checkpoint).resolve()), "--out", str(out),
             "--batch-size", str(args.batch_size), "--verify", str(args.verify),
@@ -130,8 +130,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from partition.build import load_partition_meta
 
-    from .config import load_config
-    from .embed import parse_args
+    from ..config import load_config
+    from ..jobs.embed import parse_args
     from .pipeline import launch_spec
 
     args = parse_args(argv)

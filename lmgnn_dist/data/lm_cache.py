@@ -21,12 +21,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from .monitor import progress_bar
+from ..monitor import progress_bar
 
 from partition.atomic import atomic_path
 
 from .dataloading import local_nodes
-from .model.joint import NodeLMs
+from ..model.joint import NodeLMs
 from .subbatch import encode_pipelined
 
 
@@ -149,7 +149,7 @@ class LMEmbeddingCache:
         (``lms.encoder(ntype)``); each trainer takes its ``node_split`` share.
 
         Nodes are grouped by token length (``seq_len``) so sub-batches carry little padding, and
-        token fetch overlaps encoding (:func:`~lmgnn_dist.subbatch.encode_pipelined`).
+        token fetch overlaps encoding (:func:`~lmgnn_dist.data.subbatch.encode_pipelined`).
         ``sparse_rows(ntype)`` may give a ``fetch_sparse`` function (rows to encode with
         block-sparse attention) per node type.
         ``chunk_store`` makes it resumable: chunk ``i`` of node type ``nt`` is saved (atomically)

@@ -11,8 +11,8 @@ import contextlib
 import copy
 from typing import Dict, Optional, Sequence
 
-from .model.joint import TaskModel
-from .tasks import Features, Task
+from ..model.joint import TaskModel
+from ..tasks import Features, Task
 
 
 def evaluate(task: Task, head: TaskModel, features: Features, split: str,

@@ -1,9 +1,9 @@
 """Entry point of every process of a job:
-``python -m lmgnn_dist.train --config run.yaml [--stage NAME ...] [--resume] [k=v ...]``.
+``python -m lmgnn_dist.jobs.train --config run.yaml [--stage NAME ...] [--resume] [k=v ...]``.
 
 Started by ``launch/run_dist.py`` (or a driver's Ray actors): in a server process
 (``DGL_ROLE=server``) it serves its partition until the trainers finish; in a trainer it
-opens the ``DistGraph`` and, following the run plan (:class:`~lmgnn_dist.runplan.RunPlan`),
+opens the ``DistGraph`` and, following the run plan (:class:`~lmgnn_dist.run.runplan.RunPlan`),
 fits each stage still to run with its trainer (:func:`lmgnn_dist.trainer.trainer_of`); each
 writes its checkpoint ``<output_dir>/<stage>/``. The drivers write ``results.json``.
 """
@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from .stages import STAGE_ORDER
+from ..stages import STAGE_ORDER
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -31,14 +31,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    from .dist_init import initialize, is_server
+    from ..dist_init import initialize, is_server
 
     if is_server():
         initialize()  # serves until every trainer is done, then exits the process
         return
-    from .config import ConfigError, load_config
-    from .monitor import log, setup_logging
-    from .runplan import PlanError, RunPlan
+    from ..config import ConfigError, load_config
+    from ..monitor import log, setup_logging
+    from ..run.runplan import PlanError, RunPlan
 
     setup_logging()
 
@@ -59,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     from partition.build import load_partition_meta
 
-    from .trainer import StageEnv, trainer_of
+    from ..trainer import StageEnv, trainer_of
 
     meta = load_partition_meta(cfg.data.part_dir)
     g = dgl.distributed.DistGraph(cfg.data.graph_name, part_config=meta["part_config"])

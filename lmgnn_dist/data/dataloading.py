@@ -185,7 +185,7 @@ def edge_batch(g, cetype: CanonicalEtype, eids: torch.Tensor, fanouts: Sequence[
     Parameters
     ----------
     negatives : ``(neg_nodes [m], pair_index [B, k])`` negative destination nodes and, per
-        positive, which of them it is scored against (:mod:`lmgnn_dist.sampling`), or None.
+        positive, which of them it is scored against (:mod:`lmgnn_dist.data.sampling`), or None.
     exclude : the reverse relation of ``cetype`` if the batch's positive edges (and their
         reverses ``(v, u)`` in it) must be removed from the blocks (link-prediction training;
         see :func:`drop_edges_between`); ``cetype`` itself may be its own reverse.

@@ -75,7 +75,7 @@ def layerwise_inference(env, encoder, inputs: Dict[str, object],
     env : a :class:`~lmgnn_dist.trainer.StageEnv` (``env.g``: the ``DistGraph``).
     encoder, inputs : as :func:`run_layers`.
     mine : ntype -> int64 ids of this trainer's share of the nodes
-        (:func:`~lmgnn_dist.dataloading.local_nodes`).
+        (:func:`~lmgnn_dist.data.dataloading.local_nodes`).
     batch_size : seed nodes per one-layer block.
 
     Returns

@@ -1,21 +1,21 @@
 """Ray driver of a whole run: one DistDGL job per stage, each on a Ray placement group.
 
-``python -m lmgnn_dist.ray_pipeline --config X.yaml [--address A | --local-cpus N] [k=v ...]``
+``python -m lmgnn_dist.drivers.ray_pipeline --config X.yaml [--address A | --local-cpus N] [k=v ...]``
 
 or, against a running cluster (``ray start --head``)::
 
     ray job submit --address http://127.0.0.1:8265 -- \\
-        python -m lmgnn_dist.ray_pipeline --config examples/cora/pipeline.yaml
+        python -m lmgnn_dist.drivers.ray_pipeline --config examples/cora/pipeline.yaml
 
 1. Connects to Ray: ``--address`` if given; else the cluster of ``RAY_ADDRESS`` (set by ``ray
    job submit``) or a running local cluster (``address="auto"``); else it starts a local
    instance (``--local-cpus`` CPUs; ``--local-cpus`` always starts one).
-2. Partitions the TAG as :mod:`lmgnn_dist.pipeline` does (:func:`ensure_partitions`).
+2. Partitions the TAG as :mod:`lmgnn_dist.drivers.pipeline` does (:func:`ensure_partitions`).
 3. Runs each stage (the baseline if configured, then each of ``cfg.stages``) as its own
    distributed job, skipping stages whose checkpoint is complete: a placement group with one
    bundle per machine (= partition; ``launch.ray_cpus_per_machine`` CPUs each, strategy
    ``launch.ray_placement_strategy``), one :class:`MachineActor` per bundle, which starts that
-   machine's DGL server(s) and trainer(s) (``python -m lmgnn_dist.train ... stages=[k]``) as
+   machine's DGL server(s) and trainer(s) (``python -m lmgnn_dist.jobs.train ... stages=[k]``) as
    subprocesses with the environment contract of ``launch/run_dist.py``
    (:func:`launch.run_dist.process_specs`). The ip-config lists the actors' node IPs, or the
    loopback IPs 127.0.0.1, 127.0.0.2, ... when every bundle is on the same node (the
@@ -23,7 +23,7 @@ or, against a running cluster (``ray start --head``)::
    process's output with a ``[m<machine> <process>]`` prefix.
 4. A stage's job writes ``<output_dir>/<stage>/`` (the checkpoint the next stage's job starts
    from); the driver prints its metrics. At the end it writes ``<output_dir>/results.json``
-   and prints the same table as :mod:`lmgnn_dist.pipeline`.
+   and prints the same table as :mod:`lmgnn_dist.drivers.pipeline`.
 
 If any process of a stage's job fails (or an actor dies), every process of that job is stopped
 (process groups, SIGTERM then SIGKILL), the actors are killed and the placement group removed;
@@ -41,8 +41,8 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from . import checkpoint as ckpt
-from .config import ConfigError, RunConfig, load_config
+from ..run import checkpoint as ckpt
+from ..config import ConfigError, RunConfig, load_config
 from .ray_job import LOG, RayPipelineError, StageJob, _alive_nodes
 
 
@@ -68,14 +68,14 @@ def connect(address: Optional[str], local_cpus: Optional[int]) -> str:
 
 def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0,
                  verbose: bool = False) -> int:
-    """Prepare the run (:func:`~lmgnn_dist.prepare.prepare_run`), then run every stage still
+    """Prepare the run (:func:`~lmgnn_dist.drivers.prepare.prepare_run`), then run every stage still
     to run as its own job with restarts; returns the exit code (0: ``results.json``
     written)."""
     from launch.procs import ProcessOutput, run_with_restarts
 
     from .prepare import prepare_run
     from .results import write_results
-    from .runplan import PlanError, clean_stale_checkpoints
+    from ..run.runplan import PlanError, clean_stale_checkpoints
 
     t0 = time.time()
     try:
@@ -139,7 +139,7 @@ def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli import parser
+    from ..config.cli import parser
 
     p = parser("lmgnn-ray", "Run the LM-GNN stages as Ray-placed DistDGL jobs (one per stage).")
     p.add_argument("--config", required=True, help="run config YAML")

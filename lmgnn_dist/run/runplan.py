@@ -1,7 +1,7 @@
 """The run plan: which stages a run has, which are done, what each starts from.
 
-One plan serves the trainer entry point (:mod:`lmgnn_dist.train`), the launcher-based driver
-(:mod:`lmgnn_dist.pipeline`) and the Ray driver (:mod:`lmgnn_dist.ray_pipeline`):
+One plan serves the trainer entry point (:mod:`lmgnn_dist.jobs.train`), the launcher-based driver
+(:mod:`lmgnn_dist.drivers.pipeline`) and the Ray driver (:mod:`lmgnn_dist.drivers.ray_pipeline`):
 
 - ``stages``: checkpoint names in order -- ``baseline`` (frozen LM + RGCN, if
   ``baseline: true``), then ``stage<k>`` for ``k`` in ``cfg.stages``;
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import checkpoint as ckpt
-from .stages import STAGES, StageStart, stage
+from ..stages import STAGES, StageStart, stage
 
 # temp / old folders of an interrupted ``checkpoint.write_stage`` (".stage2.tmp-<pid>",
 # ".stage3.partial.tmp-<pid>") and trainers' staging folders (".stage3.partial.staging")
@@ -117,7 +117,7 @@ class RunPlan:
                       ) -> List[str]:
         """The command of every process of a job running ``stages`` (default: the whole
         plan) of this run; always ``--resume`` (a restarted job skips complete stages)."""
-        cmd = [sys.executable, "-m", "lmgnn_dist.train", "--config", config_path, "--resume"]
+        cmd = [sys.executable, "-m", "lmgnn_dist.jobs.train", "--config", config_path, "--resume"]
         for s in (stages or ()):
             cmd += ["--stage", s]
         return cmd

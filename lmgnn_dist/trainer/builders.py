@@ -13,12 +13,12 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .device import CPU, DevicePlan
-from .model.joint import MLPEncoder, NodeLMs, TaskModel
-from .model import GNN_ENCODERS
-from .model.lm import LMEncoder
-from .node_inputs import LearnableEmbeddings, resolve_encoders
-from .stage_checkpoint import StageCheckpoint
+from ..device import CPU, DevicePlan
+from ..model.joint import MLPEncoder, NodeLMs, TaskModel
+from ..model import GNN_ENCODERS
+from ..model.lm import LMEncoder
+from ..data.node_inputs import LearnableEmbeddings, resolve_encoders
+from ..run.stage_checkpoint import StageCheckpoint
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class NodeInputEncoders:
 def build_lms(encoders: NodeInputEncoders, model_cfg, stage_dir: Optional[Path] = None,
               device: DevicePlan = CPU) -> NodeLMs:
     """The run's LMs, each from where the stage checkpoint ``stage_dir`` says it starts
-    (:meth:`~lmgnn_dist.stage_checkpoint.StageCheckpoint.lm_sources`: the stage's own
+    (:meth:`~lmgnn_dist.run.stage_checkpoint.StageCheckpoint.lm_sources`: the stage's own
     ``lm*/`` folder, else stage 1's, else the configured model), or the configured models
     (``model.lm`` / ``model.encoders``) without one; placed and run as ``device`` says (with
     ``model.lm_gradient_checkpointing``)."""

@@ -1,13 +1,13 @@
 """Full-graph inference and embedding export of a trained stage: the job's processes.
 
 Run it with the driver ``lmgnn-embed --config work/cora/run/config.yaml --checkpoint
-work/cora/run/stage3 --out work/cora/embeddings`` (:mod:`lmgnn_dist.embed_driver`), which
-checks the checkpoint and then starts this module, ``python -m lmgnn_dist.embed ...``, in the
+work/cora/run/stage3 --out work/cora/embeddings`` (:mod:`lmgnn_dist.drivers.embed`), which
+checks the checkpoint and then starts this module, ``python -m lmgnn_dist.jobs.embed ...``, in the
 DGL servers and trainers of a job (:func:`launch.api.launch`). Started by hand, outside a job
 (no ``DGL_IP_CONFIG``), it says so and exits 2: it never launches jobs itself.
 
 1. The stage's LMs (per LM, ``<checkpoint>/lm*``, else stage 1's, else the configured model:
-   :meth:`~lmgnn_dist.stage_checkpoint.StageCheckpoint.lm_sources`) encode
+   :meth:`~lmgnn_dist.run.stage_checkpoint.StageCheckpoint.lm_sources`) encode
    every text node once without gradient into the LM-embedding cache, with a progress bar;
    each finished chunk is also saved under ``<out>/lm_chunks``, so a rerun after a crash
    resumes from the chunks already encoded (same number of trainers). Text-less node types
@@ -66,7 +66,7 @@ def export(env, out_dir: Path, h, head, mine: Dict[str, torch.Tensor]) -> Dict[s
 def verify(env, head, learnable, h, n: int) -> float:
     """Largest |layer-wise - mini-batch full-neighbourhood| GNN output over ``n`` nodes of the
     first LM-encoded type."""
-    from .dataloading import node_batches
+    from ..data.dataloading import node_batches
 
     nt = next(iter(env.encoders.lm_of))
     ids = torch.arange(min(n, env.g.num_nodes(nt)))
@@ -99,7 +99,7 @@ def save_lm_atomic(lm, folder: Path, tokenizer: str) -> None:
 def parse_args(argv: Optional[Sequence[str]] = None, prog: str = "lmgnn-embed"):
     """The export's command line, shared by the driver (``lmgnn-embed``) and this job module.
     Exits 2 (argparse) on bad arguments."""
-    from .cli import parser
+    from ..config.cli import parser
 
     p = parser(prog, "Full-graph inference and embedding export of a trained stage "
                "(layer-wise RGCN over all nodes; the LM saved for plain transformers).")
@@ -121,38 +121,38 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """One process of the export job (a DGL server or a trainer). Exits 2 with one line when
     started outside a job; raises what the export raises (:func:`cli` turns it into the exit
     code)."""
-    args = parse_args(argv, prog="python -m lmgnn_dist.embed")
+    args = parse_args(argv, prog="python -m lmgnn_dist.jobs.embed")
 
-    from .dist_init import initialize, is_server
+    from ..dist_init import initialize, is_server
 
     if "DGL_IP_CONFIG" not in os.environ:
-        print("error: python -m lmgnn_dist.embed runs inside a job's processes (no "
+        print("error: python -m lmgnn_dist.jobs.embed runs inside a job's processes (no "
               "DGL_IP_CONFIG set); start the export with lmgnn-embed (same arguments)",
               file=sys.stderr)
         sys.exit(2)
     if is_server():
         initialize()
         return
-    from .config import load_config
+    from ..config import load_config
 
     from partition.build import load_partition_meta
 
     cfg = load_config(args.config, args.overrides)
     meta = load_partition_meta(cfg.data.part_dir)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from .monitor import setup_logging
+    from ..monitor import setup_logging
 
     setup_logging()
     ctx = initialize()
     import dgl
 
-    from .builders import build_learnable, build_lms, build_task_model
-    from .dataloading import local_nodes
-    from .layerwise import layerwise_inference
-    from .node_inputs import lm_folder
-    from .stage_checkpoint import StageCheckpoint
-    from .trainer import StageEnv
-    from .dist_init import all_reduce
+    from ..trainer.builders import build_learnable, build_lms, build_task_model
+    from ..data.dataloading import local_nodes
+    from ..data.layerwise import layerwise_inference
+    from ..data.node_inputs import lm_folder
+    from ..run.stage_checkpoint import StageCheckpoint
+    from ..trainer import StageEnv
+    from ..dist_init import all_reduce
 
     ckpt = StageCheckpoint(Path(args.checkpoint))
     ckpt.check_complete()
@@ -192,8 +192,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def cli() -> None:
-    """``python -m lmgnn_dist.embed``: one job process (a job process's exit codes, see
-    ``dist_init``); the ``lmgnn-embed`` command is :func:`lmgnn_dist.embed_driver.cli`."""
+    """``python -m lmgnn_dist.jobs.embed``: one job process (a job process's exit codes, see
+    ``dist_init``); the ``lmgnn-embed`` command is :func:`lmgnn_dist.drivers.embed.cli`."""
     from lmgnn_dist.dist_init import run_and_exit
 
     run_and_exit(main, sys.argv[1:])
