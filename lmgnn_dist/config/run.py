@@ -6,6 +6,8 @@ from typing import List
 
 from partition.task_kinds import TASK_KINDS
 
+from ..stages import STAGES
+
 from .base import Bool, Int, NonNegInt, PosInt, section
 from .sections import DataConfig, ModelConfig, TaskConfig
 from .training import LaunchConfig, Stage1Config, Stage2Config, Stage3Config
@@ -62,8 +64,10 @@ class RunConfig:
             raise ValueError(f"model.hidden_size={m.hidden_size} is not divisible by "
                              f"model.num_heads={m.num_heads} (model.gnn=rgat concatenates "
                              "the heads to hidden_size)")
-        if any(s not in (1, 2, 3) for s in self.stages) or self.stages != sorted(set(self.stages)):
-            raise ValueError(f"stages must be an increasing subset of [1, 2, 3], got {self.stages}")
+        numbers = [s.number for s in STAGES if s.number is not None]  # the stage table's
+        if any(s not in numbers for s in self.stages) or self.stages != sorted(set(self.stages)):
+            raise ValueError(f"stages must be an increasing subset of {numbers}, got "
+                             f"{self.stages}")
         if TASK_KINDS[t.kind].target == "etype" and not t.target_etype:
             raise ValueError(f"task.kind={t.kind} needs task.target_etype (src__etype__dst)")
         if t.target_etype and len(t.target_etype.split("__")) != 3:

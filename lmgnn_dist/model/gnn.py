@@ -17,7 +17,7 @@ Every encoder is an ``nn.Module`` with
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -143,3 +143,13 @@ def layer_dims(in_dim: int, hidden_dim: int, num_layers: int) -> List[int]:
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     return [in_dim] + [hidden_dim] * num_layers
+
+
+def stacked_layers(make_layer: Callable[..., nn.Module], in_dim: int, hidden_dim: int,
+                   num_layers: int, dropout: float) -> List[nn.Module]:
+    """``num_layers`` layers ``make_layer(in_dim, out_dim, activation, dropout)`` of widths
+    :func:`layer_dims`, built in order: ReLU and ``dropout`` between layers, none after the
+    last (its output feeds a decoder). Raises ValueError if ``num_layers < 1``."""
+    dims = layer_dims(in_dim, hidden_dim, num_layers)
+    return [make_layer(dims[i], dims[i + 1], torch.relu if i < num_layers - 1 else None,
+                       dropout if i < num_layers - 1 else 0.0) for i in range(num_layers)]

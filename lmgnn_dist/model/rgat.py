@@ -7,7 +7,7 @@ import torch
 
 from partition.etypes import CanonicalEtype
 
-from .gnn import GNNEncoder, SelfLoopLayer, layer_dims
+from .gnn import GNNEncoder, SelfLoopLayer, stacked_layers
 
 
 class RGATLayer(SelfLoopLayer):
@@ -102,12 +102,9 @@ class RGAT(GNNEncoder):
     def __init__(self, in_dim: int, hidden_dim: int, num_layers: int,
                  canonical_etypes: Sequence[CanonicalEtype], dropout: float = 0.0,
                  num_heads: int = 4):
-        dims = layer_dims(in_dim, hidden_dim, num_layers)
-        super().__init__([
-            RGATLayer(dims[i], dims[i + 1], num_heads, canonical_etypes,
-                      activation=torch.relu if i < num_layers - 1 else None,
-                      dropout=dropout if i < num_layers - 1 else 0.0)
-            for i in range(num_layers)], dropout)
+        super().__init__(stacked_layers(
+            lambda i, o, act, drop: RGATLayer(i, o, num_heads, canonical_etypes, act, drop),
+            in_dim, hidden_dim, num_layers, dropout), dropout)
 
     @classmethod
     def from_config(cls, model_cfg, in_dim: int, canonical_etypes) -> "RGAT":

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
+from ..stages import BY_NAME
 from .checkpoint import METRICS
 from ..data.node_inputs import lm_folder
 
 __all__ = ["CheckpointError", "StageCheckpoint", "check_state_dict"]
 
-#: stages whose LMs do not start from stage 1's (they run on the configured LMs)
-NO_STAGE1_START = ("baseline", "stage1")
 
 
 class CheckpointError(ValueError):
@@ -72,20 +71,24 @@ class StageCheckpoint:
         d = self.folder / lm_folder(key)
         return d if d.is_dir() else None
 
-    def stage1(self) -> Optional["StageCheckpoint"]:
-        """The run's complete stage-1 checkpoint this stage's LMs start from, or None (no
-        complete stage 1, or this stage is the baseline / stage 1 itself)."""
-        if self.folder.name in NO_STAGE1_START:
+    def lms_from(self) -> Optional["StageCheckpoint"]:
+        """The run's complete checkpoint this stage's LMs start from (the stage table's
+        ``lms_from``, :mod:`lmgnn_dist.stages`: stage 1 for stages 2 and 3; a folder with
+        another name is taken as a later stage), or None (not complete, or the baseline /
+        stage 1, which start from the configured LMs)."""
+        row = BY_NAME.get(self.folder.name)
+        source = row.lms_from if row is not None else "stage1"
+        if source is None:
             return None
-        s1 = StageCheckpoint(self.run_dir / "stage1", self.run_dir)
-        return s1 if s1.folder.resolve() != self.folder.resolve() and s1.is_complete() else None
+        s = StageCheckpoint(self.run_dir / source, self.run_dir)
+        return s if s.folder.resolve() != self.folder.resolve() and s.is_complete() else None
 
     def lm_sources(self, lm_paths: Dict[str, str]) -> Dict[str, str]:
         """LM key -> the folder (or configured model path / alias) the LM starts from, for
         every key of ``lm_paths`` (LM key -> configured model,
         :attr:`~lmgnn_dist.trainer.builders.NodeInputEncoders.lm_paths`): the rule of the module
         docstring. Reads only folder names; raises nothing."""
-        s1 = self.stage1()
+        s1 = self.lms_from()
         out = {}
         for key, configured in lm_paths.items():
             found = self.lm_dir(key) or (s1.lm_dir(key) if s1 is not None else None)
