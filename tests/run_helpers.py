@@ -25,6 +25,22 @@ def tiny_config(root, tag_dir, bert_dir, **top) -> dict:
     return cfg
 
 
+#: metric keys that measure the machine (time, memory) or name a folder, not the model
+_NOT_NUMBERS = ("seconds", "peak_rss_mb_max_trainer", "peak_gpu_mem_mib", "lm")
+
+
+def comparable(metrics):
+    """A stage's metrics without wall times (``*_s``), memory and folder names: what two
+    runs of one seed must reproduce bit for bit (losses, val/test metrics, histories, LM
+    encodings, cache counters, best steps)."""
+    if isinstance(metrics, dict):
+        return {k: comparable(v) for k, v in metrics.items()
+                if not k.endswith("_s") and k not in _NOT_NUMBERS}
+    if isinstance(metrics, list):
+        return [comparable(v) for v in metrics]
+    return metrics
+
+
 def held_out_acc(metrics: dict) -> float:
     """Accuracy over the val and test nodes together (weighted by their counts)."""
     n_val, n_test = (sum(metrics[f"{s}_support"].values()) for s in ("val", "test"))

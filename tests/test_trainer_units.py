@@ -44,6 +44,9 @@ class MemoryCache:
         self.steps[nt][ids] = step
         self.stats.rows_written += len(ids)
 
+    def fence(self, nt, ids):
+        pass  # one process: writes are applied at once
+
     def lookup(self, nt, ids, step, max_staleness):
         written = self.steps[nt][ids]
         hit = (written >= 0) & ((step - written <= max_staleness) if max_staleness is not None
@@ -61,13 +64,14 @@ class ToyNodeTask(NodeClassificationTask):
     def split_targets(self, split):
         return torch.nonzero(self.g.nodes["paper"].data[f"{split}_mask"]).flatten()
 
-    def _batches(self, ids, fanouts, batch_size, shuffle, full_neighbors=False, gen=None):
+    def _batches(self, ids, fanouts, batch_size, shuffle, full_neighbors=False,
+                 generator=None):
         if shuffle:
-            ids = ids[torch.randperm(len(ids), generator=gen)]
+            ids = ids[torch.randperm(len(ids), generator=generator)]
         labels = self.g.nodes["paper"].data["label"]
         for start in range(0, len(ids), batch_size):
             inp, seeds, blocks = sample_blocks(self.g, {"paper": ids[start:start + batch_size]},
-                                               fanouts, full_neighbors)
+                                               fanouts, full_neighbors, generator)
             yield NodeBatch(inp, seeds, blocks, labels[seeds["paper"]])
 
     def unlabelled_targets(self):
@@ -77,7 +81,7 @@ class ToyNodeTask(NodeClassificationTask):
         if pseudo is not None:
             return self._pseudo_batches(fanouts, batch_size, generator, pseudo)
         return self._batches(self.split_targets("train"), fanouts, batch_size, True,
-                             gen=generator)
+                             generator=generator)
 
 
 def toy_graph(seed: int = 0):
@@ -203,10 +207,14 @@ def test_inference_nodes_serve_hits_reencode_misses_and_refresh(tmp_path, tiny_b
     assert torch.equal(emb[:2], torch.ones(2, lms.out_dim))
     assert torch.allclose(emb[2:], nodes.encode(lms, "paper", ids[2:]), atol=1e-6)
     assert nodes.counts == {"with_grad": 0, "no_grad": 2, "from_cache": 2, "refresh": 0}
+    assert (cache.steps["paper"][ids[2:]] < 0).all()  # written by the step's flush, not before
+    nodes.flush(6)
     assert (cache.steps["paper"][ids[2:]] == 6).all()  # misses written back at this step
     nodes.from_cache(lms, "paper", ids[:2], step=9)  # written at 5: stale after 2 steps
     assert nodes.counts["no_grad"] == 4 and cache.stats.stale_misses == 2
+    nodes.flush(9)
     n = nodes.refresh(lms, step=10)
+    nodes.flush(10)
     assert 0 < n <= 10 and nodes.counts["refresh"] == n
     assert int((cache.steps["paper"] == 10).sum()) == n and "lm_no_grad" in nodes.timer.seconds
     # the encode policy reads no cache row: every inference node re-encoded

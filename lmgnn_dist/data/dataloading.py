@@ -12,8 +12,11 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-Batch = Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], List]
 from partition.etypes import CanonicalEtype
+
+from .neighbors import SeededNeighborSampler
+
+Batch = Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], List]
 
 
 def is_single_type(g) -> bool:
@@ -74,15 +77,21 @@ def normalize_batch(g, input_nodes, seeds, blocks) -> Batch:
 
 
 def node_batches(g, seeds: Dict[str, torch.Tensor], fanouts: Sequence[int], batch_size: int,
-                 shuffle: bool, full_neighbors: bool = False) -> Iterator[Batch]:
-    """Iterate ``(input_nodes, seeds, blocks)`` over ``seeds`` with DGL's neighbour sampler.
+                 shuffle: bool, full_neighbors: bool = False,
+                 generator: Optional[torch.Generator] = None) -> Iterator[Batch]:
+    """Iterate ``(input_nodes, seeds, blocks)`` over ``seeds`` with DGL's distributed loader
+    and the trainer-side seeded neighbour sampler (:mod:`.neighbors`).
 
     Parameters
     ----------
     g : ``dgl.distributed.DistGraph``.
     seeds : ntype -> int64 node ids (this trainer's share, e.g. from ``node_split``).
     fanouts : neighbours per layer, input layer first; ``full_neighbors`` takes all of them
-        (``MultiLayerFullNeighborSampler``, used for evaluation).
+        (evaluation).
+    shuffle : visit ``seeds`` in an order drawn from ``generator``.
+    generator : the draws of the shuffle and of the sampled neighbours (required unless
+        ``full_neighbors`` and not ``shuffle``): the same generator state gives the same
+        batches.
 
     Yields
     ------
@@ -92,28 +101,30 @@ def node_batches(g, seeds: Dict[str, torch.Tensor], fanouts: Sequence[int], batc
     """
     import dgl
 
+    if shuffle:  # here, not in the loader (which draws from torch's global RNG)
+        seeds = {nt: ids[torch.randperm(len(ids), generator=generator)]
+                 for nt, ids in seeds.items()}
     arg = next(iter(seeds.values())) if is_single_type(g) else seeds
-    loader = dgl.dataloading.DistNodeDataLoader(g, arg, _sampler(fanouts, full_neighbors),
-                                                batch_size=batch_size, shuffle=shuffle,
-                                                drop_last=False)
+    loader = dgl.dataloading.DistNodeDataLoader(
+        g, arg, _sampler(fanouts, full_neighbors, generator), batch_size=batch_size,
+        shuffle=False, drop_last=False)
     for input_nodes, out, blocks in loader:
         yield normalize_batch(g, input_nodes, out, blocks)
 
 
-def _sampler(fanouts: Sequence[int], full_neighbors: bool):
-    import dgl
-
-    if full_neighbors:
-        return dgl.dataloading.MultiLayerFullNeighborSampler(len(fanouts))
-    return dgl.dataloading.MultiLayerNeighborSampler(list(fanouts))
+def _sampler(fanouts: Sequence[int], full_neighbors: bool,
+             generator: Optional[torch.Generator]) -> SeededNeighborSampler:
+    return SeededNeighborSampler([-1] * len(fanouts) if full_neighbors else fanouts, generator)
 
 
 def sample_blocks(g, seeds: Dict[str, torch.Tensor], fanouts: Sequence[int],
-                  full_neighbors: bool = False) -> Batch:
+                  full_neighbors: bool = False,
+                  generator: Optional[torch.Generator] = None) -> Batch:
     """One mini-batch of blocks for the given seed nodes (what :func:`node_batches` yields,
-    for seeds chosen by the caller, e.g. the end points of a batch of edges)."""
+    for seeds chosen by the caller, e.g. the end points of a batch of edges); neighbours drawn
+    from ``generator`` (required unless ``full_neighbors``)."""
     arg = seeds[g.ntypes[0]] if is_single_type(g) else seeds
-    input_nodes, out, blocks = _sampler(fanouts, full_neighbors).sample(g, arg)
+    input_nodes, out, blocks = _sampler(fanouts, full_neighbors, generator).sample(g, arg)
     return normalize_batch(g, input_nodes, out, blocks)
 
 
@@ -179,7 +190,8 @@ class EdgeBatch:
 
 def edge_batch(g, cetype: CanonicalEtype, eids: torch.Tensor, fanouts: Sequence[int],
                negatives=None, exclude: Optional[CanonicalEtype] = None,
-               full_neighbors: bool = False, src_dst=None) -> EdgeBatch:
+               full_neighbors: bool = False, src_dst=None,
+               generator: Optional[torch.Generator] = None) -> EdgeBatch:
     """Sample the blocks of one batch of target edges ``eids`` of ``cetype``.
 
     Parameters
@@ -191,6 +203,7 @@ def edge_batch(g, cetype: CanonicalEtype, eids: torch.Tensor, fanouts: Sequence[
         see :func:`drop_edges_between`); ``cetype`` itself may be its own reverse.
     src_dst : the edges' ``(src, dst)`` if known (held-out edges that are not in the graph);
         by default looked up with ``g.find_edges``.
+    generator : the neighbour draws (:func:`sample_blocks`).
     """
     src_t, _, dst_t = cetype
     src, dst = src_dst if src_dst is not None else g.find_edges(eids, etype=cetype)
@@ -204,7 +217,7 @@ def edge_batch(g, cetype: CanonicalEtype, eids: torch.Tensor, fanouts: Sequence[
         d_uniq, d_inv = torch.unique(torch.cat([dst, neg_nodes]), return_inverse=True)
         seeds = {src_t: s_uniq, dst_t: d_uniq}
         dst_pos, neg_rows = d_inv[:len(dst)], d_inv[len(dst):]
-    input_nodes, out, blocks = sample_blocks(g, seeds, fanouts, full_neighbors)
+    input_nodes, out, blocks = sample_blocks(g, seeds, fanouts, full_neighbors, generator)
     if exclude is not None:
         pairs = {cetype: (src, dst)}
         back = pairs.get(exclude, (src[:0], dst[:0]))

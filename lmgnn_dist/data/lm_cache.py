@@ -107,6 +107,14 @@ class LMEmbeddingCache:
             self.steps[ntype][ids] = torch.full((len(ids), 1), int(step), dtype=torch.int64)
             self.stats.rows_written += len(ids)
 
+    def fence(self, ntype: str, ids: torch.Tensor) -> None:
+        """Return once this trainer's earlier :meth:`write` of rows ``ids`` is applied in the
+        KV store: a pull of the same rows is answered by each server after the pushes this
+        trainer sent it before (requests to a server are handled in order)."""
+        if len(ids):
+            self.tables[ntype][ids]
+            self.steps[ntype][ids]
+
     def lookup(self, ntype: str, ids: torch.Tensor, step: int,
                max_staleness: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Read rows with bounded staleness.

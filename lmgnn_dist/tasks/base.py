@@ -73,7 +73,9 @@ class Task:
 
     def train_batches(self, fanouts: Sequence[int], batch_size: int,
                       generator: torch.Generator, pseudo=None) -> Iterator:
-        """One pass over this trainer's training targets in shuffled mini-batches.
+        """One pass over this trainer's training targets in shuffled mini-batches. Every draw
+        (the order, sampled neighbours, negatives, pseudo-labelled targets) comes from
+        ``generator``: the same generator state gives the same batches (reproducible runs).
         ``pseudo``: a :class:`~lmgnn_dist.trainer.pseudo_labels.PseudoLabels` whose draws join
         every batch (node classification only)."""
         raise NotImplementedError

@@ -45,7 +45,7 @@ class _EdgeTask(Task):
             yield self._make_batch(eids[start:start + batch_size], fanouts, generator, **kw)
 
     def _make_batch(self, eids, fanouts, generator, **kw) -> EdgeBatch:
-        return edge_batch(self.g, self.etype, eids, fanouts, **kw)
+        return edge_batch(self.g, self.etype, eids, fanouts, generator=generator, **kw)
 
     def train_batches(self, fanouts, batch_size, generator, pseudo=None):
         if pseudo is not None:
@@ -128,7 +128,8 @@ class LinkPredictionTask(_EdgeTask):
                                     generator=generator)
         exclude = self.reverse or self.etype if t.exclude_training_targets else None
         return edge_batch(self.g, self.etype, eids, fanouts,
-                          negatives=(neg.neg_nodes, neg.pair_index), exclude=exclude, **kw)
+                          negatives=(neg.neg_nodes, neg.pair_index), exclude=exclude,
+                          generator=generator, **kw)
 
     def new_decoder(self, hidden: int) -> nn.Module:
         return DistMultDecoder([self.etype], hidden)

@@ -49,15 +49,18 @@ class NodeClassificationTask(Task):
                 self.g.num_nodes(self.target))].bool(), self.g.get_partition_book(),
             ntype=self.target, force_even=True))
 
-    def _batches(self, ids, fanouts, batch_size, shuffle, full_neighbors=False):
+    def _batches(self, ids, fanouts, batch_size, shuffle, full_neighbors=False,
+                 generator=None):
         labels = self.g.nodes[self.target].data["label"]
         for inp, seeds, blocks in node_batches(self.g, {self.target: ids}, fanouts, batch_size,
-                                               shuffle=shuffle, full_neighbors=full_neighbors):
+                                               shuffle=shuffle, full_neighbors=full_neighbors,
+                                               generator=generator):
             yield NodeBatch(inp, seeds, blocks, labels[seeds[self.target]])
 
     def train_batches(self, fanouts, batch_size, generator, pseudo=None):
         if pseudo is None:
-            return self._batches(self.split_targets("train"), fanouts, batch_size, shuffle=True)
+            return self._batches(self.split_targets("train"), fanouts, batch_size, shuffle=True,
+                                 generator=generator)
         return self._pseudo_batches(fanouts, batch_size, generator, pseudo)
 
     def _pseudo_batches(self, fanouts, batch_size, generator, pseudo):
@@ -69,7 +72,7 @@ class NodeClassificationTask(Task):
             gold = train[start:start + batch_size]
             ids, plabels = pseudo.draw(pseudo.per_batch(len(gold)), generator)
             inp, seeds, blocks = sample_blocks(self.g, {self.target: torch.cat([gold, ids])},
-                                               fanouts)
+                                               fanouts, generator=generator)
             weights = torch.cat([torch.ones(len(gold)), torch.full((len(ids),), pseudo.weight)])
             yield NodeBatch(inp, seeds, blocks, torch.cat([labels[gold], plabels]), weights,
                             len(ids))

@@ -178,15 +178,38 @@ class StageTrainer:
     def seed(self) -> None:
         """Reseed this trainer's RNGs (``self.gen`` and torch's global one) for its stage.
 
-        The stage's trainer-side randomness (edge/negative/trainable-node choices, shuffling,
-        dropout) then depends only on (seed, rank, stage), not on how many draws earlier stages
-        made, which varies with the neighbours the (unseeded) DGL servers sample; a resumed
-        stage starts like a fresh one. Model initialisation draws from its own fork of the RNG
+        The stage's trainer-side randomness (edge/negative/trainable-node choices, dropout)
+        then depends only on (seed, rank, stage), not on how many draws earlier stages made;
+        a resumed stage starts like a fresh one (its progress checkpoint then restores both
+        RNGs). Model initialisation draws from its own fork of the RNG
         (:func:`~lmgnn_dist.trainer.builders.build_task_model`), so it does not reset this.
         """
-        seed = (self.cfg.seed * 10 + STAGE_ORDER.index(self.name)) * 1000 + self.ctx.rank
-        self.gen.manual_seed(seed)
-        torch.manual_seed(seed)
+        self.stage_seed = (self.cfg.seed * 10 + STAGE_ORDER.index(self.name)) * 1000 \
+            + self.ctx.rank
+        self.gen.manual_seed(self.stage_seed)
+        torch.manual_seed(self.stage_seed)
+
+    def epoch_generator(self, epoch: int, salt: int = 0) -> torch.Generator:
+        """The generator of epoch ``epoch``'s training batches (their order, sampled
+        neighbours, negatives, pseudo-labelled targets), seeded from (seed, rank, stage,
+        epoch, ``salt``) alone: two runs draw the same batches, and a stage resumed in the
+        middle of an epoch re-creates that epoch's batches (:meth:`endless_batches`).
+        ``salt`` tells apart loops of one stage (stage 3's joint steps and its re-fit)."""
+        return torch.Generator().manual_seed((self.stage_seed * 4 + salt) * 100_003 + epoch)
+
+    def endless_batches(self, batch_size: int, fanouts, done: int = 0, pseudo=None):
+        """The task's training batches epoch after epoch (:meth:`epoch_generator`), starting
+        after the ``done`` batches a resumed stage has already trained on (epochs of this
+        trainer's own batch count; the skipped ones are re-drawn, not trained on)."""
+        per_epoch = max(1, self.task.num_train_batches(batch_size))
+        epoch, skip = divmod(done, per_epoch)
+        while True:
+            batches = self.task.train_batches(fanouts, batch_size,
+                                              self.epoch_generator(epoch), pseudo)
+            for i, batch in enumerate(batches):
+                if i >= skip:
+                    yield batch
+            epoch, skip = epoch + 1, 0
 
     def ddp(self, module: torch.nn.Module) -> torch.nn.Module:
         """``module`` wrapped for data-parallel training over the trainers; gradients are

@@ -71,8 +71,9 @@ def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: s
     features = env.features(learnable)
     for epoch in run.steps():
         total = 0.0
+        gen = trainer.epoch_generator(epoch - 1, salt=0 if name == trainer.name else 1)
         for i, batch in enumerate(itertools.islice(task.train_batches(
-                env.fanouts(), s.batch_size, trainer.gen), steps)):
+                env.fanouts(), s.batch_size, gen), steps)):
             h = features(batch.input_nodes)
             loss = model(batch.blocks, h, batch)
             trainer.optimizer_step(loss, opt, learnable, h)

@@ -81,7 +81,8 @@ class JointTrainer(StageTrainer):
         if run.done == 0 and not graph_free:  # the start model (stage 2's), exact embeddings
             self.validate(run, 0, lms, head, learnable)
         self.pseudo = make_pseudo_labels(self, head, learnable, run.state.get("pseudo"))
-        batches = self._endless_batches(s.batch_size, env.fanouts(graph_free))
+        batches = self.endless_batches(s.batch_size, env.fanouts(graph_free), run.done,
+                                       self.pseudo)
         model.train()
         lms.set_dropout(s.lm_dropout)  # off: eval mode, gradients still flow (Stage3Config)
         for step in run.steps(lambda: dict(inputs.state(), validation_s=self.val_s,
@@ -193,7 +194,3 @@ class JointTrainer(StageTrainer):
                    **{k: v for k, v in m.items() if k.startswith(("val_", "test_"))
                       and isinstance(v, float)}}
         return head, m, summary
-
-    def _endless_batches(self, batch_size, fanouts):
-        while True:
-            yield from self.task.train_batches(fanouts, batch_size, self.gen, self.pseudo)

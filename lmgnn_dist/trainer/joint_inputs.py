@@ -14,7 +14,12 @@ the others are *inference nodes*, whose no-grad embeddings come from the policy 
 - ``encode``: every inference node re-encoded with the current LMs each step (GraphStorm).
 
 With-grad encodings are written back to the cache after the optimizer step. Every encoding
-is counted, so the stage reports LM encodings per node per epoch. Whether the cache holds the
+is counted, so the stage reports LM encodings per node per epoch.
+
+Cache writes are deterministic: a step's reads all happen before its writes, and the trainers
+write in rank order, each waiting until its rows are applied (:meth:`JointInputs.flush`), so
+a row two trainers write in one step ends with the higher rank's value and the next step
+reads the same rows in every run (DGL's KV-store pushes are otherwise asynchronous). Whether the cache holds the
 current LMs' embeddings has one rule: its LM-weights key (:attr:`~lmgnn_dist.data.lm_cache.
 LMEmbeddingCache.filled_by`, cleared by any partial write).
 
@@ -24,7 +29,7 @@ Adding an inference-node policy: a method here, its row in :data:`SOURCES`, the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -94,6 +99,7 @@ class JointInputs:
         self.timer = PhaseTimer(state.get("time_split_s"))
         self.counts = dict(state.get("counts") or {k: 0 for k in COUNTERS})
         self.targets_seen = state.get("targets_seen", 0)
+        self.pending: List[Tuple[str, torch.Tensor, torch.Tensor]] = []  # writes to flush
         if self.cache is not None:
             self.cache.stats = state.get("cache", CacheStats())
 
@@ -127,6 +133,7 @@ class JointInputs:
         h_infer = {nt: source(self, lms, nt, inp[nt][infer_idx[nt]], step) for nt in lm_types}
         with self.timer("communication"):
             tokens = {nt: self.tokens(nt)[inp[nt][train_idx[nt]]] for nt in lm_types}
+            self.flush(step)  # collective: every trainer's reads before any write
         return StepInputs(tokens, train_idx, infer_idx, h_infer, h_fixed,
                           {nt: inp[nt] for nt in lm_types})
 
@@ -134,13 +141,34 @@ class JointInputs:
                step: int) -> None:
         """After the optimizer step: write the with-grad embeddings back to the cache, count,
         and run the refresh pipeline (``refresh_batch_size``)."""
-        with self.timer("communication"):
-            for nt, idx in p.train_idx.items():
-                self.cache.write(nt, p.input_ids[nt][idx], h_train[nt], step)
+        for nt, idx in p.train_idx.items():
+            self.pending.append((nt, p.input_ids[nt][idx], h_train[nt].detach()))
         self.counts["with_grad"] += p.num_with_grad
         self.targets_seen += self.env.task.targets_in(batch)
         if self.s.refresh_batch_size > 0:
             self.refresh(lms, step)
+        with self.timer("communication"):
+            self.flush(step)
+
+    def flush(self, step: int) -> None:
+        """Write the pending rows (marked written at ``step``) in rank order. Collective:
+        after a barrier (every trainer's reads of this phase are done), trainer ``r`` writes
+        and waits until its rows are applied (:meth:`~lmgnn_dist.data.lm_cache.
+        LMEmbeddingCache.fence`), then all meet; the last writer of a row is the highest
+        rank, in every run."""
+        grouped = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if grouped else (0, 1)
+        if grouped:
+            dist.barrier()
+        for r in range(world):
+            if r == rank:
+                for nt, ids, emb in self.pending:
+                    self.cache.write(nt, ids, emb, step)
+                for nt, ids, _ in self.pending:
+                    self.cache.fence(nt, ids)
+                self.pending = []
+            if grouped:
+                dist.barrier()
 
     # -- the inference-node policies
     def encode(self, lms: NodeLMs, nt: str, ids: torch.Tensor) -> torch.Tensor:
@@ -158,7 +186,7 @@ class JointInputs:
 
     def from_cache(self, lms: NodeLMs, nt: str, ids: torch.Tensor, step: int) -> torch.Tensor:
         """``cache`` policy: hits within ``cache_max_staleness``; misses re-encoded (and
-        cached at ``step``)."""
+        written at ``step`` by the next :meth:`flush`)."""
         with self.timer("communication"):
             emb, hit = self.cache.lookup(nt, ids, step, self.s.cache_max_staleness)
         miss = ids[~hit]
@@ -167,13 +195,13 @@ class JointInputs:
             fresh = self.encode(lms, nt, miss)
             emb[~hit] = fresh
             self.counts["no_grad"] += len(miss)
-            with self.timer("communication"):
-                self.cache.write(nt, miss, fresh, step)
+            self.pending.append((nt, miss, fresh))
         return emb
 
     def refresh(self, lms: NodeLMs, step: int) -> int:
         """LEADING's second pipeline: re-encode up to ``refresh_batch_size`` distinct nodes,
-        uniform over all LM-encoded nodes of every type, into the cache. Returns how many."""
+        uniform over all LM-encoded nodes of every type, for the cache (written by the next
+        :meth:`flush`). Returns how many."""
         sizes = torch.tensor([self.g.num_nodes(nt) for nt in self.lm_types])
         n = int(sizes.sum())
         picks = torch.randint(0, n, (min(self.s.refresh_batch_size, n),),
@@ -183,9 +211,7 @@ class JointInputs:
         for i, nt in enumerate(self.lm_types):
             ids = picks[owner == i] - (ends[i] - sizes[i])
             if len(ids):
-                emb = self.encode(lms, nt, ids)
-                with self.timer("communication"):
-                    self.cache.write(nt, ids, emb, step)
+                self.pending.append((nt, ids, self.encode(lms, nt, ids)))
                 self.counts["refresh"] += len(ids)
         return len(picks)
 
