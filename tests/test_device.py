@@ -274,3 +274,38 @@ def test_bf16_padded_row_equals_the_row_unpadded(tiny_bert_dir):
         scale = float(one.abs().max())
         assert float((one - batch16[i:i + 1]).abs().max()) < 0.02 * scale
         assert float(torch.nn.functional.cosine_similarity(one, batch16[i:i + 1])) > 0.9999
+
+
+def test_stage3_inference_encodes_go_in_length_order_and_come_back_in_id_order(
+        tmp_path, tiny_bert_dir, monkeypatch):
+    """Stage 3's no-grad re-encodes (``JointInputs.encode``) of more nodes than one sub-batch
+    are sorted by ``seq_len`` (each sub-batch then cut to its own longest row) and returned
+    in the order asked; bf16, rows of lengths 2..8."""
+    from test_trainer_units import toy_env, toy_graph
+
+    from lmgnn_dist.data import subbatch
+    from lmgnn_dist.trainer import joint_inputs
+    from lmgnn_dist.trainer.builders import build_lms
+
+    g, _ = toy_graph()
+    tokens = g.nodes["paper"].data["input_ids"]
+    lengths = 2 + torch.arange(len(tokens)) * 5 % 7  # 2..8, mixed: 2, 7, 5, 3, 8, ...
+    tokens[torch.arange(8)[None, :] >= lengths[:, None]] = 0
+    g.nodes["paper"].data["seq_len"] = lengths
+    env = toy_env(tmp_path, g, lm=str(tiny_bert_dir), **{"stage3.lm_infer_batch_size": 3,
+                                                         "launch.precision": "bf16"})
+    env.device = CPU_BF16
+    lms = build_lms(env.encoders, env.cfg.model, device=CPU_BF16)
+    seen = []
+    real = subbatch.encode_pipelined
+    monkeypatch.setattr(joint_inputs, "encode_pipelined",
+                        lambda lm, fetch, ids, *a, **k: seen.append(ids) or
+                        real(lm, fetch, ids, *a, **k))
+    nodes = joint_inputs.JointInputs(env, env.cfg.stage3, torch.Generator().manual_seed(0))
+    ids = torch.tensor([5, 0, 13, 2, 8, 1, 11, 4])
+    emb = nodes.encode(lms, "paper", ids)
+    assert len(set(lengths[ids].tolist())) > 3 and not torch.equal(seen[0], ids)
+    assert torch.equal(lengths[seen[0]], lengths[ids].sort(stable=True).values)
+    one_by_one = torch.cat([lms.encoder("paper").encode_no_grad(tokens[i:i + 1]) for i in ids])
+    assert emb.dtype is torch.float32 and emb.shape == one_by_one.shape
+    assert float(torch.nn.functional.cosine_similarity(emb, one_by_one).min()) > 0.9999
