@@ -12,8 +12,13 @@
   serves both cases. With DGL's PyPI build (2.1, CPU only) they stay on the CPU: an LM's [CLS]
   output crosses to the CPU inside autograd (``Tensor.to``), and its gradient crosses back.
   Decided once at start-up and logged (:meth:`DevicePlan.describe`).
-- ``precision: fp32 | bf16 | fp16``: the LMs' forward passes under ``torch.autocast`` (their
-  outputs are cast back to float32 for the GNN). fp16 needs a gradient scaler
+- ``precision: fp32 | bf16 | fp16 | auto``: the LMs' forward passes under ``torch.autocast``
+  (their outputs are cast back to float32 for the GNN; the GNN, the losses and the optimizer
+  states stay float32). bf16 runs on the CPU too (AMX / AVX512-BF16 matrix units).
+  ``auto`` is bf16 where the hardware computes it natively -- a CPU whose ``/proc/cpuinfo``
+  flags include ``amx_bf16`` or ``avx512_bf16`` (:data:`BF16_CPU_FLAGS`), a GPU with
+  ``torch.cuda.is_bf16_supported()`` -- else fp32 (:func:`auto_precision`); the choice and
+  its reason are logged with the devices. fp16 needs a gradient scaler
   (:meth:`DevicePlan.grad_scaler`, ``torch.cuda.amp.GradScaler``), which only spans CUDA
   parameters: it is allowed when the GNN is on the GPU too, refused while it is on the CPU
   (use bf16).
@@ -24,14 +29,18 @@ machine without DGL.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, FrozenSet, Iterable, Optional, Tuple
 
 import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 #: ``launch.precision`` -> autocast dtype (None: plain fp32)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: what ``launch.precision`` accepts: a key of :data:`PRECISIONS`, or ``auto``
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+#: CPU flags (``/proc/cpuinfo``) of native bf16 matrix arithmetic: AMX tiles, AVX512-BF16
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 class DeviceError(ValueError):
@@ -46,6 +55,8 @@ class DevicePlan:
     lm: torch.device
     gnn: torch.device
     precision: str = "fp32"
+    #: why ``launch.precision=auto`` chose :attr:`precision` ("" when it was given)
+    reason: str = field(default="", compare=False)
 
     @property
     def autocast_dtype(self) -> Optional[torch.dtype]:
@@ -73,7 +84,9 @@ class DevicePlan:
     def describe(self) -> str:
         why = ("" if self.gnn.type == self.lm.type else
                " (the installed DGL has no CUDA: blocks and the KV store are on the CPU)")
-        return f"LMs on {self.lm} in {self.precision}, GNN encoder + decoder on {self.gnn}{why}"
+        how = f" (launch.precision=auto: {self.reason})" if self.reason else ""
+        return (f"LMs on {self.lm} in {self.precision}{how}, GNN encoder + decoder on "
+                f"{self.gnn}{why}")
 
 
 def to_device(device: torch.device, block, h: Dict[str, torch.Tensor]
@@ -102,14 +115,44 @@ def dgl_has_cuda() -> bool:
 CPU = DevicePlan(torch.device("cpu"), torch.device("cpu"))
 
 
+def cpu_flags(path: str = "/proc/cpuinfo") -> FrozenSet[str]:
+    """The CPU's feature flags (the ``flags`` lines of ``path``); empty when it cannot be read
+    (not Linux) -- then ``auto`` precision stays fp32."""
+    try:
+        with open(path) as f:
+            return frozenset(word for line in f if line.startswith("flags")
+                             for word in line.split(":", 1)[1].split())
+    except OSError:
+        return frozenset()
+
+
+def auto_precision(device_type: str, flags: Optional[Iterable[str]] = None,
+                   cuda_bf16: Optional[Callable[[], bool]] = None) -> Tuple[str, str]:
+    """``(precision, reason)`` for ``launch.precision=auto`` on ``device_type`` (``cpu`` or
+    ``cuda``): bf16 when the CPU has one of :data:`BF16_CPU_FLAGS` (``flags``, default
+    :func:`cpu_flags`) or the GPU supports bf16 (``cuda_bf16``, default
+    ``torch.cuda.is_bf16_supported``), else fp32. ``reason`` is a short phrase for the log."""
+    if device_type == "cuda":
+        ok = (cuda_bf16 or torch.cuda.is_bf16_supported)()
+        return ("bf16", "the GPU supports bf16") if ok else ("fp32", "the GPU has no bf16")
+    have = sorted(set(cpu_flags() if flags is None else flags) & set(BF16_CPU_FLAGS))
+    if have:
+        return "bf16", f"the CPU has {' and '.join(have)}"
+    return "fp32", f"the CPU has neither {' nor '.join(BF16_CPU_FLAGS)}"
+
+
 def resolve_device(device: str = "auto", precision: str = "fp32", local_rank: int = 0,
                    trainers_per_machine: int = 1, cuda_available: Optional[bool] = None,
                    gpu_count: Optional[int] = None,
-                   dgl_cuda: Optional[bool] = None) -> DevicePlan:
+                   dgl_cuda: Optional[bool] = None,
+                   flags: Optional[Iterable[str]] = None,
+                   cuda_bf16: Optional[Callable[[], bool]] = None) -> DevicePlan:
     """The :class:`DevicePlan` of trainer ``local_rank`` of a machine: the LMs on its GPU
     ``local_rank`` for ``cuda``; the GNN there too when DGL has CUDA, else on the CPU.
 
-    ``cuda_available`` / ``gpu_count`` / ``dgl_cuda`` default to what torch and DGL see (tests
+    ``precision="auto"`` is resolved here, once (:func:`auto_precision`; the plan's
+    ``reason`` says why). ``cuda_available`` / ``gpu_count`` / ``dgl_cuda`` / ``flags`` (the
+    CPU's flags) / ``cuda_bf16`` default to what torch, DGL and ``/proc/cpuinfo`` say (tests
     pass them).
 
     Raises
@@ -120,17 +163,20 @@ def resolve_device(device: str = "auto", precision: str = "fp32", local_rank: in
     """
     if device not in DEVICES:
         raise DeviceError(f"launch.device must be one of {list(DEVICES)}, got {device!r}")
-    if precision not in PRECISIONS:
-        raise DeviceError(f"launch.precision must be one of {list(PRECISIONS)}, got "
+    if precision not in PRECISION_CHOICES:
+        raise DeviceError(f"launch.precision must be one of {list(PRECISION_CHOICES)}, got "
                           f"{precision!r}")
     cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
     if device == "auto":
         device = "cuda" if cuda_available else "cpu"
+    reason = ""
+    if precision == "auto" and (device == "cpu" or cuda_available):
+        precision, reason = auto_precision(device, flags, cuda_bf16)
     if device == "cpu":
         if precision == "fp16":
             raise DeviceError("launch.precision=fp16 needs launch.device=cuda (CPU autocast "
                               "runs bf16); use bf16 or fp32")
-        return DevicePlan(torch.device("cpu"), torch.device("cpu"), precision)
+        return DevicePlan(torch.device("cpu"), torch.device("cpu"), precision, reason)
     if not cuda_available:
         raise DeviceError("launch.device=cuda but torch sees no CUDA device on this machine "
                           "(torch.cuda.is_available() is False); use launch.device=auto or cpu")
@@ -145,7 +191,7 @@ def resolve_device(device: str = "auto", precision: str = "fp32", local_rank: in
         raise DeviceError("launch.precision=fp16 needs a gradient scaler over the GPU LM and the "
                           "CPU GNN (the installed DGL has no CUDA), which torch's GradScaler "
                           "does not span; use bf16")
-    return DevicePlan(gpu, gpu if dgl_cuda else torch.device("cpu"), precision)
+    return DevicePlan(gpu, gpu if dgl_cuda else torch.device("cpu"), precision, reason)
 
 
 def check_precision(plan: DevicePlan, embedding_ntypes) -> None:

@@ -46,6 +46,8 @@ CASES = {
                "'random', 'targets' or 'degree', got 'all'"),
     "placement": (["launch.ray_placement_strategy=spread"], "launch.ray_placement_strategy must "
                   "be one of 'SPREAD', 'STRICT_SPREAD', 'PACK' or 'STRICT_PACK', got 'spread'"),
+    "precision": (["launch.precision=fp8"], "launch.precision must be one of 'fp32', 'bf16', "
+                  "'fp16' or 'auto', got 'fp8'"),
     "int as string": (["stage1.max_steps='10'"], "stage1.max_steps: expected int, got '10'"),
     "bool for int": (["model.hidden_size=true"], "model.hidden_size: expected int, got True"),
     "int for bool": (["baseline=1"], "baseline: expected bool, got 1"),

@@ -407,3 +407,40 @@ def test_stage2_resumes_after_its_last_progress_epoch(smoke_run, tmp_path):
     first_s2 = json.loads((root / "run" / "results.json").read_text())["stages"]["stage2"]
     assert comparable(s2) == comparable(first_s2)  # as if never interrupted
     assert held_out_acc(s2) > 0.7 and not (out_dir / "stage2.partial").exists()
+
+
+def test_bf16_on_cpu_runs_every_stage_and_the_export(tmp_path, tiny_tag_dir, tiny_bert_dir):
+    """launch.precision=bf16 on the CPU (issue 25: it raised on the attention mask within
+    seconds): stages 1-3 -- with-grad steps, no-grad cache fills and stage-3 re-encodes over
+    rows of different lengths (a real padding mask), validation -- and the embedding export
+    run, losses are finite and fall, and every stage records precision bf16."""
+    cfg = tiny_config(tmp_path, tiny_tag_dir, tiny_bert_dir, baseline=False)
+    cfg["stage1"]["max_steps"] = 12
+    cfg["stage3"].update(inference_source="encode", lm_infer_batch_size=4)
+    cfg["launch"]["precision"] = "bf16"
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = _run_pipeline(path)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "[trainer] devices: LMs on cpu in bf16" in out.stdout
+    st = json.loads((tmp_path / "run" / "results.json").read_text())["stages"]
+    assert set(st) == {"stage1", "stage2", "stage3"}
+    for name, m in st.items():
+        assert m["precision"] == "bf16", name
+        assert m["losses"] and all(math.isfinite(x) for x in m["losses"]), name
+    s1, s2 = st["stage1"]["losses"], st["stage2"]["losses"]
+    assert sum(s1[-3:]) / 3 < sum(s1[:3]) / 3 and s2[-1] < s2[0]
+    assert st["stage3"]["lm_encodings"]["with_grad"] > 0
+    assert st["stage3"]["lm_encodings"]["no_grad"] > 0  # inference_source=encode
+    assert held_out_acc(st["stage2"]) > 0.7 and held_out_acc(st["stage3"]) > 0.7
+    emb_out = tmp_path / "emb"
+    proc = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.embed", "--config",
+                           str(tmp_path / "run" / "config.yaml"), "--checkpoint",
+                           str(tmp_path / "run" / "stage3"), "--out", str(emb_out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    emb = np.stack(pq.read_table(emb_out / "embeddings" / "paper").to_pandas()["emb"])
+    assert emb.shape == (60, 16) and np.isfinite(emb).all() and emb.dtype == np.float32

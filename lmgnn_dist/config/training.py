@@ -175,7 +175,10 @@ class LaunchConfig:
         :mod:`lmgnn_dist.drivers.ray_pipeline` (``null``: ``num_trainers * omp_threads``).
     device : where the LMs run: ``auto`` (a GPU when one is visible), ``cpu`` or ``cuda``
         (trainer ``i`` of a machine on GPU ``i``); see :mod:`lmgnn_dist.device`.
-    precision : the LMs' autocast precision: ``fp32``, ``bf16`` or ``fp16`` (GPU only).
+    precision : the LMs' autocast precision: ``fp32``, ``bf16``, ``fp16`` (GPU only) or
+        ``auto`` (bf16 on a CPU with AMX / AVX512-BF16 or a GPU with bf16, else fp32; resolved
+        by :func:`lmgnn_dist.device.resolve_device`). Default fp32 until bf16's quality rows
+        are measured.
     ray_placement_strategy : the placement group's strategy (``SPREAD``: one machine per Ray
         node where possible, all on one node when they fit; ``STRICT_SPREAD``: one node per
         machine or fail; ``PACK``/``STRICT_PACK``: as few nodes as possible).
@@ -194,4 +197,4 @@ class LaunchConfig:
     ray_cpus_per_machine: Optional[PosFloat] = None
     ray_placement_strategy: Literal[PLACEMENT_STRATEGIES] = "SPREAD"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"

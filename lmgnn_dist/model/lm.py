@@ -10,6 +10,67 @@ from torch import nn
 from ..device import CPU, DevicePlan
 
 
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast computes in on ``device_type`` now, or None when it is off."""
+    if device_type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    if device_type == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    return None
+
+
+class MaskInComputeDtype:
+    """Forward pre-hook of a self-attention module: under autocast, its float attention mask
+    is cast to the autocast dtype (the dtype of the query, which autocast's linear layers
+    produce).
+
+    Why: Hugging Face's ``BertModel`` builds the extended additive mask ``[B, 1, L, L]`` in the
+    dtype of the embedding output, which autocast leaves float32 (the embeddings end in a
+    LayerNorm); ``scaled_dot_product_attention`` then gets a float32 mask with a bf16 query
+    and raises ``Expected attn_mask dtype to be bool or to match query dtype``. torch 2.1's
+    CUDA autocast casts SDPA's arguments itself; its CPU autocast has no rule for SDPA. The
+    mask is clamped to the target dtype's finite range first (``finfo(float32).min`` would
+    round to ``-inf`` in bf16), i.e. it becomes the mask Hugging Face builds for a model
+    stored in that dtype. Masks that are bool, already in that dtype, or seen outside
+    autocast pass unchanged; the eager attention path gets the same (its scores are bf16).
+    One cast per forward: the layers share the mask tensor, the last cast is reused.
+    """
+
+    def __init__(self):
+        self._last = (None, None, None)  # (mask given, dtype, cast mask)
+
+    def cast(self, mask: torch.Tensor) -> torch.Tensor:
+        """``mask`` in the current autocast dtype of its device (unchanged when none)."""
+        if mask is None or not mask.is_floating_point():
+            return mask
+        dtype = _autocast_dtype(mask.device.type)
+        if dtype is None or mask.dtype == dtype:
+            return mask
+        given, last_dtype, cast = self._last
+        if given is mask and last_dtype == dtype:
+            return cast
+        info = torch.finfo(dtype)
+        cast = mask.clamp(info.min, info.max).to(dtype)
+        self._last = (mask, dtype, cast)
+        return cast
+
+    def __call__(self, module, args, kwargs):
+        if "attention_mask" in kwargs:
+            kwargs["attention_mask"] = self.cast(kwargs["attention_mask"])
+        elif len(args) > 1:  # forward(hidden_states, attention_mask, ...)
+            args = (args[0], self.cast(args[1])) + tuple(args[2:])
+        return args, kwargs
+
+
+def self_attention_modules(model: nn.Module):
+    """The self-attention modules of a BERT-style Hugging Face model
+    (``encoder.layer[i].attention.self``); an empty list for other layouts."""
+    base = getattr(model, "base_model", model)
+    layers = getattr(getattr(base, "encoder", None), "layer", None) or []
+    return [layer.attention.self for layer in layers
+            if isinstance(getattr(getattr(layer, "attention", None), "self", None), nn.Module)]
+
+
 class LMEncoder(nn.Module):
     """[CLS] embedding of a Hugging Face encoder (``AutoModel``), LM-GNN's node encoder.
 
@@ -33,6 +94,9 @@ class LMEncoder(nn.Module):
 
     Columns after the longest real sequence of the batch are dropped before the forward pass,
     which changes nothing numerically (padding is masked) but saves the work on padding.
+
+    Under bf16/fp16 autocast the attention mask is cast to the compute dtype in every
+    self-attention layer (:class:`MaskInComputeDtype`), which SDPA requires on the CPU.
     """
 
     def __init__(self, name_or_path: str, pad_token_id: int = 0, sparse=None,
@@ -57,6 +121,9 @@ class LMEncoder(nn.Module):
         self.out_dim = int(self.lm.config.hidden_size)
         self.plan = device
         self.lm.to(device.lm)
+        self._mask_cast = MaskInComputeDtype()
+        for attention in self_attention_modules(self.lm):
+            attention.register_forward_pre_hook(self._mask_cast, with_kwargs=True)
         self.gradient_checkpointing = gradient_checkpointing
         if gradient_checkpointing:
             self.lm.gradient_checkpointing_enable()
@@ -117,8 +184,10 @@ class LMEncoder(nn.Module):
                        sparse_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Encode without gradient in sub-batches of ``batch_size`` (eval mode, no dropout).
 
-        Rows are grouped by length (sorted) so each sub-batch carries little padding; the
-        result is returned in the input order. Output float32 ``[N, out_dim]``.
+        Rows are grouped by length (sorted) so each sub-batch carries little padding, and each
+        sub-batch is cut to its own longest row (:meth:`_trim`); the result is returned in the
+        input order. The LM runs under ``torch.inference_mode()``; the output, float32
+        ``[N, out_dim]`` on the CPU, is an ordinary tensor (usable in autograd and in place).
 
         ``sparse_rows`` (bool ``[N]``): rows encoded with block-sparse attention
         (:func:`kernels.sparse_attention_enabled` with :attr:`sparse`'s settings); requires
@@ -153,7 +222,9 @@ class LMEncoder(nn.Module):
         rows = rows[torch.argsort(lengths, descending=True)]
         for start in range(0, len(rows), batch_size):
             r = rows[start:start + batch_size]
-            out[r] = self._cls(input_ids[r.to(input_ids.device)]).cpu()
+            with torch.inference_mode():  # no autograd bookkeeping at all for the LM pass
+                emb = self._cls(input_ids[r.to(input_ids.device)])
+            out[r] = emb.cpu()  # out is a normal tensor: callers may feed it to autograd
 
     def save_pretrained(self, path: str, tokenizer_source: Optional[str] = None) -> None:
         """Save as a Hugging Face folder (``from_pretrained`` loads it), with the tokenizer."""

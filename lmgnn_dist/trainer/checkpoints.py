@@ -51,7 +51,9 @@ def _stage_rank_files(env, name: str, learnable, rank_state: Optional[dict]) -> 
 def write_stage_checkpoint(env, name: str, metrics: dict, lms=None, head=None,
                            learnable=None) -> None:
     """Write ``<output_dir>/<name>/`` (collective) and drop the stage's progress checkpoint,
-    which is obsolete once the stage is complete."""
+    which is obsolete once the stage is complete. ``metrics`` gains ``precision``: the LMs'
+    precision as resolved (``launch.precision=auto`` -> bf16 or fp32)."""
+    metrics.setdefault("precision", env.device.precision)
     staging = _stage_rank_files(env, name, learnable, None)
     if env.ctx.is_main:
         def write_files(tmp: Path) -> None:

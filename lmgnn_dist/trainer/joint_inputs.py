@@ -173,11 +173,20 @@ class JointInputs:
     # -- the inference-node policies
     def encode(self, lms: NodeLMs, nt: str, ids: torch.Tensor) -> torch.Tensor:
         """Nodes ``ids`` (int64 ``[B]``) of type ``nt`` encoded without gradient ->
-        float32 ``[B, D]``."""
+        float32 ``[B, D]``. More than one sub-batch: encoded in order of token length
+        (``seq_len``), so each sub-batch, cut to its longest row, carries little padding."""
+        size = self.s.lm_infer_batch_size
         with self.timer("lm_no_grad"):
-            return encode_pipelined(lms.encoder(nt), self.tokens(nt).__getitem__, ids,
-                                    self.s.lm_infer_batch_size, self.env.cfg.pipeline_depth,
-                                    fetch_sparse=self.sparse_rows(nt))
+            order = (torch.argsort(self.g.nodes[nt].data["seq_len"][ids], stable=True)
+                     if len(ids) > size else None)
+            emb = encode_pipelined(lms.encoder(nt), self.tokens(nt).__getitem__,
+                                   ids if order is None else ids[order], size,
+                                   self.env.cfg.pipeline_depth, fetch_sparse=self.sparse_rows(nt))
+        if order is None:
+            return emb
+        out = torch.empty_like(emb)
+        out[order] = emb
+        return out
 
     def from_encode(self, lms: NodeLMs, nt: str, ids: torch.Tensor, step: int) -> torch.Tensor:
         """``encode`` policy: every inference node re-encoded with the current LMs."""
