@@ -85,19 +85,9 @@ class RGATLayer(SelfLoopLayer):
 
 
 class RGAT(GNNEncoder):
-    """Stack of :class:`RGATLayer` (``num_layers`` of them, ReLU between, none at the end).
-
-    Shapes
-    ------
-    - input: ``blocks`` (one per layer, input layer first, as DGL samplers return them) and
-      ``h`` dict ntype -> float ``[N_input[ntype], in_dim]`` (the LM embeddings).
-    - output: dict ntype -> float ``[N_seeds[ntype], hidden_dim]``.
-
-    Raises
-    ------
-    ValueError if ``num_layers < 1`` or ``hidden_dim`` is not divisible by ``num_heads``, or
-    (forward) the number of blocks is not ``num_layers``.
-    """
+    """Stack of :class:`RGATLayer` (``num_layers`` of them, ReLU between, none at the end);
+    shapes as :class:`~.gnn.GNNEncoder`'s, output width ``hidden_dim``. Raises ValueError
+    if ``num_layers < 1`` or ``hidden_dim`` is not divisible by ``num_heads``, or (forward) the number of blocks is not ``num_layers``."""
 
     def __init__(self, in_dim: int, hidden_dim: int, num_layers: int,
                  canonical_etypes: Sequence[CanonicalEtype], dropout: float = 0.0,
