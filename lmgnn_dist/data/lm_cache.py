@@ -21,12 +21,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from ..monitor import progress_bar
 
 from partition.atomic import atomic_path
 
-from .dataloading import local_nodes
 from ..model.joint import NodeLMs
+from ..monitor import progress_bar
+from .dataloading import local_nodes
 from .subbatch import encode_pipelined
 
 

@@ -62,8 +62,7 @@ def sample_frontier(g, seeds, fanout: int, generator: Optional[torch.Generator])
         eid = full.edges[c].data[dgl.EID]
         order = canonical_order(dst, eid)
         keep[c] = order[choose_in_edges(dst[order], fanout, generator)]
-    sub = dgl.edge_subgraph(full, keep if len(full.canonical_etypes) > 1 else
-                            next(iter(keep.values())), relabel_nodes=False, store_ids=False)
+    sub = dgl.edge_subgraph(full, keep, relabel_nodes=False, store_ids=False)
     for c in full.canonical_etypes:
         sub.edges[c].data[dgl.EID] = full.edges[c].data[dgl.EID][keep[c]]
     return sub

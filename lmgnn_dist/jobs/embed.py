@@ -146,13 +146,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ctx = initialize()
     import dgl
 
-    from ..trainer.builders import build_learnable, build_lms, build_task_model
     from ..data.dataloading import local_nodes
     from ..data.layerwise import layerwise_inference
     from ..data.node_inputs import lm_folder
+    from ..dist_init import all_reduce
     from ..run.stage_checkpoint import StageCheckpoint
     from ..trainer import StageEnv
-    from ..dist_init import all_reduce
+    from ..trainer.builders import build_learnable, build_lms, build_task_model
 
     ckpt = StageCheckpoint(Path(args.checkpoint))
     ckpt.check_complete()

@@ -3,7 +3,7 @@ node input encoders, the LM-embedding cache) and the :class:`StageTrainer` skele
 DDP wrap, collectives, logging, timers, the stage checkpoint).
 
 A stage trainer is built with the env and the stage's name and start point
-(:class:`~lmgnn_dist.run.runplan.StageStart`) and runs with :meth:`StageTrainer.fit`, which
+(:class:`~lmgnn_dist.stages.StageStart`) and runs with :meth:`StageTrainer.fit`, which
 returns the stage's metrics and has written ``<output_dir>/<stage>/``.
 """
 from __future__ import annotations
@@ -17,13 +17,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .builders import NodeInputEncoders, sparse_rows
+from ..data.lm_cache import LMEmbeddingCache
 from ..device import CPU, DevicePlan, check_precision, peak_gpu_mem_mib, resolve_device
 from ..dist_init import DistContext, all_reduce
-from ..data.lm_cache import LMEmbeddingCache
 from ..model.joint import NodeLMs
 from ..stages import STAGE_ORDER, StageStart, variant_of
 from ..tasks import Task, make_task
+from .builders import NodeInputEncoders, sparse_rows
 from .gradsync import AllReduceGradients
 
 
@@ -193,23 +193,9 @@ class StageTrainer:
         """The generator of epoch ``epoch``'s training batches (their order, sampled
         neighbours, negatives, pseudo-labelled targets), seeded from (seed, rank, stage,
         epoch, ``salt``) alone: two runs draw the same batches, and a stage resumed in the
-        middle of an epoch re-creates that epoch's batches (:meth:`endless_batches`).
+        middle of an epoch re-creates that epoch's batches (:meth:`~.run.StageRun.batches`).
         ``salt`` tells apart loops of one stage (stage 3's joint steps and its re-fit)."""
         return torch.Generator().manual_seed((self.stage_seed * 4 + salt) * 100_003 + epoch)
-
-    def endless_batches(self, batch_size: int, fanouts, done: int = 0, pseudo=None):
-        """The task's training batches epoch after epoch (:meth:`epoch_generator`), starting
-        after the ``done`` batches a resumed stage has already trained on (epochs of this
-        trainer's own batch count; the skipped ones are re-drawn, not trained on)."""
-        per_epoch = max(1, self.task.num_train_batches(batch_size))
-        epoch, skip = divmod(done, per_epoch)
-        while True:
-            batches = self.task.train_batches(fanouts, batch_size,
-                                              self.epoch_generator(epoch), pseudo)
-            for i, batch in enumerate(batches):
-                if i >= skip:
-                    yield batch
-            epoch, skip = epoch + 1, 0
 
     def ddp(self, module: torch.nn.Module) -> torch.nn.Module:
         """``module`` wrapped for data-parallel training over the trainers; gradients are

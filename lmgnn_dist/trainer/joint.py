@@ -81,8 +81,7 @@ class JointTrainer(StageTrainer):
         if run.done == 0 and not graph_free:  # the start model (stage 2's), exact embeddings
             self.validate(run, 0, lms, head, learnable)
         self.pseudo = make_pseudo_labels(self, head, learnable, run.state.get("pseudo"))
-        batches = self.endless_batches(s.batch_size, env.fanouts(graph_free), run.done,
-                                       self.pseudo)
+        batches = run.batches(s.batch_size, env.fanouts(graph_free), self.pseudo)
         model.train()
         lms.set_dropout(s.lm_dropout)  # off: eval mode, gradients still flow (Stage3Config)
         for step in run.steps(lambda: dict(inputs.state(), validation_s=self.val_s,

@@ -91,6 +91,21 @@ class StageRun:
                                  f"{self.unit} {self.best.epoch})")
                 break
 
+    def batches(self, batch_size: int, fanouts, pseudo=None) -> Iterator:
+        """The task's training batches epoch after epoch, each epoch from its own generator
+        (:meth:`~.base.StageTrainer.epoch_generator`), starting after the :attr:`done` batches
+        a resumed stage has already trained on (epochs of this trainer's own batch count; the
+        skipped ones are re-drawn, not trained on)."""
+        trainer = self.trainer
+        per_epoch = max(1, trainer.task.num_train_batches(batch_size))
+        epoch, skip = divmod(self.done, per_epoch)
+        while True:
+            for i, batch in enumerate(trainer.task.train_batches(
+                    fanouts, batch_size, trainer.epoch_generator(epoch), pseudo)):
+                if i >= skip:
+                    yield batch
+            epoch, skip = epoch + 1, 0
+
     def loop_state(self) -> dict:
         """What a progress checkpoint keeps of the loop (losses, history, early stopping,
         the best model)."""
