@@ -43,6 +43,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import quality_report as qr  # noqa: E402
 import quality_targets as qt  # noqa: E402
 
+sys.path.insert(0, str(REPO))
+from lmgnn_dist.run.folder import claim  # noqa: E402
+
 #: run name -> overrides and rows (stage name -> row label); edit freely, labels are
 #: presentation (the report uses this table's labels for the runs it names). ``reuse``: copy
 #: the checkpoints of the stages before stage 3 from that run of the same part and seed when
@@ -199,15 +202,16 @@ def reuse_stages(base_dir: Path, out_dir: Path) -> List[str]:
 
 
 def execute(part: str, run: str, seed: int, overrides: List[str], force: bool) -> dict:
-    """Run one pipeline job (console output to ``<output_dir>/bench_console.log``) and
+    """Run one pipeline job (console output to ``<output_dir>/logs/bench_console.log``) and
     return its record (:mod:`quality_report`)."""
     out_dir = REPO / next(o for o in overrides if o.startswith("output_dir="))[len("output_dir="):]
     if force and out_dir.exists():
         shutil.rmtree(out_dir)  # --force: no checkpoint of an earlier try is reused
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim(str(out_dir))  # the harness's own run folder (its log goes into logs/)
     base = RUNS[run].get("reuse")
     reused = reuse_stages(out_dir.parent.parent / base / out_dir.name, out_dir) if base else []
-    console = out_dir / "bench_console.log"
+    console = out_dir / "logs" / "bench_console.log"
+    console.parent.mkdir(exist_ok=True)
     commit, dirty = git_state()
     rec = {"part": part, "run": run, "seed": seed, "overrides": overrides, "commit": commit,
            "dirty": dirty, "rows": RUNS[run]["rows"], "config": PARTS[part]["config"],

@@ -40,6 +40,8 @@ class Stage:
         (else the configured models), or None: always the configured models.
     head_from : the stage whose GNN encoder + decoder this one starts from (required).
     labels : variant -> :class:`Labels`; ``"default"`` always present.
+    sections : the stage config sections it reads (``stage3`` also reads ``stage2`` for its
+        GNN re-fit); part of what it was trained on (:mod:`lmgnn_dist.run.provenance`).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Stage:
     lms_from: Optional[str]
     head_from: Optional[str]
     labels: Dict[str, Labels] = field(default_factory=dict)
+    sections: Tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -68,30 +71,34 @@ class StageStart:
         None for the configured models (``model.lm`` / ``model.encoders``).
     head_dir : the checkpoint of the stage's ``head_from`` (stage 3: stage 2's ``gnn.pt``,
         ``node_emb/``), or None.
+    inputs : what the stage trains on (:func:`lmgnn_dist.run.provenance.stage_inputs`),
+        recorded in its checkpoints; None when the caller does not track them.
     """
 
     lm_dir: Optional[Path] = None
     head_dir: Optional[Path] = None
+    inputs: Optional[dict] = None
 
 
 #: the stages in run order
 STAGES: Tuple[Stage, ...] = (
     Stage("baseline", None, None, None, {
         "default": Labels("frozen LM + {gnn} (baseline)", "frozen LM + {gnn}",
-                          "baseline (frozen LM)")}),
+                          "baseline (frozen LM)")}, ("stage2",)),
     Stage("stage1", 1, None, None, {
         "default": Labels("1: graph-aware LM pre-fine-tune", None, "stage 1"),
-        "task": Labels("1: LM fine-tune on the task (MLP)", None, "stage 1 (LM only)")}),
+        "task": Labels("1: LM fine-tune on the task (MLP)", None, "stage 1 (LM only)")},
+        ("stage1",)),
     Stage("stage2", 2, "stage1", None, {
         "default": Labels("2: GNN warm-start (LM frozen)", "stage 2 (warm-start)",
-                          "stage 2 (warm-start)")}),
+                          "stage 2 (warm-start)")}, ("stage2",)),
     Stage("stage3", 3, "stage1", "stage2", {
         "default": Labels("3: joint LM+GNN fine-tune", "after stage 3 (joint)",
                           "stage 3 (joint)"),
         "lm_only": Labels("3: LM-only fine-tune (no graph)", "after stage 3 (LM only)",
                           "stage 3 (LM only)"),
         "eval_only": Labels("3: re-encode + evaluate (0 steps)", "after stage 3 (joint)",
-                            "stage 3 (joint)")}),
+                            "stage 3 (joint)")}, ("stage3", "stage2")),
 )
 #: stage name -> row
 BY_NAME: Dict[str, Stage] = {s.name: s for s in STAGES}

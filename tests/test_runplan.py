@@ -98,3 +98,38 @@ def test_weights_key_names_the_weights_not_the_path(tmp_path, tiny_bert_dir):
     assert a.weights_key() != b.weights_key()
     other_map = NodeLMs({"shared": LMEncoder(str(tiny_bert_dir))}, {"venue": "shared"})
     assert other_map.weights_key() != a.weights_key()
+
+
+def test_a_checkpoint_is_reused_only_for_the_inputs_it_was_trained_on(tmp_path):
+    """Recorded inputs decide reuse; a changed stage makes the stages that start from it
+    stale too (their ``starts_from`` digest changes); ``resume: strict`` refuses."""
+    fp = {"files": {"nodes/a.parquet": {"size": 3, "mtime_ns": 1}}, "options": {"k": 1}}
+    cfg = _cfg(tmp_path, "baseline=false")
+    plan = RunPlan.from_config(cfg, fingerprint=fp)
+    for name in ("stage1", "stage2", "stage3"):
+        write_stage(str(tmp_path), name, {"inputs": plan.inputs(name)})
+    assert plan.to_run() == [] and plan.stale() == {}
+    moved = dict(fp, files={"nodes/a.parquet": {"size": 3, "mtime_ns": 2}})  # touched only
+    assert RunPlan.from_config(cfg, fingerprint=moved).stale() == {}
+    s3 = RunPlan.from_config(_cfg(tmp_path, "baseline=false", "stage3.lm_lr=1e-3"),
+                             fingerprint=fp)
+    assert s3.stale() == {"stage3": ["stage3.lm_lr 1e-05 -> 0.001"]}
+    assert s3.to_run() == ["stage3"]
+    s1 = RunPlan.from_config(_cfg(tmp_path, "baseline=false", "stage1.lm_lr=1e-3"),
+                             fingerprint=fp)
+    assert s1.stale() == {"stage1": ["stage1.lm_lr 2e-05 -> 0.001"],
+                          "stage2": ["stage1, which it starts from"],
+                          "stage3": ["stage1, which it starts from",
+                                     "stage2, which it starts from"]}
+    assert s1.start_of("stage2").lm_dir is None  # never the stale stage-1 LM
+    edited = dict(fp, files={"nodes/a.parquet": {"size": 4, "mtime_ns": 1}})
+    assert RunPlan.from_config(cfg, fingerprint=edited).stale()["stage1"] == [
+        "the partitions (TAG content or partition options)"]
+    strict = RunPlan.from_config(_cfg(tmp_path, "baseline=false", "resume=strict",
+                                      "model.hidden_size=8"), fingerprint=fp)
+    with pytest.raises(PlanError, match=r"^resume: strict: stage1 in .* was trained on other "
+                       r"inputs \(model.hidden_size 256 -> 8\); use resume: true"):
+        strict.check()
+    write_stage(str(tmp_path), "stage2", {"val_acc": 0.5})  # written before inputs existed
+    assert plan.changes("stage2") == ["it records no inputs (written by an older version)"]
+    assert RunPlan.from_config(cfg).to_run() == []  # no fingerprint: nothing compared

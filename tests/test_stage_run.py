@@ -77,3 +77,25 @@ def test_a_resumed_run_continues_like_an_uninterrupted_one(tmp_path, one_process
     run, lin = _loop(GNNTrainer(env, "stage3", StageStart()), vals, 10, range(1, 11))
     assert run.summary() == ref.summary() and lin.weight.item() == ref_lin.weight.item()
     assert run.best.epoch == ref.best.epoch == 7
+
+
+def test_a_progress_checkpoint_of_other_inputs_is_not_resumed(tmp_path, one_process_group):
+    """A stage cut after step 7 (progress after step 6) and resumed with other inputs (e.g.
+    a changed stage3.lm_lr) starts afresh; with the same inputs it resumes after step 6."""
+    g, _ = toy_graph()
+    vals = {s: 0.5 for s in range(1, 11)}
+    env = toy_env(tmp_path / "cut", g, checkpoint_every=3, resume="true")
+    was = {"config": {"stage3": {"lm_lr": 1e-5}}}
+    _loop(GNNTrainer(env, "stage3", StageStart(inputs=was)), vals, 10, range(1, 11),
+          crash_after=7)
+
+    def resumed(inputs):
+        lin0 = torch.nn.Linear(1, 1, bias=False)
+        return StageRun(GNNTrainer(env, "stage3", StageStart(inputs=inputs)), 10,
+                        range(1, 11), "acc", {"lin": lin0},
+                        torch.optim.SGD(lin0.parameters(), lr=0.1))
+
+    other = resumed({"config": {"stage3": {"lm_lr": 1e-3}}})
+    assert other.done == 0 and other.losses == [] and other.state == {}
+    same = resumed(was)
+    assert same.done == 6 and same.state["mine"] == 6

@@ -140,7 +140,12 @@ def to_dict(cfg: RunConfig) -> Dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def to_yaml(cfg: RunConfig) -> str:
+    """``cfg`` as YAML text (loadable by :func:`load_config`), keys in field order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def dump_config(cfg: RunConfig, path: str) -> None:
     """Write ``cfg`` as YAML (loadable by :func:`load_config`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    Path(path).write_text(to_yaml(cfg))

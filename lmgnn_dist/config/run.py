@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import field
-from typing import List
+from typing import List, Literal
 
 from partition.task_kinds import TASK_KINDS
 
@@ -22,6 +22,11 @@ class RunConfig:
     output_dir : checkpoints (``stage{1,2,3}/``), ``results.json`` and logs.
     stages : which stages to run, in order; a stage whose checkpoint exists is skipped
         (``resume``) and its successor starts from it.
+    resume : ``true``: a complete stage checkpoint trained on what this config asks for (its
+        recorded inputs: config sections, partitions, code; :mod:`lmgnn_dist.run.provenance`)
+        is reused, one trained on other inputs runs again, as do the stages after it (the
+        driver says which and why); ``strict``: such a stale checkpoint is refused instead;
+        ``false``: the planned stages' checkpoints are removed and everything runs afresh.
     baseline : also train the GNN on the *pre-trained* (not fine-tuned) LM's embeddings.
     eval_batch_size : target nodes per evaluation batch (full neighbourhoods).
     encode_batch_size : sub-batch size of the no-grad full-graph encoding.
@@ -41,7 +46,7 @@ class RunConfig:
     output_dir: str = "work/cora/run"
     stages: List[Int] = field(default_factory=lambda: [1, 2, 3])
     baseline: Bool = True
-    resume: Bool = True
+    resume: Literal[True, False, "strict"] = True
     eval_batch_size: PosInt = 256
     encode_batch_size: PosInt = 64
     pipeline_depth: NonNegInt = 1

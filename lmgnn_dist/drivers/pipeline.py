@@ -76,7 +76,7 @@ def run_one(config_path: str, overrides: Sequence[str],
     t0 = time.time()
     try:
         cfg = load_config(config_path, overrides)
-        plan, meta, resolved = prepare_run(cfg)
+        plan, meta, resolved = prepare_run(cfg, config_path)
     except (ValueError, FileNotFoundError) as exc:  # ConfigError, PlanError, TAGFormatError
         print(f"error: {exc}", file=sys.stderr)
         return 2, None

@@ -12,10 +12,10 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
-from ..config import ConfigError, RunConfig, dump_config
-from ..run.runplan import RunPlan
+from ..config import ConfigError, RunConfig
+from ..run.runplan import RunPlan, said_changes
 
 
 def check_model_paths(cfg: RunConfig) -> None:
@@ -150,29 +150,45 @@ def check_inputs(cfg: RunConfig) -> None:
     check_task_against_tag(cfg.data.tag_path, t.kind, t.target_ntype, t.target_etype)
 
 
-def prepare_run(cfg: RunConfig) -> Tuple[RunPlan, dict, str]:
+def prepare_run(cfg: RunConfig, config_path: Optional[str] = None
+                ) -> Tuple[RunPlan, dict, str]:
     """Check, partition and lay out a run, in that order, before any job starts.
 
-    1. the inputs fit (:func:`check_inputs`: models, ``max_seq_len``, task vs TAG) and the run
-       plan can run (stage 3 finds a stage-2 checkpoint);
-    2. ``<output_dir>/config.yaml`` (the resolved config every process reads) is written;
+    1. the inputs fit (:func:`check_inputs`: models, ``max_seq_len``, task vs TAG), the run
+       folder may be written (:func:`lmgnn_dist.run.folder.check_run_dir`: new, empty or
+       the project's own; never the ``config_path`` file) and the run plan can run (stage 3
+       finds a stage-2 checkpoint; ``resume: strict`` finds no stale one);
+    2. the folder is marked and the resolved config every process reads is written
+       (``configs/<NNN>.yaml``, one per invocation, and ``config.yaml``);
     3. the TAG is partitioned unless matching partitions exist (:func:`ensure_partitions`);
-    4. ``output_dir`` is cleaned of a killed run's temp folders (and, with ``resume: false``,
-       of the planned stages' old checkpoints).
+    4. complete checkpoints trained on other inputs than this config's are named (they run
+       again, :meth:`RunPlan.stale`); ``output_dir`` is cleaned of a killed run's temp
+       folders (and, with ``resume: false``, of the planned stages' old checkpoints).
 
-    Returns ``(plan, partition meta, path of config.yaml)``.
+    Returns ``(plan, partition meta, path of the resolved config)``.
 
     Raises
     ------
-    ValueError (``ConfigError``, ``PlanError``, ``TAGFormatError``) or FileNotFoundError with
-    one line naming the key, file or stage at fault; nothing has started then.
+    ValueError (``ConfigError``, ``PlanError``, ``RunDirError``, ``TAGFormatError``) or
+    FileNotFoundError with one line naming the key, file or stage at fault; nothing has
+    started and nothing is written then.
     """
+    from partition.fingerprint import fingerprint
+
+    from ..config import to_yaml
+    from ..run.folder import check_run_dir, claim, write_config
+
     check_inputs(cfg)
-    plan = RunPlan.from_config(cfg)
+    check_run_dir(cfg.output_dir, cfg.data.tag_path, cfg.data.part_dir, config_path)
+    plan = RunPlan.from_config(cfg, fingerprint=fingerprint(cfg.data.tag_path,
+                                                            partition_options(cfg)))
     plan.check()
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    resolved = str(Path(cfg.output_dir).resolve() / "config.yaml")
-    dump_config(cfg, resolved)
+    claim(cfg.output_dir)
+    resolved = write_config(to_yaml(cfg), cfg.output_dir, config_path)
     meta = ensure_partitions(cfg)
+    for name, why in plan.stale().items():
+        print(f"[pipeline] {name} in {cfg.output_dir} was trained on other inputs "
+              f"({said_changes(why)}): not reused", flush=True)
     plan.prepare_output_dir()
     return plan, meta, resolved
+

@@ -67,7 +67,7 @@ def connect(address: Optional[str], local_cpus: Optional[int]) -> str:
 
 
 def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0,
-                 verbose: bool = False) -> int:
+                 verbose: bool = False, config_path: Optional[str] = None) -> int:
     """Prepare the run (:func:`~lmgnn_dist.drivers.prepare.prepare_run`), then run every stage still
     to run as its own job with restarts; returns the exit code (0: ``results.json``
     written)."""
@@ -79,7 +79,7 @@ def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0,
 
     t0 = time.time()
     try:
-        plan, meta, resolved = prepare_run(cfg)
+        plan, meta, resolved = prepare_run(cfg, config_path)
     except (ValueError, FileNotFoundError) as exc:  # ConfigError, PlanError, TAGFormatError
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -173,7 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{_alive_nodes()} node(s)", flush=True)
     try:
         return run_pipeline(cfg, placement_timeout_s=args.placement_timeout,
-                            verbose=args.verbose)
+                            verbose=args.verbose, config_path=args.config)
     finally:
         ray.shutdown()
 

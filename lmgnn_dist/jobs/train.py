@@ -42,10 +42,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     setup_logging()
 
+    from partition.build import load_partition_meta
+
     try:
         cfg = load_config(args.config, args.overrides)
         cfg.resume = cfg.resume or args.resume
-        plan = RunPlan.from_config(cfg, only=args.stage)
+        meta = load_partition_meta(cfg.data.part_dir)
+        plan = RunPlan.from_config(cfg, only=args.stage, fingerprint=meta.get("fingerprint", {}))
         plan.check()
     except (ConfigError, PlanError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -57,11 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ctx = initialize()
     import dgl
 
-    from partition.build import load_partition_meta
-
     from ..trainer import StageEnv, trainer_of
 
-    meta = load_partition_meta(cfg.data.part_dir)
     g = dgl.distributed.DistGraph(cfg.data.graph_name, part_config=meta["part_config"])
     if ctx.is_main:
         log(f"[trainer] {ctx.world_size} trainers on {g.get_partition_book().num_partitions()} "

@@ -276,7 +276,8 @@ class StageTrainer:
                               dist.ReduceOp.MAX).tolist()
         metrics.update(peak_rss_mb_max_trainer=rss, peak_gpu_mem_mib=gpu,
                        variant=variant_of(self.name, self.cfg))
-        write_stage_checkpoint(self.env, self.name, metrics, lms, head, learnable)
+        write_stage_checkpoint(self.env, self.name, metrics, lms, head, learnable,
+                               self.start.inputs)
         names = self.task.metric_names
         scores = (describe(names, metrics, "val") + "  " + describe(names, metrics, "test")
                   if any(k.startswith("val_") for k in metrics) else

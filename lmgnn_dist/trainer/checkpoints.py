@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from ..run import checkpoint as ckpt
+from ..run import provenance
 from ..data.node_inputs import lm_folder
 
 
@@ -49,11 +50,15 @@ def _stage_rank_files(env, name: str, learnable, rank_state: Optional[dict]) -> 
 
 
 def write_stage_checkpoint(env, name: str, metrics: dict, lms=None, head=None,
-                           learnable=None) -> None:
+                           learnable=None, inputs: Optional[dict] = None) -> None:
     """Write ``<output_dir>/<name>/`` (collective) and drop the stage's progress checkpoint,
     which is obsolete once the stage is complete. ``metrics`` gains ``precision``: the LMs'
-    precision as resolved (``launch.precision=auto`` -> bf16 or fp32)."""
+    precision as resolved (``launch.precision=auto`` -> bf16 or fp32), and ``inputs``: what
+    the stage was trained on (:mod:`lmgnn_dist.run.provenance`; the run plan compares it on
+    resume)."""
     metrics.setdefault("precision", env.device.precision)
+    if inputs is not None:
+        metrics.setdefault("inputs", inputs)
     staging = _stage_rank_files(env, name, learnable, None)
     if env.ctx.is_main:
         def write_files(tmp: Path) -> None:
@@ -85,8 +90,12 @@ class Progress:
     generator ``gen``, torch's global RNG state, its ``rank_state`` and learnable rows.
     """
 
-    def __init__(self, env, name: str, gen: torch.Generator, unit: str = "step"):
+    def __init__(self, env, name: str, gen: torch.Generator, unit: str = "step",
+                 inputs: Optional[dict] = None):
         self.env, self.name, self.gen, self.unit = env, name, gen, unit
+        #: digest of what the stage trains on; a progress checkpoint of other inputs is
+        #: not resumed (None: not compared)
+        self.inputs = None if inputs is None else provenance.inputs_digest(inputs)
 
     def due(self, done: int, total: int, steps_per_unit: int = 1) -> bool:
         return progress_due(done, total, self.env.cfg.checkpoint_every, steps_per_unit)
@@ -104,7 +113,8 @@ class Progress:
                             "modules": {k: m.state_dict() for k, m in modules.items()},
                             "optimizer": opt.state_dict()}, tmp / "progress.pt")
                 _move_contents(staging, tmp)
-            ckpt.write_stage(env.cfg.output_dir, name, {"step": done}, write_files)
+            ckpt.write_stage(env.cfg.output_dir, name, {"step": done, "inputs": self.inputs},
+                             write_files)
         dist.barrier()
         env.log(f"[{self.name}] progress checkpoint after {self.unit} {done}")
 
@@ -115,6 +125,11 @@ class Progress:
         when there is nothing to resume."""
         env, out = self.env, self.env.cfg.output_dir
         if not (env.cfg.resume and ckpt.is_complete(out, f"{self.name}.partial")):
+            return {}
+        recorded = ckpt.load_metrics(out, f"{self.name}.partial").get("inputs")
+        if self.inputs is not None and recorded != self.inputs:
+            env.log(f"[{self.name}] its progress checkpoint was made on other inputs "
+                    f"({recorded} != {self.inputs}): starting the stage afresh", console=True)
             return {}
         folder = ckpt.stage_dir(out, f"{self.name}.partial")
         saved = torch.load(folder / "progress.pt", map_location="cpu")

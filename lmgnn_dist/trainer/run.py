@@ -65,7 +65,8 @@ class StageRun:
         self.total, self.evals, self.unit = total, set(evals), unit
         self.modules, self.opt, self.learnable = modules, opt, learnable
         self.steps_per_unit, self.log_every = steps_per_unit, log_every
-        self.progress = Progress(trainer.env, self.name, trainer.gen, unit)
+        self.progress = Progress(trainer.env, self.name, trainer.gen, unit,
+                                 trainer.start.inputs)
         self.state = self.progress.load(modules, opt, learnable)
         self.done: int = self.state.get("step", 0)
         self.losses = list(self.state.get("losses", []))
