@@ -131,10 +131,17 @@ class _FakeJob:
         self.calls.append((self.name, self.command))
         codes = self.script.get(self.name, [0])
         rc = codes[min(attempt, len(codes) - 1)]
-        if rc == 0:
+        if rc == 0:  # with the inputs a trainer records (the partitions' fingerprint)
+            from partition.fingerprint import fingerprint
+            from lmgnn_dist.drivers.prepare import partition_options
+            from lmgnn_dist.run.runplan import RunPlan
+
+            fp = fingerprint(self.cfg.data.tag_path, partition_options(self.cfg))
             write_stage(self.cfg.output_dir, self.name,
                         {"seconds": 1.0, "peak_rss_mb_max_trainer": 1.0, "loss_first": 1.0,
-                         "loss_last": 0.5, "attempt": attempt})
+                         "loss_last": 0.5, "attempt": attempt,
+                         "inputs": RunPlan.from_config(self.cfg, fingerprint=fp).inputs(
+                             self.name)})
         return 0 if rc == "0-no-ckpt" else rc
 
 

@@ -127,9 +127,19 @@ def test_a_checkpoint_is_reused_only_for_the_inputs_it_was_trained_on(tmp_path):
         "the partitions (TAG content or partition options)"]
     strict = RunPlan.from_config(_cfg(tmp_path, "baseline=false", "resume=strict",
                                       "model.hidden_size=8"), fingerprint=fp)
-    with pytest.raises(PlanError, match=r"^resume: strict: stage1 in .* was trained on other "
+    with pytest.raises(PlanError, match=r"^resume: strict: stage2 in .* was trained on other "
                        r"inputs \(model.hidden_size 256 -> 8\); use resume: true"):
-        strict.check()
+        strict.check()  # stage 1 (link prediction) has no GNN: kept
+    gnn = RunPlan.from_config(_cfg(tmp_path, "baseline=false", "model.gnn=rgat"),
+                              fingerprint=fp)
+    assert list(gnn.stale()) == ["stage2", "stage3"]
+    task_tuned = RunPlan.from_config(_cfg(tmp_path, "baseline=false", "stage1.objective=task"),
+                                     fingerprint=fp)  # its MLP head reads hidden_size, dropout
+    assert task_tuned.stale()["stage1"] == ["model.dropout '<unset>' -> 0.5",
+                                            "model.hidden_size '<unset>' -> 256",
+                                            "stage1.objective 'link_prediction' -> 'task'"]
+    assert "hidden_size" in task_tuned.inputs("stage1")["config"]["model"]
+    assert "hidden_size" not in plan.inputs("stage1")["config"]["model"]
     write_stage(str(tmp_path), "stage2", {"val_acc": 0.5})  # written before inputs existed
     assert plan.changes("stage2") == ["it records no inputs (written by an older version)"]
     assert RunPlan.from_config(cfg).to_run() == []  # no fingerprint: nothing compared

@@ -162,11 +162,18 @@ def _rerun_stage3(smoke_run, out_dir, *overrides, log=None):
 def test_stage3_reencode_path_and_sync_pipeline(smoke_run, tmp_path):
     """inference_source=encode, random policy, synchronous pipeline, sparse attention for
     inference nodes of in-degree < 3."""
-    s3 = _rerun_stage3(smoke_run, tmp_path / "run2", "stage3.inference_source=encode",
-                       "stage3.trainable_policy=random", "pipeline_depth=0",
-                       "model.sparse_attention.enabled=true", "model.sparse_attention.block_size=4",
-                       "model.sparse_attention.deg_threshold=3",
-                       "model.sparse_attention.first_dense_layers=0")
+    root, path, first, _ = smoke_run
+    assert first.returncode == 0
+    # sparse attention changes every no-grad encode, stage 2's too: stages 2 and 3 alone
+    out = _run_pipeline(path, f"output_dir={tmp_path / 'run2'}", "stages=[2,3]",
+                        "baseline=false", "stage3.inference_source=encode",
+                        "stage3.trainable_policy=random", "pipeline_depth=0",
+                        "model.sparse_attention.enabled=true",
+                        "model.sparse_attention.block_size=4",
+                        "model.sparse_attention.deg_threshold=3",
+                        "model.sparse_attention.first_dense_layers=0")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    s3 = json.loads((tmp_path / "run2" / "results.json").read_text())["stages"]["stage3"]
     enc = s3["lm_encodings"]
     assert enc["from_cache"] == 0 and enc["no_grad"] > 0 and s3["cache"]["hits"] == 0
     assert all(math.isfinite(x) for x in s3["losses"])

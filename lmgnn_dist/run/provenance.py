@@ -3,7 +3,8 @@
 A stage's inputs (:func:`stage_inputs`) are everything that can change what it learns:
 
 * ``config``: the config keys it reads -- ``seed``, ``data`` (less where files live and the
-  rebuild policy: ``tag_path``, ``part_dir``, ``on_partition_change``), ``task``, ``model``,
+  rebuild policy: ``tag_path``, ``part_dir``, ``on_partition_change``), ``task``, ``model``
+  (less the keys :func:`unread_keys` names: stage 1 has no GNN encoder),
   ``launch.precision`` and ``launch.num_trainers`` (the LMs' arithmetic, the batches each
   trainer draws) and the stage's own sections (:attr:`lmgnn_dist.stages.Stage.sections`:
   stage 3 also reads ``stage2`` for its GNN re-fit);
@@ -31,9 +32,9 @@ import hashlib
 import json
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..stages import stage
+from ..stages import stage, variant_of
 
 #: the project's packages whose source is a stage's ``code`` input
 CODE_PACKAGES = ("lmgnn_dist", "partition", "launch", "kernels")
@@ -78,13 +79,26 @@ def partition_digest(fingerprint: Mapping[str, Any]) -> str:
     return digest({"files": files, "options": fingerprint.get("options", {})})
 
 
+def unread_keys(cfg, name: str) -> Dict[str, Tuple[str, ...]]:
+    """Keys of the shared sections that cannot change stage ``name``'s numbers: where files
+    live, and ``model.lm_gradient_checkpointing`` (recomputes the same activations)
+    everywhere; for stage 1, which trains the LMs without a GNN encoder, the GNN's keys and
+    the task's negative sampler (stage 1 draws its own), and -- unless it fine-tunes on the
+    task with an MLP head (``stage1.objective: task``) -- that head's width and dropout."""
+    out = {"data": _DATA_PLACES, "model": ("lm_gradient_checkpointing",)}
+    if name == "stage1":
+        head = () if variant_of(name, cfg) == "task" else ("hidden_size", "dropout")
+        out["model"] += ("gnn", "num_heads", "num_layers", "fanouts") + head
+        out["task"] = ("negative_sampler",)
+    return out
+
+
 def stage_config(cfg, name: str) -> Dict[str, Any]:
     """The config keys stage ``name`` reads (see the module docstring), as plain data."""
-    d = dataclasses.asdict(cfg)
-    out = {"seed": d["seed"],
-           "data": {k: v for k, v in d["data"].items() if k not in _DATA_PLACES},
-           "task": d["task"], "model": d["model"],
-           "launch": {k: d["launch"][k] for k in _LAUNCH_KEYS}}
+    d, unread = dataclasses.asdict(cfg), unread_keys(cfg, name)
+    out = {"seed": d["seed"], "launch": {k: d["launch"][k] for k in _LAUNCH_KEYS}}
+    for sec in ("data", "task", "model"):
+        out[sec] = {k: v for k, v in d[sec].items() if k not in unread.get(sec, ())}
     for sec in stage(name).sections:
         out[sec] = d[sec]
     return out
