@@ -5,8 +5,13 @@ reads each run's ``<output_dir>/results.json``. A run = (part, run name, seed, o
 stages map to table rows (:data:`RUNS`). Each finished run appends one JSON line to
 ``benchmarks/quality_runs.jsonl``; a run already recorded there with the same overrides is
 skipped (``--force`` reruns it, afresh). A failed run is recorded with its exit code and the
-path of its console log, and the harness goes on. ``--report`` writes ``QUALITY.md`` and
-``quality.png`` from the JSON lines alone (:mod:`quality_report`).
+path of its console log, and the harness goes on. A record keeps per stage its metrics, the
+code that trained it, where a copied stage came from, and its per-node test correctness
+(:mod:`quality_record`). ``--report`` writes ``QUALITY.md`` and ``quality.png`` from the JSON
+lines alone: the rows over seeds (:mod:`quality_report`; a row mixing code or copied stages is
+refused, :mod:`quality_provenance`), the paired differences with their intervals and minimum
+detectable differences (:mod:`quality_paired`, :mod:`quality_stats`) and the picture
+(:mod:`quality_plot`). What runs, and what may be claimed from it: ``PROTOCOL.md``.
 
 Parts (data sets), converted once into a TAG folder when it is missing:
 
@@ -40,8 +45,11 @@ from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+import quality_paired as qpair  # noqa: E402
+import quality_plot  # noqa: E402
 import quality_report as qr  # noqa: E402
 import quality_targets as qt  # noqa: E402
+from quality_record import OUTPUTS, budget, reuse_stages, stage_entry  # noqa: E402,F401
 
 sys.path.insert(0, str(REPO))
 from lmgnn_dist.run.folder import claim  # noqa: E402
@@ -50,7 +58,11 @@ from lmgnn_dist.run.folder import claim  # noqa: E402
 #: presentation (the report uses this table's labels for the runs it names). ``reuse``: copy
 #: the checkpoints of the stages before stage 3 from that run of the same part and seed when
 #: it has them (the pipeline then skips those stages: such runs set ``resume=true``, which
-#: ``examples/cora/pipeline.yaml`` turns off), so a stage-3 variant costs stage 3 only
+#: ``examples/cora/pipeline.yaml`` turns off), so a stage-3 variant costs stage 3 only.
+#: ``base`` (default: ``reuse``): the run this one is a variant of (paired "variant - base"
+#: differences, :mod:`quality_paired`). ``mixed_code_ok`` / ``copies_ok``: why ``--report``
+#: may aggregate this run's rows although their seeds ran different code / copied stages
+#: (:mod:`quality_provenance`; without them such rows are refused)
 RUNS: Dict[str, dict] = {
     "pipeline": {
         "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task"],
@@ -66,36 +78,43 @@ RUNS: Dict[str, dict] = {
         "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task", "resume=true",
                       "stage3.pseudo_label_weight=1.0", "stage3.pseudo_label_ratio=1.0"],
         "reuse": "pipeline",
+        "copies_ok": "by design: stage 3 starts from the pipeline run's stages of the same "
+                     "seed (reuse), so pipeline_pseudo - pipeline compares stage 3 alone",
         "rows": {"stage3": "full pipeline, stage 3 with pseudo-labels (GLEM)"},
     },
     "joint_longer": {  # the joint run's stage 3 again: 2 epochs at a larger LM rate
         "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "stage3.epochs=2",
                       "stage3.lm_lr=5e-5"],
         "reuse": "joint_pretrained",
+        "copies_ok": "by design: stage 3 starts from the joint run's stage 2 of the same seed "
+                     "(reuse), so joint_longer - joint_pretrained compares stage 3 alone",
         "rows": {"stage3": "joint fine-tune from pre-trained LM, 2 epochs, LM lr 5e-5"},
     },
     "pipeline_lp": {
         "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=link_prediction",
                       "stage1.epochs=null", "stage1.max_steps=40", "stage1.batch_size=8",
                       "stage1.lm_lr=2e-5", "stage1.decoder_lr=1e-2"],
+        "base": "pipeline",
         "rows": {"stage2": "LP-tuned LM + RGCN (stage 2)", "stage3": "full pipeline, LP stage 1"},
     },
 }
 
 #: part -> base config, TAG folder, how to make it (None: it is in the repo), its data
-#: overrides, and its budget overrides (stage epochs/steps ...; empty: the config's)
+#: overrides, its budget overrides (stage epochs/steps ...; empty: the config's) and its
+#: test-set size (for the per-node MDD of records without per-node predictions, which carry
+#: their own count: arXiv-2023 split/test.csv.gz 668, examples/cora/tag 543, low-label 1000)
 PARTS: Dict[str, dict] = {
     "arxiv": {
         "config": "examples/arxiv2023/pipeline.yaml", "tag": "work/quality/arxiv23/tag",
         "convert": ["-m", "partition.converters.arxiv2023", "--src", "../shared/data/arxiv_2023",
                     "--out", "work/quality/arxiv23/tag"],
         "data": ["data.graph_name=arxiv2023", "data.max_seq_len=32"],
-        "budget": [],
+        "budget": [], "test_nodes": 668,
     },
     "cora": {
         "config": "examples/cora/pipeline.yaml", "tag": "examples/cora/tag", "convert": None,
         "data": ["data.graph_name=cora", "data.max_seq_len=128"],
-        "budget": [],
+        "budget": [], "test_nodes": 543,
     },
     "cora_low": {
         "config": "examples/cora/pipeline.yaml", "tag": "work/quality/cora_low/tag",
@@ -104,17 +123,12 @@ PARTS: Dict[str, dict] = {
                     "--split", "low_label", "--seed", "0"],
         "data": ["data.graph_name=cora_low", "data.max_seq_len=128"],
         "budget": ["stage1.epochs=10", "stage3.epochs=8", "stage3.eval_every=12"],
+        "test_nodes": 1000,
         # 140 training nodes = 3 batches of 32 per trainer: epochs are tiny, so more of them
         # (stage 1 LM-only: 30 steps; stage 3: 24 steps, validated after 12 and 24)
     },
 }
 
-#: config keys copied from results.json into each record's ``budget``
-BUDGET_KEYS = ("stage1.objective", "stage1.epochs", "stage1.max_steps", "stage1.batch_size",
-               "stage1.lm_lr", "stage2.epochs", "stage2.batch_size", "stage3.epochs",
-               "stage3.max_steps", "stage3.batch_size", "stage3.lm_train_nodes", "stage3.lm_lr",
-               "stage3.gnn_lr", "stage3.refit_gnn", "data.max_seq_len", "model.fanouts",
-               "launch.debug_local", "launch.num_trainers")
 DEFAULT_ROOT = Path("work/quality")  # relative to the repository (portable records)
 LOG_TAIL = 20
 
@@ -154,10 +168,6 @@ def ensure_tag(part: str, dry_run: bool) -> None:
         subprocess.run(cmd, cwd=REPO, check=True)
 
 
-#: the harness's own outputs, tracked but not code: they do not make a tree dirty
-OUTPUTS = ("benchmarks/quality_runs.jsonl", "benchmarks/QUALITY.md", "benchmarks/quality.png")
-
-
 def git_state() -> Tuple[str, bool]:
     """``git rev-parse --short HEAD`` and whether tracked files other than :data:`OUTPUTS`
     differ from it."""
@@ -166,39 +176,6 @@ def git_state() -> Tuple[str, bool]:
     return git("rev-parse", "--short", "HEAD") or "unknown", bool(
         git("status", "--porcelain", "--untracked-files=no", "--", ".",
             *(f":!{o}" for o in OUTPUTS)))
-
-
-def _get(cfg: dict, dotted: str):
-    for k in dotted.split("."):
-        cfg = cfg.get(k, {}) if isinstance(cfg, dict) else {}
-    return cfg if cfg != {} else None
-
-
-def budget(res: dict) -> dict:
-    """The :data:`BUDGET_KEYS` of a ``results.json``'s config, a stage's keys only when it
-    ran (stage 2's also for the baseline, which trains with them)."""
-    ran = set(res.get("stages", {})) | ({"stage2"} if "baseline" in res.get("stages", {}) else set())
-    cfg = res.get("config", {})
-    out = {k: _get(cfg, k) for k in BUDGET_KEYS
-           if not k.startswith("stage") or k.split(".")[0] in ran}
-    for stage in ("stage1", "stage3"):  # an epoch budget replaces max_steps
-        if out.get(f"{stage}.epochs") is not None:
-            out.pop(f"{stage}.max_steps", None)
-        elif f"{stage}.epochs" in out:
-            out.pop(f"{stage}.epochs")
-    return out
-
-
-def reuse_stages(base_dir: Path, out_dir: Path) -> List[str]:
-    """Copy the finished ``baseline``/``stage1``/``stage2`` checkpoints of ``base_dir`` (a
-    run's output folder) that ``out_dir`` lacks; returns the stages copied."""
-    copied = []
-    for stage in ("baseline", "stage1", "stage2"):
-        src, dst = base_dir / stage, out_dir / stage
-        if (src / "metrics.json").exists() and not dst.exists():
-            shutil.copytree(src, dst)
-            copied.append(stage)
-    return copied
 
 
 def execute(part: str, run: str, seed: int, overrides: List[str], force: bool) -> dict:
@@ -227,7 +204,7 @@ def execute(part: str, run: str, seed: int, overrides: List[str], force: bool) -
     if rc == 0 and res_path.exists():
         res = json.loads(res_path.read_text())
         rec.update(status="ok", wall_s=res.get("wall_s"), stages={
-            s: {m: v for m, v in met.items() if m in qr.METRICS}
+            s: stage_entry(out_dir / s, met, qr.METRICS)
             for s, met in res.get("stages", {}).items()},
             budget=budget(res))
     else:
@@ -271,17 +248,25 @@ def run_all(args) -> int:
 
 
 def report(args) -> int:
-    """Write QUALITY.md and quality.png from the JSON lines alone."""
+    """Write QUALITY.md and quality.png from the JSON lines alone; print one line per
+    refused row (and per row aggregated only because its run allows it)."""
     records = qr.read_records(args.jsonl)
-    agg = qr.aggregate(records, {k: v["rows"] for k, v in RUNS.items()})
+    agg = qr.aggregate(records, {k: v["rows"] for k, v in RUNS.items()}, RUNS)
+    for row in (r for rows in agg.values() for r in rows):
+        for line in (row["refused"], row["allowed"]):
+            if line:
+                print(line, flush=True)
+    sizes = qpair.test_set_sizes(records, {p: v["test_nodes"] for p, v in PARTS.items()})
+    paired = qpair.paired(records, agg, RUNS, {p: n for p, (n, _) in sizes.items()})
     asked = len(args.seeds) if args.seeds_given else None
     text = qr.format_markdown(records, agg, asked)
+    text += "\n".join(qpair.markdown(paired, {p: sizes[p] for p in agg if p in sizes})) + "\n"
     text += "\n".join(qt.markdown(qt.check(agg, asked))) + "\n"
     notes = Path(args.md).with_name("QUALITY_notes.md")
     if notes.exists():  # hand-written: what was tried, caveats of individual runs
         text += "\n" + notes.read_text()
     md = qr.write_atomic(args.md, text)
-    png = qr.plot(agg, args.png)
+    png = quality_plot.plot(agg, paired, args.png)
     log(f"report: {md}, {png} ({len(records)} records)")
     return 0
 

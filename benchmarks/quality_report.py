@@ -1,12 +1,15 @@
 """The pure pieces of ``bench_quality.py``: the run log (JSON lines), which runs are done,
-aggregation over seeds, the ``QUALITY.md`` table and the ``quality.png`` picture.
+aggregation over seeds and the ``QUALITY.md`` table (paired differences:
+:mod:`quality_paired`; the picture: :mod:`quality_plot`).
 
 A record (one line of ``quality_runs.jsonl``) is a dict with ``part``, ``run``, ``seed``,
 ``overrides`` (the exact ``KEY=VALUE`` list the run was started with), ``status`` (``"ok"`` or
 ``"failed"``), ``commit``, ``dirty``, ``wall_s``, ``rows`` (stage -> row label, as the run
 table said when it ran), ``stages`` (stage -> ``val_acc``, ``test_acc``, ``val_macro_f1``,
-``test_macro_f1``, ``seconds``, whichever the run reported), ``budget`` and ``host``; a
-failed one has ``rc`` and ``log`` instead of ``stages``.
+``test_macro_f1``, ``seconds``, whichever the run reported; since issue 21 also ``code``,
+``copied_from`` and ``test_correct``: :mod:`quality_record`), ``budget``, ``host`` and
+``reused`` (the stages the harness copied in for this run); a failed one has ``rc`` and
+``log`` instead of ``stages``.
 
 Spread over seeds is the **sample** standard deviation (``ddof=1``); with one seed it is NaN,
 shown as ``n/a`` (and no error bar).
@@ -107,29 +110,36 @@ def _settings(rec: dict) -> Tuple[str, ...]:
                  if o.split("=", 1)[0] not in PER_SEED_KEYS)
 
 
-def _commit(rec: dict) -> str:
-    return str(rec.get("commit", "?")) + ("+dirty" if rec.get("dirty") else "")
+def latest_ok(records: Iterable[dict]) -> Dict[Tuple[str, str, int], dict]:
+    """(part, run, seed) -> the latest successful record of it (later lines win)."""
+    return {(r["part"], r["run"], int(r["seed"])): r for r in records if r.get("status") == "ok"}
 
 
 def aggregate(records: Iterable[dict],
-              rows_by_run: Optional[Dict[str, Dict[str, str]]] = None) -> Dict[str, List[dict]]:
+              rows_by_run: Optional[Dict[str, Dict[str, str]]] = None,
+              flags_by_run: Optional[Dict[str, dict]] = None) -> Dict[str, List[dict]]:
     """Per part, one row per row label: the successful runs' stage metrics over seeds.
 
     The latest successful record of each (part, run, seed) counts; failed records never do.
     A run's row labels come from ``rows_by_run[run]`` (the script's current table) when given
     there, else from the record's own ``rows``. Rows come in ``rows_by_run`` order, then in
-    order of first appearance.
+    order of first appearance. A row whose seeds ran different code or copied stages is
+    refused (:func:`quality_provenance.refusal`; ``flags_by_run[run]`` may allow it with
+    ``mixed_code_ok`` / ``copies_ok``): it keeps no metric.
 
     Returns ``{part: [row]}``, a row being ``label``, ``run``, ``stage``, ``n``, ``seeds``,
-    ``<metric>`` -> ``(mean, std)`` for each of :data:`METRICS` that every seed has,
-    ``commits`` (sorted, ``+dirty`` marked) and ``mixed`` (the seeds ran with different
-    overrides apart from seed/output_dir).
+    ``<metric>`` -> ``(mean, std)`` for each of :data:`METRICS` that every seed has (none when
+    refused), ``commits`` (the code labels of the stages the row used, sorted, ``+dirty``
+    marked), ``mixed`` (the seeds ran with different overrides apart from seed/output_dir),
+    ``refused`` (the refusal line or None) and ``allowed`` (the note of an allowed mix or
+    None).
     """
-    rows_by_run = rows_by_run or {}
-    latest: Dict[Tuple, dict] = {}
-    for rec in records:
-        if rec.get("status") == "ok":
-            latest[(rec["part"], rec["run"], int(rec["seed"]))] = rec  # later lines win
+    import quality_provenance as qp
+
+    records = list(records)
+    rows_by_run, flags_by_run = rows_by_run or {}, flags_by_run or {}
+    prov = qp.provenance(records)
+    latest = latest_ok(records)
     groups: Dict[Tuple[str, str, str, str], List[dict]] = {}
     order = {run: i for i, run in enumerate(rows_by_run)}
     for (part, run, _seed), rec in sorted(latest.items(),
@@ -141,15 +151,21 @@ def aggregate(records: Iterable[dict],
     out: Dict[str, List[dict]] = {}
     for (part, label, run, stage), recs in groups.items():
         recs = sorted(recs, key=lambda r: int(r["seed"]))
+        refused, allowed = qp.refusal(part, label, run, stage, recs, prov,
+                                      flags_by_run.get(run))
         row = {"label": label, "run": run, "stage": stage, "n": len(recs),
                "seeds": [int(r["seed"]) for r in recs],
-               "commits": sorted({_commit(r) for r in recs}),
-               "mixed": len({_settings(r) for r in recs}) > 1}
+               "commits": sorted({prov[id(r)][s]["code"] for r in recs
+                                  for s in qp.used_stages(stage, list(prov[id(r)]))}),
+               "mixed": len({_settings(r) for r in recs}) > 1,
+               "refused": refused, "allowed": allowed}
+        out.setdefault(part, []).append(row)
+        if refused:
+            continue
         for m in METRICS:
             vals = [r["stages"][stage].get(m) for r in recs]
             if all(isinstance(v, (int, float)) for v in vals):
                 row[m] = mean_std([float(v) for v in vals])
-        out.setdefault(part, []).append(row)
     return out
 
 
@@ -200,6 +216,11 @@ def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
              "one seed. Time: mean seconds of the stage that gives the row.",
              "- A row with fewer seeds than asked is **partial** (marked); `mixed` marks a row "
              "whose seeds ran with different overrides.",
+             "- A row whose seeds ran different code (a different commit, or a dirty tree or "
+             "unknown commit with two or more seeds, in any stage the row used) or used copied "
+             "stages is **refused**: no mean, one line naming its seeds and their code, unless "
+             "its run's definition says why it may (`mixed_code_ok` / `copies_ok`). `commits`: "
+             "the code of the stages the row used.",
              f"- Failed attempts recorded (never aggregated): {failed}."]
     lines += [f"  - still failing: {r['part']}/{r['run']}/seed{r['seed']} (exit {r.get('rc')}, "
               f"log {r.get('log')})" for r in still_failing(records)]
@@ -217,52 +238,15 @@ def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
             n += " mixed" if r["mixed"] else ""
             cells = [r["label"], _pm(r.get("val_acc")), _pm(r.get("test_acc"))]
             cells += [_pm(r.get("val_macro_f1")), _pm(r.get("test_macro_f1"))] if f1 else []
+            if r.get("refused"):
+                cells[1:] = ["refused (below)"] * (len(cells) - 1)
             secs = r.get("seconds")
             cells += [n, f"{secs[0]:.1f}" if secs else "-", ", ".join(r["commits"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        lines += [f"- {r['refused']}" for r in rows if r.get("refused")]
+        lines += [f"- {r['allowed']}" for r in rows if r.get("allowed")]
+        lines += [""] if any(r.get("refused") or r.get("allowed") for r in rows) else []
     if not agg:
         lines.append("No successful runs recorded yet.")
     return "\n".join(lines) + "\n"
-
-
-def plot(agg: Dict[str, List[dict]], path: os.PathLike) -> Path:
-    """``quality.png``: one panel per part, a row per label: test accuracy mean (dot, sample-std
-    error bars) and validation mean (diamond), the axis zoomed on the values; written
-    atomically."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    parts = list(agg) or ["(no runs)"]
-    height = max(2.5, 0.5 * max((len(agg.get(p, [])) for p in parts), default=1) + 1.5)
-    fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), height), squeeze=False)
-    for ax, part in zip(axes[0], parts):
-        rows = [r for r in agg.get(part, []) if "test_acc" in r]
-        ys = list(range(len(rows)))[::-1]
-        test = [r["test_acc"][0] for r in rows]
-        err = [0.0 if math.isnan(r["test_acc"][1]) else r["test_acc"][1] for r in rows]
-        ax.errorbar(test, ys, xerr=err, fmt="o", color="tab:blue", capsize=3,
-                    label="test acc")
-        vy = [y for y, r in zip(ys, rows) if "val_acc" in r]
-        ax.scatter([r["val_acc"][0] for r in rows if "val_acc" in r], vy, marker="D",
-                   color="tab:orange", zorder=3, label="val acc")
-        ax.set_yticks(ys)
-        ax.set_yticklabels([f"{r['label']} (n={r['n']})" for r in rows], fontsize=8)
-        values = test + [r["val_acc"][0] for r in rows if "val_acc" in r]
-        if values:  # a dot plot zoomed on the rows: differences of a point stay visible
-            ax.set_xlim(max(0.0, min(values) - 0.03), min(1.0, max(values) + 0.03))
-        ax.grid(axis="x", alpha=0.3)
-        ax.set_ylim(-0.7, max(len(rows) - 0.3, 0.7))
-        ax.set_xlabel("accuracy (mean ± sample std over seeds)")
-        ax.set_title(part)
-        if rows:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return write_atomic(path, buf.getvalue())

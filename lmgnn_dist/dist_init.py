@@ -164,6 +164,16 @@ def all_reduce(t: "torch.Tensor", op=None) -> "torch.Tensor":
     return t
 
 
+def all_gather_objects(obj) -> list:
+    """``obj`` of every trainer, in rank order (collective; pickled, so for small things such
+    as one split's per-node predictions)."""
+    import torch.distributed as dist
+
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def exit_code_of(exc: BaseException) -> int:
     """The exit code of a job process that ends on ``exc``: :data:`LOST_PEER_EXIT_CODE` when
     it is a lost peer/server/connection (a ``ConnectionError``/``TimeoutError``, or a

@@ -1,4 +1,5 @@
 """benchmarks/bench_quality.py's pure pieces (quality_report) and its dry run: no DistDGL job."""
+import json
 import math
 import sys
 from pathlib import Path
@@ -67,7 +68,8 @@ def test_aggregate_exact_and_failed_not_counted(jsonl):
 def test_latest_record_wins_and_labels_from_table(tmp_path):
     records = [rec(0, 0.1, 0.1), rec(0, 0.5, 0.5, commit="def5678"),
                rec(1, 0.3, 0.3, extra=["stage2.epochs=2"])]
-    rows = qr.aggregate(records, {"pipeline": {"baseline": "renamed"}})["arxiv"]
+    ok = {"pipeline": {"mixed_code_ok": "test"}}
+    rows = qr.aggregate(records, {"pipeline": {"baseline": "renamed"}}, ok)["arxiv"]
     assert len(rows) == 1 and rows[0]["label"] == "renamed"
     assert rows[0]["val_acc"][0] == pytest.approx(0.4)  # seeds 0 (latest: 0.5) and 1 (0.3)
     assert rows[0]["commits"] == ["abc1234", "def5678"] and rows[0]["mixed"]
@@ -112,8 +114,10 @@ def test_budget_keeps_stages_that_ran():
 
 
 def test_report_files_written_atomically(jsonl, tmp_path):
+    import quality_plot
+
     records = qr.read_records(jsonl)
-    png = qr.plot(qr.aggregate(records, ROWS), tmp_path / "q.png")
+    png = quality_plot.plot(qr.aggregate(records, ROWS), {}, tmp_path / "q.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     qr.write_atomic(tmp_path / "Q.md", "x")
     assert (tmp_path / "Q.md").read_text() == "x"
@@ -173,6 +177,8 @@ def test_reuse_copies_only_finished_stages_the_run_lacks(tmp_path):
     (out / "baseline" / "metrics.json").write_text('{"mine": 1}')
     assert bq.reuse_stages(base, out) == ["stage1"]  # baseline kept, stage2 unfinished
     assert (out / "stage1" / "gnn.pt").read_text() == "stage1"
+    assert json.loads((out / "stage1" / "copied_from.json").read_text()) == {
+        "run": "pipeline", "path": str(base / "stage1")}  # a later attempt still knows
     assert (out / "baseline" / "metrics.json").read_text() == '{"mine": 1}'
     assert not (out / "stage2").exists() and not (out / "stage3").exists()
     for run in bq.RUNS.values():  # a reusing run resumes (the Cora example turns it off)
@@ -187,3 +193,225 @@ def test_set_overrides_get_their_own_output_folder(tmp_path):
     other = [o for o in varied if o.startswith("output_dir=")][0]
     assert other.startswith(f"output_dir={tmp_path}/cora/pipeline+") and other.endswith("/seed1")
     assert varied[-1] == "stage3.lm_lr=1e-4"
+
+
+# ------------------------------------------------------------------ paired statistics (issue 21)
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+import quality_paired as qpair  # noqa: E402
+import quality_stats as qs  # noqa: E402
+
+RUNS3 = {"pipeline": {"rows": {"baseline": "frozen", "stage2": "s2", "stage3": "s3"}},
+         "pseudo": {"reuse": "pipeline", "copies_ok": "by design", "rows": {"stage3": "s3 pl"}}}
+ROWS3 = {k: v["rows"] for k, v in RUNS3.items()}
+IDS = 1000 + 7 * np.arange(400)  # the test nodes' TAG ids, ascending
+
+
+def correct(seed, p, salt=0, n=len(IDS)):
+    return np.random.default_rng(100 * seed + salt).random(n) < p
+
+
+def full_rec(seed, accs, commit="abc1234", dirty=False, run="pipeline", per_node=True,
+             copied=(), ids=IDS):
+    """A new-format record: per stage its code, its copy origin and per-node correctness
+    whose accuracy is the stage's test_acc (``accs``: stage -> (val acc, p of the draw))."""
+    stages = {}
+    for i, (stage, (val, p)) in enumerate(accs.items()):
+        c = correct(seed, p, salt=i, n=len(ids))
+        stages[stage] = {"val_acc": val, "test_acc": float(c.mean()), "seconds": 1.0 + i,
+                         "code": {"commit": commit, "dirty": dirty}}
+        if per_node:
+            stages[stage]["test_correct"] = qs.pack_correct(ids, c)
+        if stage in copied:
+            stages[stage]["copied_from"] = {"run": "pipeline", "path": "w"}
+    return {"part": "cora", "run": run, "seed": seed, "status": "ok", "commit": commit,
+            "dirty": dirty, "overrides": [f"seed={seed}"], "stages": stages}
+
+
+def pipeline_recs(n_seeds=4, **kw):
+    return [full_rec(s, {"baseline": (0.80, 0.78), "stage2": (0.85 + s / 100, 0.84),
+                         "stage3": (0.86 + s / 50, 0.86)}, **kw) for s in range(n_seeds)]
+
+
+def by_kind(results, kind):
+    return next(r for r in results["cora"] if r["kind"] == kind)
+
+
+def test_t_interval_and_mdd_equal_scipy_references():
+    records = pipeline_recs()
+    agg = qr.aggregate(records, ROWS3, RUNS3)
+    res = by_kind(qpair.paired(records, agg, RUNS3), "stage 3 - stage 2")
+    d = np.array([r["stages"]["stage3"]["test_acc"] - r["stages"]["stage2"]["test_acc"]
+                  for r in records])
+    ref = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert res["seeds"] == [0, 1, 2, 3] and res["test"]["n"] == 4
+    assert (res["test"]["lo"], res["test"]["hi"]) == (pytest.approx(ref.low),
+                                                      pytest.approx(ref.high))
+    assert res["test"]["mean"] == pytest.approx(d.mean())
+    dv = np.array([0.01 + s / 100 for s in range(4)])  # val: 0.86 + s/50 - (0.85 + s/100)
+    assert res["val"]["lo"] == pytest.approx(stats.ttest_1samp(dv, 0).confidence_interval().low)
+    mdd = (stats.t.ppf(0.975, 3) + stats.t.ppf(0.8, 3)) * d.std(ddof=1) / 2
+    assert res["mdd_seeds"] == pytest.approx(mdd)
+    # a paired t test at that true difference has power close to 0.8 (noncentral t)
+    nc = mdd / (d.std(ddof=1) / 2)
+    power = 1 - stats.nct.cdf(stats.t.ppf(0.975, 3), 3, nc)
+    assert 0.7 < power < 0.85
+    p = np.mean([[r["stages"][s]["test_acc"] for s in ("stage2", "stage3")] for r in records])
+    floor = (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * np.sqrt(2 * p * (1 - p) / 400)
+    assert res["n_test"] == 400 and res["mdd_nodes"] == pytest.approx(floor)
+    one = qs.t_interval([0.01])
+    assert one["mean"] == 0.01 and math.isnan(one["lo"]) and math.isnan(qs.mdd_seeds(0.1, 1))
+    md = "\n".join(qpair.markdown(qpair.paired(records, agg, RUNS3)))
+    line = next(ln for ln in md.splitlines() if ln.startswith("| stage 3 - stage 2: s3 − s2"))
+    assert f"[{100 * ref.low:+.2f}, {100 * ref.high:+.2f}]" in line
+    assert f"| {100 * mdd:.2f} | {100 * floor:.2f} (400) |" in line
+    single = qpair.markdown(qpair.paired(records[:1], qr.aggregate(records[:1], ROWS3, RUNS3),
+                                         RUNS3))
+    assert any("(n/a: 1 seed)" in ln for ln in single)
+
+
+def test_paired_bootstrap_contains_the_observed_difference_and_narrows_with_n():
+    def boot(n):
+        a = [correct(s, 0.85, 1, n) for s in range(3)]
+        b = [correct(s, 0.80, 2, n) for s in range(3)]
+        obs, lo, hi = qs.paired_bootstrap(a, b)
+        assert obs == pytest.approx(np.mean([x.mean() - y.mean() for x, y in zip(a, b)]))
+        assert lo < obs < hi
+        assert qs.paired_bootstrap(a, b) == (obs, lo, hi)  # a fixed seed: the same interval
+        return hi - lo
+
+    small, large = boot(500), boot(8000)
+    assert large < 0.4 * small  # width ~ 1/sqrt(N): ratio sqrt(500/8000) = 0.25
+    same = [np.ones(50, bool)]
+    assert qs.paired_bootstrap(same, same) == (0.0, 0.0, 0.0)  # identical models: no spread
+    with pytest.raises(ValueError, match="differ in length"):
+        qs.paired_bootstrap([np.ones(5, bool)], [np.ones(6, bool)])
+
+
+def test_records_carry_per_node_correctness_and_misaligned_orders_are_refused():
+    c = correct(0, 0.7)
+    entry = qs.pack_correct(IDS, c)
+    assert entry["n"] == 400 and (qs.unpack_correct(entry) == c).all()
+    assert len(entry["bits"]) == 4 * math.ceil(50 / 3)  # 400 bits = 50 bytes, base64
+    shuffled = qs.pack_correct(IDS[::-1], c)
+    with pytest.raises(ValueError, match="node orders differ: 400 nodes order"):
+        qs.aligned([entry, shuffled])
+    records = pipeline_recs(2)
+    records[1] = full_rec(1, {"baseline": (0.8, 0.78), "stage2": (0.85, 0.84),
+                              "stage3": (0.86, 0.86)}, ids=IDS[::-1])
+    agg = qr.aggregate(records, ROWS3, RUNS3)
+    res = by_kind(qpair.paired(records, agg, RUNS3), "stage 3 - stage 2")
+    assert res["boot"] is None and res["boot_why"].startswith("node orders differ")
+    assert res["test"]["n"] == 2  # the t interval needs no per-node record
+    old = pipeline_recs(2, per_node=False)
+    sizes = qpair.test_set_sizes(old, {"cora": 543})
+    md = "\n".join(qpair.markdown(qpair.paired(old, qr.aggregate(old, ROWS3, RUNS3), RUNS3,
+                                               {"cora": 543}), sizes))
+    assert "n/a (no per-node records)" in md and "(543) |" in md
+    at = [(stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * math.sqrt(2 * p * (1 - p) / 543)
+          for p in (0.7, 0.8, 0.9)]
+    assert (f"Test set: 543 nodes (from the split's size in bench_quality.py PARTS); one seed resolves (z_{{0.975}} + z_{{0.8}})"
+            f" · sqrt(2 p (1-p) / 543) = {' / '.join(f'{100 * x:.2f}' for x in at)} points") in md
+    assert qpair.test_set_sizes(records, {"cora": 543}) == {"cora": (400, "the records")}
+
+
+def test_mixed_code_and_copied_stages_are_refused_with_one_line(tmp_path, capsys):
+    records = pipeline_recs(3)
+    records[1] = pipeline_recs(3, commit="def5678", dirty=True)[1]
+    row = qr.aggregate(records, ROWS3, RUNS3)["cora"][2]
+    assert row["refused"] == (
+        "refused to aggregate cora / s3 (run pipeline, stage3), seeds 0, 1, 2: ran different "
+        "code: seed 0 abc1234; seed 1 def5678+dirty; seed 2 abc1234")
+    assert "test_acc" not in row and row["commits"] == ["abc1234", "def5678+dirty"]
+    allowed = qr.aggregate(records, ROWS3, {"pipeline": {"mixed_code_ok": "same math"}})
+    assert allowed["cora"][2]["refused"] is None and "test_acc" in allowed["cora"][2]
+    assert allowed["cora"][2]["allowed"].endswith("(mixed_code_ok: same math)")
+    # two dirty seeds of one commit cannot be shown to be the same code
+    dirty = pipeline_recs(2, dirty=True)
+    assert "ran different code" in qr.aggregate(dirty, ROWS3, RUNS3)["cora"][0]["refused"]
+    # copied stages: refused unless the run says why (pseudo's copies_ok)
+    copy = [full_rec(0, {"stage1": (0.7, 0.7), "stage2": (0.8, 0.8), "stage3": (0.9, 0.9)},
+                     copied=("stage1", "stage2"))]
+    s2, s3 = qr.aggregate(copy, ROWS3, {})["cora"]
+    assert s3["refused"] == ("refused to aggregate cora / s3 (run pipeline, stage3), seed 0: "
+                             "copied stages: seed 0 stage1, stage2 from pipeline")
+    assert s2["refused"].endswith("copied stages: seed 0 stage1, stage2 from pipeline")
+    # the report prints the line and writes it into QUALITY.md; the comparison is refused
+    for r in records:
+        qr.append_record(tmp_path / "quality_runs.jsonl", dict(r, rows=RUNS3["pipeline"]["rows"]))
+    assert bq.main(["--report", "--out-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    line = row["refused"].replace("/ s3 (", f"/ {bq.RUNS['pipeline']['rows']['stage3']} (")
+    assert line in out.splitlines()  # the script's own row labels
+    md = (tmp_path / "QUALITY.md").read_text()
+    assert f"- {line}" in md and "| refused | refused | refused |" in md
+
+
+def test_old_records_copies_are_inferred_and_variants_must_start_from_their_base():
+    base = [{"part": "cora", "run": "pipeline", "seed": s, "status": "ok", "commit": "aaa",
+             "dirty": False, "stages": {"stage2": {"val_acc": 0.8, "test_acc": 0.8,
+                                                   "seconds": 1.5 + s},
+                                        "stage3": {"val_acc": 0.81, "test_acc": 0.8 + s / 100,
+                                                   "seconds": 9.0}}} for s in range(2)]
+    # seed 0 copied stage 2 in an earlier attempt (no 'reused'), seed 1 from another stage 2
+    var = [{"part": "cora", "run": "pseudo", "seed": s, "status": "ok", "commit": "bbb",
+            "dirty": False, "reused": None if s == 0 else {"run": "pipeline", "stages": ["stage2"]},
+            "stages": {"stage2": dict(base[s]["stages"]["stage2"], seconds=1.5 + 2 * s),
+                       "stage3": {"val_acc": 0.82, "test_acc": 0.85, "seconds": 7.0}}}
+           for s in range(2)]
+    import quality_provenance as qp
+
+    prov = qp.provenance(base + var)
+    assert prov[id(var[0])]["stage2"] == {"code": "aaa", "copied_from": "pipeline"}
+    assert prov[id(var[0])]["stage3"] == {"code": "bbb", "copied_from": None}
+    assert prov[id(var[1])]["stage2"] == {"code": "unknown", "copied_from": "pipeline"}
+    runs = dict(RUNS3, pseudo=dict(RUNS3["pseudo"], mixed_code_ok="seed 1's copy is unknown"))
+    agg = qr.aggregate(base + var, ROWS3, runs)
+    res = by_kind(qpair.paired(base + var, agg, runs), "variant - base")
+    assert res["seeds"] == [0] and res["dropped"] == [
+        "seed 1: pseudo did not start from pipeline's stage2 of that seed"]
+    assert res["test"]["mean"] == pytest.approx(0.05) and res["boot_why"] == "no per-node records"
+
+
+def test_stage_entry_reads_code_copy_and_predictions(tmp_path):
+    import quality_record as qrec
+
+    d = tmp_path / "stage3"
+    d.mkdir()
+    pred = np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2])
+    np.savez(d / "test_predictions.npz", node_id=IDS[:4], pred=pred[0], label=pred[1])
+    (d / "copied_from.json").write_text('{"run": "pipeline", "path": "x"}')
+    met = {"test_acc": 0.75, "losses": [1.0],
+           "code": {"commit": "abc1234", "modified": ["benchmarks/quality_runs.jsonl"]}}
+    e = qrec.stage_entry(d, met, qr.METRICS)
+    assert e["code"] == {"commit": "abc1234", "dirty": False}  # the harness's outputs only
+    assert e["copied_from"]["run"] == "pipeline" and "losses" not in e
+    assert qs.unpack_correct(e["test_correct"]).tolist() == [True, True, False, True]
+    assert e["test_correct"]["order"] == qs.order_hash(IDS[:4])
+    met["code"]["modified"].append("lmgnn_dist/trainer/joint.py")
+    assert qrec.stage_entry(d, met, qr.METRICS)["code"]["dirty"] is True
+
+
+def test_quality_png_draws_both_intervals_per_comparison():
+    import matplotlib.pyplot as plt
+    import quality_plot
+
+    records = pipeline_recs()
+    agg = qr.aggregate(records, ROWS3, RUNS3)
+    paired = qpair.paired(records, agg, RUNS3)
+    fig = quality_plot.draw(agg, paired)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["cora", "cora: paired differences"]
+    forest = fig.axes[1]
+    res = by_kind(paired, "stage 3 - stage 2")
+    t_line = next(ln for ln in forest.get_lines() if ln.get_label() == "t 95 % over seeds")
+    assert list(t_line.get_xdata()) == pytest.approx([100 * res["test"]["lo"],
+                                                      100 * res["test"]["hi"]])
+    boots = [ln for ln in forest.get_lines()
+             if ln.get_label() == "bootstrap 95 % over test nodes"]
+    assert len(boots) == 2  # stage 3 - stage 2, full pipeline - frozen
+    assert any(list(ln.get_xdata()) == pytest.approx([100 * res["boot"][1], 100 * res["boot"][2]])
+               for ln in boots)
+    assert [ln for ln in forest.get_lines() if list(ln.get_xdata()) == [0, 0]]  # zero line
+    plt.close(fig)

@@ -34,7 +34,14 @@ def _results(stage3: bool = True) -> dict:
                    "val_history": [{"acc": 0.7}, {"acc": 0.9}, {"acc": 0.9}]},
     }
     if stage3:
-        stages["stage3"] = {**st(0.88, 0.86), "losses": [0.2, 0.25, 0.21],
+        stages["stage3"] = {**st(0.93, 0.86), "losses": [0.2, 0.25, 0.21], "best_step": 3,
+                            "head": "refit", "lm_step": 6,
+                            "val_history": [{"step": 0, "acc": 0.9}, {"step": 3, "acc": 0.92},
+                                            {"step": 6, "acc": 0.91}],
+                            "refit": {"val_acc": 0.93, "test_acc": 0.86, "best_epoch": 1,
+                                      "lm_step": 6, "kept": True,
+                                      "val_history": [{"step": 1, "acc": 0.88},
+                                                      {"step": 2, "acc": 0.93}]},
                             "time_split_s": {"sampling": 0.1, "lm_grad_forward": 2.0,
                                              "backward_optimizer": 3.5}}
     return {"config": {"data": {"graph_name": "tiny"}, "model": {"lm": "bert"},
@@ -42,13 +49,41 @@ def _results(stage3: bool = True) -> dict:
             "task": "node_classification", "primary": "acc", "stages": stages, "wall_s": 9.0}
 
 
-def test_report_has_every_panel(tmp_path):
+def _line(ax, label):
+    return next(ln for ln in ax.get_lines() if ln.get_label() == label)
+
+
+def test_report_has_every_panel_and_stage3_validation_beside_stage2(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from lmgnn_dist.drivers.report import draw_report
+
+    fig = draw_report(_results())
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    assert list(axes) == list(PANELS)  # all seven, in order
+    # stage 3 per step: every validation point, the best ringed, the re-fit at its LMs' step
+    s3 = axes["stage 3: validation per step"]
+    joint = _line(s3, "joint model (step 0: stage 2's)")
+    assert list(joint.get_xdata()) == [0, 3, 6] and list(joint.get_ydata()) == [0.9, 0.92, 0.91]
+    assert list(_line(s3, "best joint model (step 3)").get_ydata()) == [0.92]
+    star = _line(s3, "GNN re-fit on these LMs (kept)")
+    assert list(star.get_xdata()) == [6] and list(star.get_ydata()) == [0.93]
+    assert list(_line(s3, "kept: refit head, LMs of step 6 (re-encoded)").get_ydata()) == [0.93] * 2
+    # per epoch: the baseline's and stage 2's curves beside the re-fit's
+    ep = axes["validation per epoch (GNN heads)"]
+    assert list(_line(ep, "stage 3 re-fit (LMs of step 6)").get_ydata()) == [0.88, 0.93]
+    assert list(ep.get_lines()[2].get_ydata()) == [0.7, 0.9, 0.9]  # stage 2 (after baseline's 2)
+    plt.close(fig)
     path = write_report(_results(), tmp_path / "report.png")
-    assert path.stat().st_size > 10_000
-    assert panels_of(path) == list(PANELS)  # all six drawn with data
-    # a run without stage 3: its panels say so instead of failing
-    empty = panels_of(write_report(_results(stage3=False), tmp_path / "r2.png"))
-    assert empty == [p + (" (empty)" if p in (PANELS[2], PANELS[5]) else "") for p in PANELS]
+    assert path.stat().st_size > 10_000 and panels_of(path) == list(PANELS)
+    # a run without stage 3: its three panels are left out, not drawn empty
+    assert panels_of(write_report(_results(stage3=False), tmp_path / "r2.png")) == [
+        PANELS[0], PANELS[1], PANELS[3], PANELS[5]]
+    # the frozen-LM baseline alone
+    only = {"baseline": _results()["stages"]["baseline"]}
+    fig = draw_report(dict(_results(), stages=only))
+    assert [ax.get_title() for ax in fig.axes] == [PANELS[1], PANELS[3], PANELS[5]]
+    plt.close(fig)
 
 
 def test_table_names_what_ran():

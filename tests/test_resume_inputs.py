@@ -40,10 +40,11 @@ def test_stages_record_what_they_were_trained_on(first_run):
     root, _ = first_run
     s2, s3 = (json.loads((root / "run" / s / "metrics.json").read_text())
               for s in ("stage2", "stage3"))
-    from lmgnn_dist.run.provenance import code_version, inputs_digest
+    from lmgnn_dist.run.code_version import source_digest
+    from lmgnn_dist.run.provenance import inputs_digest
 
     for m in (s2, s3):
-        assert m["inputs"]["code"] == code_version()["source"]
+        assert m["inputs"]["code"] == source_digest()
         assert m["inputs"]["config"]["data"]["max_seq_len"] == 16
         assert len(m["inputs"]["partitions"]) == 16
     assert "stage3" not in s2["inputs"]["config"] and "stage3" in s3["inputs"]["config"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 from run_helpers import comparable, held_out_acc, tiny_config, tree_hash
@@ -84,6 +85,21 @@ def test_all_stages_exit_zero_with_finite_decreasing_loss(smoke_run):
     assert set(refit) >= {"kept", "val_acc", "test_acc", "best_epoch"}
     kept_val = max(refit["val_acc"], max(h["acc"] for h in s3m["val_history"]))
     assert s3m["val_acc"] == pytest.approx(kept_val)
+    assert [h["step"] for h in refit["val_history"]] == list(range(1, 16))  # stage 2's epochs
+    # each node-classification stage's final test evaluation, gathered from both trainers:
+    # one row per test node, by the TAG's id (1000 + 7 i, label i % 2), its accuracy the
+    # stage's test_acc; stage 1 (link prediction) has none. Every stage names its code.
+    for name in ("baseline", "stage2", "stage3"):
+        pred = np.load(root / "run" / name / "test_predictions.npz")
+        n_test = sum(st[name]["test_support"].values())
+        assert len(pred["node_id"]) == len(pred["pred"]) == len(pred["label"]) == n_test > 0
+        assert (np.diff(pred["node_id"]) > 0).all() and ((pred["node_id"] - 1000) % 7 == 0).all()
+        assert (pred["label"] == (pred["node_id"] - 1000) // 7 % 2).all()
+        assert (pred["pred"] == pred["label"]).mean() == pytest.approx(st[name]["test_acc"])
+    assert not (root / "run" / "stage1" / "test_predictions.npz").exists()
+    for name in st:
+        assert len(st[name]["code"]["commit"]) >= 7 and isinstance(st[name]["code"]["modified"],
+                                                                    list), name
 
 
 def test_a_second_run_of_the_same_seed_gives_the_same_numbers(smoke_run, tmp_path):

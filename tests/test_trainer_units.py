@@ -175,7 +175,8 @@ def test_gnn_trainer_keeps_the_best_validation_epoch(tmp_path, one_process_group
     env.cache.tables["paper"][:] = x
     script, snapshots, tested = iter([0.5, 0.9, 0.6, 0.9, 0.7]), [], []
 
-    def fake_evaluate(task, head, features, split, fanouts, batch_size):
+    def fake_evaluate(task, head, features, split, fanouts, batch_size, keep_predictions=False):
+        assert keep_predictions == (split == "test")  # the final test evaluation keeps them
         state = {k: v.clone() for k, v in head.state_dict().items()}
         if split == "test":
             tested.append(state)
@@ -191,6 +192,28 @@ def test_gnn_trainer_keeps_the_best_validation_epoch(tmp_path, one_process_group
         assert all(torch.equal(state[k], snapshots[1][k]) for k in state)
     assert not all(torch.equal(snapshots[4][k], snapshots[1][k]) for k in snapshots[1])
     assert len(metrics["losses"]) == 5 and metrics["losses"][-1] < metrics["losses"][0]
+
+
+def test_final_test_evaluation_keeps_every_test_node_sorted_by_tag_id(tmp_path,
+                                                                       one_process_group):
+    """keep_predictions: one row per test node (node id = the TAG's ``orig_id``, ascending,
+    so runs of one split align), the true labels, and an accuracy equal to the metric's."""
+    from lmgnn_dist.trainer.evaluation import evaluate
+
+    g, x = toy_graph()
+    g.nodes["paper"].data["orig_id"] = 1000 - torch.arange(N)  # TAG ids in reverse order
+    env = toy_env(tmp_path, g)
+    env.cache = MemoryCache(N, DIM)
+    env.cache.tables["paper"][:] = x
+    head = build_task_model(env.cfg.model, env.task, g.canonical_etypes, DIM, seed=0)
+    m = evaluate(env.task, head, env.features(None), "test", [4, 4], 5, keep_predictions=True)
+    p = m["predictions"]
+    test = torch.nonzero(g.nodes["paper"].data["test_mask"]).flatten()
+    assert p["node_id"].tolist() == sorted((1000 - test).tolist()) and len(test) == N // 4
+    assert p["label"].tolist() == g.nodes["paper"].data["label"][1000 - p["node_id"]].tolist()
+    assert (p["pred"] == p["label"]).mean() == pytest.approx(m["acc"])
+    assert 0 < m["acc"] < 1  # an untrained head: some right, some wrong
+    assert "predictions" not in evaluate(env.task, head, env.features(None), "test", [4, 4], 5)
 
 
 # ---------------------------------------------------------------------- stage 3 pieces

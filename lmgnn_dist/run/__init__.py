@@ -1,6 +1,7 @@
 """The run folder (``output_dir``) and what it holds, read and written by both sides.
 
-Owns: the atomic stage-folder format and ``metrics.json`` (:mod:`.checkpoint`), the one reader
+Owns: the atomic stage-folder format and ``metrics.json`` (:mod:`.checkpoint`; its ``code``:
+:mod:`.code_version`), the one reader
 of a stage checkpoint -- ``gnn.pt``, ``node_emb/``, ``lm/``, ``lm_<ntype>/`` and which LM each
 key starts from (:mod:`.stage_checkpoint`), the run plan: which stages run, which are
 done, what each starts from, the job's command (:mod:`.runplan`), what each stage was trained

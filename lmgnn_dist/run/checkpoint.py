@@ -4,6 +4,13 @@ A stage checkpoint is a folder ``<output_dir>/stage<N>/`` with ``metrics.json`` 
 last inside the temp folder, so its presence means the checkpoint is complete), ``gnn.pt``
 (RGCN + decoder state dicts) when the stage trained a GNN, and ``lm/`` (a Hugging Face
 folder: ``AutoModel.from_pretrained`` loads it) when the stage changed the LM.
+
+A node-classification stage also holds ``test_predictions.npz`` (:data:`PREDICTIONS`), the
+final evaluation of its kept model on every test node, gathered over the trainers: int64
+arrays ``node_id`` (the TAG's ids, ``orig_id``, ascending: runs of one split align row by
+row), ``pred`` and ``label`` (class indices), one row per test node; its accuracy is the
+stage's ``test_acc``. ``metrics.json``'s ``code`` names the code that wrote the stage
+(:func:`~.code_version.code_version`: commit and modified tracked files).
 """
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ from partition.atomic import write_json_atomic
 __all__ = ["write_stage", "is_complete", "load_metrics", "stage_dir", "write_json_atomic"]
 
 METRICS = "metrics.json"
+#: the per-node test predictions of a node-classification stage (module docstring)
+PREDICTIONS = "test_predictions.npz"
 
 
 def progress_names(stage: str) -> list:

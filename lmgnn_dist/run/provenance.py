@@ -11,7 +11,8 @@ A stage's inputs (:func:`stage_inputs`) are everything that can change what it l
 * ``partitions``: a digest of the partition fingerprint (the TAG files' content and the
   partition options; :mod:`partition.fingerprint`), not of where the folders are;
 * ``code``: a digest of the project's Python source (``lmgnn_dist``, ``partition``,
-  ``launch``, ``kernels``), plus the git commit when there is one (informative only);
+  ``launch``, ``kernels``; :func:`~.code_version.source_digest`; the git commit and modified
+  files are in ``metrics.json``'s ``code``, for people);
 * ``starts_from``: ``{stage: digest of its inputs}`` of the checkpoints it starts from, so a
   re-run stage 2 makes stage 3 stale too.
 
@@ -27,18 +28,13 @@ which it starts from``). Importable without DGL or torch.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
-import subprocess
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..stages import stage, variant_of
+from .code_version import source_digest
 
-#: the project's packages whose source is a stage's ``code`` input
-CODE_PACKAGES = ("lmgnn_dist", "partition", "launch", "kernels")
-_ROOT = Path(__file__).resolve().parents[2]
 _DATA_PLACES = ("tag_path", "part_dir", "on_partition_change")
 _LAUNCH_KEYS = ("precision", "num_trainers")
 
@@ -47,27 +43,6 @@ def digest(obj: Any) -> str:
     """16 hex digits of SHA-256 over ``obj``'s canonical JSON (sorted keys)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> Dict[str, Optional[str]]:
-    """``{"source": digest of every *.py under CODE_PACKAGES (path + bytes), "commit": short
-    git commit of the checkout + "-dirty" when it has changes, or None outside git}``.
-    Reads ~100 small files once per process (a few ms)."""
-    h = hashlib.sha256()
-    for pkg in CODE_PACKAGES:
-        for path in sorted((_ROOT / pkg).rglob("*.py")):
-            h.update(path.relative_to(_ROOT).as_posix().encode() + b"\0")
-            h.update(path.read_bytes() + b"\0")
-    commit = None
-    try:
-        out = subprocess.run(["git", "-C", str(_ROOT), "describe", "--always", "--dirty",
-                              "--abbrev=7", "--exclude=*"], capture_output=True, text=True,
-                             timeout=10)
-        commit = out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"source": h.hexdigest()[:16], "commit": commit}
 
 
 def partition_digest(fingerprint: Mapping[str, Any]) -> str:
@@ -111,13 +86,12 @@ def stage_inputs(cfg, name: str, fingerprint: Mapping[str, Any],
     digest of its inputs}``). JSON-serialisable; recorded as ``inputs`` in the stage's
     ``metrics.json``."""
     return {"config": stage_config(cfg, name), "partitions": partition_digest(fingerprint),
-            "code": code_version()["source"], "commit": code_version()["commit"],
-            "starts_from": dict(starts_from)}
+            "code": source_digest(), "starts_from": dict(starts_from)}
 
 
 def inputs_digest(inputs: Mapping[str, Any]) -> str:
-    """Digest of the parts of ``inputs`` that decide reuse (not the informative commit)."""
-    return digest({k: v for k, v in inputs.items() if k != "commit"})
+    """Digest of ``inputs``: what a progress checkpoint and a later stage record of it."""
+    return digest(inputs)
 
 
 def _flat(d: Any, prefix: str = "") -> Dict[str, Any]:

@@ -91,7 +91,12 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self, head: nn.Module, features: Features, split: str, fanouts: Sequence[int],
-                 batch_size: int, full_neighbors: bool) -> Dict[str, object]:
+                 batch_size: int, full_neighbors: bool,
+                 keep_predictions: bool = False) -> Dict[str, object]:
+        """The task's metrics of ``split`` over all trainers (collective). With
+        ``keep_predictions``, node classification adds ``predictions`` (every test node's
+        predicted and true class, :func:`~.node.gathered_predictions`); the edge tasks
+        ignore it."""
         raise NotImplementedError
 
     def split_targets(self, split: str):

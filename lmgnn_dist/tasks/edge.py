@@ -86,7 +86,8 @@ class EdgeClassificationTask(_EdgeTask):
         return F.cross_entropy(logits, self.labels(batch).to(logits.device))
 
     @torch.no_grad()
-    def evaluate(self, head, features, split, fanouts, batch_size, full_neighbors):
+    def evaluate(self, head, features, split, fanouts, batch_size, full_neighbors,
+                 keep_predictions=False):  # per-node predictions: node classification
         conf = torch.zeros(len(self.classes), len(self.classes), dtype=torch.int64)
         for b in self._edge_batches(self.split_targets(split), fanouts, batch_size, None,
                                     shuffle=False, full_neighbors=full_neighbors):
@@ -158,7 +159,8 @@ class LinkPredictionTask(_EdgeTask):
         return {k: self._held[f"{split}_{k}"][lo:hi] for k in ("src", "dst", "neg")}
 
     @torch.no_grad()
-    def evaluate(self, head, features, split, fanouts, batch_size, full_neighbors):
+    def evaluate(self, head, features, split, fanouts, batch_size, full_neighbors,
+                 keep_predictions=False):  # per-node predictions: node classification
         held = self.held_out(split)
         sums = torch.zeros(2 + len(HITS_AT), dtype=torch.float64)
         for start in range(0, len(held["src"]), batch_size):

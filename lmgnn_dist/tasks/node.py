@@ -9,7 +9,7 @@ from torch import nn
 from ..data.dataloading import node_batches, sample_blocks
 from .metrics import classification_metrics, confusion_matrix
 from ..model.decoders import NodeClassifier
-from ..dist_init import all_reduce
+from ..dist_init import all_gather_objects, all_reduce
 from .base import NodeBatch, Task
 
 
@@ -111,9 +111,39 @@ class NodeClassificationTask(Task):
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
     @torch.no_grad()
-    def evaluate(self, head, features, split, fanouts, batch_size, full_neighbors):
+    def evaluate(self, head, features, split, fanouts, batch_size, full_neighbors,
+                 keep_predictions=False):
+        """Accuracy, macro-F1, per-class F1 and support of ``split`` over all trainers
+        (collective). With ``keep_predictions`` also ``predictions``: every trainer's
+        predictions of the split gathered (:func:`gathered_predictions`)."""
         conf = torch.zeros(len(self.classes), len(self.classes), dtype=torch.int64)
+        kept = []
         for b, logits in self._predicted(head, features, self.split_targets(split), fanouts,
                                          batch_size, full_neighbors):
-            conf += confusion_matrix(logits.argmax(1), b.labels, len(self.classes))
-        return classification_metrics(all_reduce(conf), self.classes)
+            pred = logits.argmax(1)
+            conf += confusion_matrix(pred, b.labels, len(self.classes))
+            if keep_predictions:
+                kept.append(torch.stack([self.node_ids(b.seeds[self.target]), pred,
+                                         b.labels.long()]))
+        out = classification_metrics(all_reduce(conf), self.classes)
+        if keep_predictions:
+            mine = torch.cat(kept, 1) if kept else torch.zeros(3, 0, dtype=torch.int64)
+            out["predictions"] = gathered_predictions(all_gather_objects(mine.numpy()))
+        return out
+
+    def node_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """The TAG's ids (``orig_id``, int64) of target nodes ``ids`` (the graph's ids; a
+        graph without ``orig_id``, such as a test's in-memory graph, keeps its own)."""
+        data = self.g.nodes[self.target].data
+        return data["orig_id"][ids].long() if "orig_id" in data.keys() else ids.long()
+
+
+def gathered_predictions(parts) -> dict:
+    """One split's predictions from every trainer's ``int64 [3, n_r]`` rows (node id,
+    predicted class, true class) as int64 numpy ``node_id``, ``pred``, ``label`` ``[N]``
+    sorted by node id (``N = sum n_r``; the same split of two runs then aligns row by row)."""
+    import numpy as np
+
+    rows = np.concatenate([np.asarray(p, dtype=np.int64).reshape(3, -1) for p in parts], 1)
+    order = np.argsort(rows[0], kind="stable")
+    return {"node_id": rows[0][order], "pred": rows[1][order], "label": rows[2][order]}

@@ -21,6 +21,7 @@ from ..data.lm_cache import LMEmbeddingCache
 from ..device import CPU, DevicePlan, check_precision, peak_gpu_mem_mib, resolve_device
 from ..dist_init import DistContext, all_reduce
 from ..model.joint import NodeLMs
+from ..run.code_version import code_version
 from ..stages import STAGE_ORDER, StageStart, variant_of
 from ..tasks import Task, make_task
 from .builders import NodeInputEncoders, sparse_rows
@@ -67,6 +68,8 @@ class StageEnv:
     device : where the LMs and the GNN run (:mod:`lmgnn_dist.device`).
     groups : device type -> process group of its gradients (``cuda``: an NCCL group).
     cache : the LM-embedding cache (created by the first :meth:`lm_cache` call: collective).
+    code : the code this process runs (rank 0; :func:`~lmgnn_dist.run.code_version.
+        code_version`), recorded in every stage's ``metrics.json`` as ``code``.
     """
 
     cfg: object
@@ -78,6 +81,7 @@ class StageEnv:
     device: DevicePlan = CPU
     groups: Dict[str, object] = field(default_factory=dict)
     cache: Optional[LMEmbeddingCache] = field(default=None)
+    code: Optional[dict] = field(default=None)
     _unused: Optional[bool] = field(default=None, repr=False)
 
     @classmethod
@@ -93,7 +97,8 @@ class StageEnv:
         encoders = NodeInputEncoders.from_config(cfg.model, meta)
         check_precision(plan, encoders.embedding_ntypes)
         groups = {"cuda": dist.new_group(backend="nccl")} if plan.lm.type == "cuda" else {}
-        env = cls(cfg, ctx, g, meta, make_task(cfg, g, meta), encoders, plan, groups)
+        env = cls(cfg, ctx, g, meta, make_task(cfg, g, meta), encoders, plan, groups,
+                  code=code_version() if ctx.is_main else None)
         env.log(f"[trainer] devices: {plan.describe()}")
         return env
 
@@ -268,15 +273,18 @@ class StageTrainer:
 
     def finish(self, metrics: dict, lms: Optional[NodeLMs] = None, head=None,
                learnable=None) -> dict:
-        """Record peak memory, write the stage checkpoint (collective) and log one line."""
+        """Record peak memory and the code version (``code``), write the stage checkpoint
+        with the final test evaluation's per-node predictions (``metrics`` loses
+        ``test_predictions``: ``test_predictions.npz``; collective) and log one line."""
         from .evaluation import describe
         from .checkpoints import write_stage_checkpoint
 
         rss, gpu = all_reduce(torch.tensor([peak_rss_mb(), peak_gpu_mem_mib(self.env.device)]),
                               dist.ReduceOp.MAX).tolist()
         metrics.update(peak_rss_mb_max_trainer=rss, peak_gpu_mem_mib=gpu,
-                       variant=variant_of(self.name, self.cfg))
-        write_stage_checkpoint(self.env, self.name, metrics, lms, head, learnable,
+                       variant=variant_of(self.name, self.cfg), code=self.env.code)
+        predictions = metrics.pop("test_predictions", None)
+        write_stage_checkpoint(self.env, self.name, metrics, lms, head, learnable, predictions,
                                self.start.inputs)
         names = self.task.metric_names
         scores = (describe(names, metrics, "val") + "  " + describe(names, metrics, "test")

@@ -2,7 +2,8 @@
 
 - ``<output_dir>/<stage>/``: the finished stage (:func:`write_stage_checkpoint`): ``lm*/``
   (Hugging Face folders), ``gnn.pt`` (GNN encoder + decoder), ``node_emb/`` (learnable rows,
-  one file per trainer), ``metrics.json`` (last: its presence means complete).
+  one file per trainer), ``test_predictions.npz`` (node classification: every test node's
+  prediction), ``metrics.json`` (last: its presence means complete).
 - ``<output_dir>/<stage>.partial/``: progress after N optimizer steps or epochs
   (:class:`Progress`): module and optimizer states (rank 0; DDP keeps them equal) and, per
   trainer, its RNG states, counters and learnable rows. A restarted job continues from it.
@@ -16,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -50,12 +52,15 @@ def _stage_rank_files(env, name: str, learnable, rank_state: Optional[dict]) -> 
 
 
 def write_stage_checkpoint(env, name: str, metrics: dict, lms=None, head=None,
-                           learnable=None, inputs: Optional[dict] = None) -> None:
+                           learnable=None, predictions: Optional[dict] = None,
+                           inputs: Optional[dict] = None) -> None:
     """Write ``<output_dir>/<name>/`` (collective) and drop the stage's progress checkpoint,
     which is obsolete once the stage is complete. ``metrics`` gains ``precision``: the LMs'
     precision as resolved (``launch.precision=auto`` -> bf16 or fp32), and ``inputs``: what
     the stage was trained on (:mod:`lmgnn_dist.run.provenance`; the run plan compares it on
-    resume)."""
+    resume). ``predictions`` (rank 0's; name -> numpy array, e.g. the test split's
+    ``node_id``/``pred``/``label``) go into ``test_predictions.npz`` inside the temp folder,
+    so they appear with the rest."""
     metrics.setdefault("precision", env.device.precision)
     if inputs is not None:
         metrics.setdefault("inputs", inputs)
@@ -68,6 +73,8 @@ def write_stage_checkpoint(env, name: str, metrics: dict, lms=None, head=None,
                                        tokenizer_source=env.encoders.tokenizer)
             if head is not None:
                 torch.save(head.state_dict(), tmp / "gnn.pt")
+            if predictions is not None:
+                np.savez(tmp / ckpt.PREDICTIONS, **predictions)
             _move_contents(staging, tmp)
         ckpt.write_stage(env.cfg.output_dir, name, metrics, write_files)
         for partial in ckpt.progress_names(name):

@@ -16,14 +16,19 @@ from ..tasks import Features, Task
 
 
 def evaluate(task: Task, head: TaskModel, features: Features, split: str,
-             fanouts: Sequence[int], batch_size: int) -> Dict[str, object]:
+             fanouts: Sequence[int], batch_size: int,
+             keep_predictions: bool = False) -> Dict[str, object]:
     """The task's metrics of ``head`` on ``split`` (``val``/``test``) over all trainers
     (collective), with full neighbourhoods (none at all for the graph-free MLP head, whose
     ``fanouts`` are ``[0]``: its ``graph_free`` says so). ``features``: input nodes -> GNN
-    inputs. The head is put back in training mode afterwards."""
+    inputs. ``keep_predictions``: node classification adds ``predictions`` (every node of
+    the split, :meth:`~lmgnn_dist.tasks.Task.evaluate`); a stage's final test evaluation
+    keeps them and :meth:`~.base.StageTrainer.finish` writes them. The head is put back in
+    training mode afterwards."""
     with eval_mode(head):
         return task.evaluate(head, features, split, fanouts, batch_size,
-                             full_neighbors=not head.encoder.graph_free)
+                             full_neighbors=not head.encoder.graph_free,
+                             keep_predictions=keep_predictions)
 
 
 @contextlib.contextmanager
@@ -37,12 +42,15 @@ def eval_mode(head: TaskModel):
 
 
 def evaluate_splits(task: Task, head: TaskModel, features: Features, fanouts: Sequence[int],
-                    batch_size: int, splits: Sequence[str] = ("val", "test")
-                    ) -> Dict[str, object]:
-    """:func:`evaluate` on each of ``splits``, keys prefixed (``val_acc``, ``test_acc``)."""
+                    batch_size: int, splits: Sequence[str] = ("val", "test"),
+                    keep_predictions: Sequence[str] = ("test",)) -> Dict[str, object]:
+    """:func:`evaluate` on each of ``splits``, keys prefixed (``val_acc``, ``test_acc``);
+    the splits of ``keep_predictions`` keep their per-node predictions
+    (``test_predictions``)."""
     out: Dict[str, object] = {}
     for split in splits:
-        out.update(prefixed(split, evaluate(task, head, features, split, fanouts, batch_size)))
+        out.update(prefixed(split, evaluate(task, head, features, split, fanouts, batch_size,
+                                            keep_predictions=split in keep_predictions)))
     return out
 
 

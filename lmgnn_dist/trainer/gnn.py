@@ -57,7 +57,8 @@ def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: s
     epoch and keep the best (:class:`~.run.StageRun`). ``name`` labels its progress bar,
     TensorBoard folder and progress checkpoint (``stage2``, or ``stage3_refit`` for stage 3's
     re-fit). Collective. Returns ``(head with the best epoch's weights, metrics)``: val
-    metrics of the best epoch, test metrics of that head, ``best_epoch`` (0-based index of
+    metrics of the best epoch, test metrics of that head (node classification: with
+    ``test_predictions``, :meth:`~.base.StageTrainer.finish`), ``best_epoch`` (0-based index of
     the kept epoch), ``epochs``, ``steps_per_epoch``, ``losses`` (mean per epoch),
     ``val_history``."""
     s, task, env = trainer.cfg.stage2, trainer.task, trainer.env
@@ -84,7 +85,8 @@ def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: s
         run.record(epoch, total / max(1, steps), f"train loss {total / max(1, steps):.4f}  "
                    + describe(task.metric_names, prefixed("val", val)))
     run.best.restore(head, learnable)
-    test = evaluate(task, head, features, "test", env.fanouts(), trainer.cfg.eval_batch_size)
+    test = evaluate(task, head, features, "test", env.fanouts(), trainer.cfg.eval_batch_size,
+                    keep_predictions=True)
     metrics = {**prefixed("val", run.best.val), **prefixed("test", test),
                "best_epoch": run.best.epoch - 1, "epochs": epochs, "steps_per_epoch": steps,
                "losses": run.losses, "val_history": run.history}

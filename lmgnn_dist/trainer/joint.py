@@ -47,7 +47,7 @@ class JointTrainer(StageTrainer):
     ``best_step`` (the best validated joint model; 0: the one the stage started from),
     ``lm_step`` and ``head`` (``joint`` or ``refit``: which LMs and head were kept),
     ``val_history`` (``[{"step": s, "acc": ..}, ...]``), ``stopped_early``, ``refit`` (the
-    re-fit head's val/test and whether it was kept), ``loss_first``/``loss_last``/``losses``,
+    re-fit head's val/test, its ``val_history`` and whether it was kept), ``loss_first``/``loss_last``/``losses``,
     ``steps`` (done), ``steps_per_epoch``, the instrumentation of
     :meth:`~.joint_inputs.JointInputs.stats`, ``train_s`` (the stage's seconds before the
     re-fit, validation excluded), ``validation_s``, ``encode_s``, ``seconds``,
@@ -184,12 +184,12 @@ class JointTrainer(StageTrainer):
         """Train a fresh GNN head (stage 2's settings, ``refit_epochs``) on the embeddings of
         the LMs as training left them (after ``step``; the cache is re-encoded with them first
         unless it holds them). Collective. Returns ``(head, its metrics, summary)``; the
-        summary (``val_*``/``test_*``, ``best_epoch``) goes into the stage metrics as
-        ``refit``."""
+        summary (``val_*``/``test_*``, ``best_epoch``, ``val_history`` per re-fit epoch) goes
+        into the stage metrics as ``refit``."""
         self.env.fill_cache(lms, step=step)
         epochs = self.s.refit_epochs or self.cfg.stage2.epochs
         head, m = fit_head(self, learnable, lms.out_dim, epochs, f"{self.name}_refit")
         summary = {"best_epoch": m["best_epoch"], "lm_step": step,
                    **{k: v for k, v in m.items() if k.startswith(("val_", "test_"))
-                      and isinstance(v, float)}}
+                      and isinstance(v, float)}, "val_history": m["val_history"]}
         return head, m, summary
