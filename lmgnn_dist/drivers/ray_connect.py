@@ -85,8 +85,11 @@ def _signals_end_at_once(what: str, deadline_s: float = CONNECT_DEADLINE_S):
     (Ray's connection retries), where Python runs no signal handler; and after
     ``deadline_s`` the process ends with one ``error:`` line naming ``what``, exit 2 (Ray
     retries a server that speaks gRPC but is not its GCS forever). A thread reads the signal
-    numbers Python's C handler writes to the wakeup fd (``signal.set_wakeup_fd``; main
-    thread only)."""
+    numbers Python's C handler writes to the wakeup fd (``signal.set_wakeup_fd``: main
+    thread only; elsewhere the block runs unguarded)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     r, w = socket.socketpair()
     w.setblocking(False)
     r.settimeout(deadline_s)
