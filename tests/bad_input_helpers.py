@@ -60,6 +60,30 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
     return lines[0]
 
 
+def write_run_config(root: Path, tag: Path, bert: Path) -> str:
+    """``<root>/run.yaml``: the tiny run config (:func:`run_helpers.tiny_config`) on ``tag``;
+    returns its path."""
+    import yaml
+
+    from run_helpers import tiny_config
+
+    path = root / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(root, tag, bert)))
+    return str(path)
+
+
+def driver_refuses(main, argv, capsys, *folders) -> str:
+    """Run a driver's ``main(argv)`` in this process; it must exit 2 with one ``error:``
+    line (returned) and leave ``folders`` byte for byte, folder for folder, as they were."""
+    from run_helpers import tree_hash
+
+    before = [tree_hash(f) for f in folders]
+    rc = main(argv)
+    line = assert_one_line_error(rc, capsys.readouterr().err)
+    assert [tree_hash(f) for f in folders] == before, "something was written"
+    return line
+
+
 def leftovers(parent: Path) -> List[str]:
     """Temp folders of a partition run left in ``parent`` (there must be none)."""
     return sorted(p for p in os.listdir(parent) if ".tmp-" in p or ".old-" in p) \

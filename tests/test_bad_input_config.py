@@ -92,6 +92,10 @@ FILE_CASES = {
     "base not a name": ("base: [a.yaml]\n", "base must be a file name, got ['a.yaml']"),
     "rule in the file": ("stage3:\n  lm_lr: -1.0e-5\n", "stage3.lm_lr must be > 0.0, got "
                                                         "-1e-05"),
+    # issue 23: all defaults (the Cora demo's paths) is never what a file meant
+    "empty file": ("", "empty config (no keys)"),
+    "only comments": ("# my run\n\n   # TODO\n", "empty config (no keys)"),
+    "empty mapping": ("{}\n", "empty config (no keys)"),
 }
 
 
@@ -103,6 +107,19 @@ def test_bad_file_is_one_line_naming_file_and_key(case, tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(str(path))
     assert str(info.value) == f"{path}: {line}"
+
+
+def test_a_binary_or_folder_config_is_one_line_naming_it(tmp_path):
+    """A binary file raised UnicodeDecodeError's text, naming neither file nor config."""
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert str(info.value) == (f"{path}: not a UTF-8 text file (byte 0x89 at offset 0); a "
+                               "config is YAML text")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path))
+    assert str(info.value) == f"{tmp_path}: is a folder, not a config file"
 
 
 def test_zero_steps_still_mean_skip_or_evaluate():

@@ -37,14 +37,56 @@ def test_fingerprint_matches_then_names_each_change(parted):
     size = node_file.stat().st_size
     with open(node_file, "ab") as f:
         f.write(b"x")
-    st = (tag / "metadata.json").stat()
+    st = (tag / "metadata.json").stat()  # only touched: same bytes, not a change
     os.utime(tag / "metadata.json", ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
     write_raw_tag(tag, {}, {"paper__likes__paper": {"src": pa.array([1000]),
                                                     "dst": pa.array([1007])}})
     assert fingerprint_changes(parts, tag, opts) == [
         "new file edges/paper__likes__paper.parquet",
-        "metadata.json changed (modified since it was partitioned)",
         f"nodes/paper.parquet changed (size {size} -> {size + 1})"]
+
+
+def test_an_edit_copied_back_with_its_old_size_and_mtime_is_a_change(parted):
+    """``cp -p`` / ``rsync -a`` / ``tar x`` of an edited table: same size, old mtime, other
+    labels. The fingerprint of sizes and times took it for the partitioned one."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tag, parts, opts = parted
+    path = tag / "nodes" / "paper.parquet"
+    st, before = path.stat(), path.read_bytes()
+    table = pq.read_table(path)
+    flipped = pc.subtract(pa.scalar(1, pa.int64()), table.column("label"))
+    pq.write_table(table.set_column(table.column_names.index("label"), "label", flipped), path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert path.read_bytes() != before
+    assert fingerprint_changes(parts, tag, opts) == ["nodes/paper.parquet changed (content)"]
+
+
+def test_a_fingerprint_without_content_hashes_is_a_change(parted):
+    import json
+
+    tag, parts, opts = parted
+    meta = json.loads((parts / "lmgnn_meta.json").read_text())
+    for entry in meta["fingerprint"]["files"].values():
+        del entry["sha256"]  # what versions before content hashing recorded
+    (parts / "lmgnn_meta.json").write_text(json.dumps(meta))
+    assert fingerprint_changes(parts, tag, opts) == [
+        f"{parts / 'lmgnn_meta.json'} records the TAG files' sizes and times but not their "
+        "content (sha256; partitioned by an older version)"]
+
+
+def test_an_unreadable_tag_file_is_one_line_naming_it(parted):
+    from partition.tag import TAGFormatError
+
+    tag, parts, opts = parted
+    (tag / "nodes" / "loop.parquet").symlink_to("loop.parquet")
+    with pytest.raises(TAGFormatError) as info:
+        fingerprint_changes(parts, tag, opts)
+    assert str(info.value) == (f"{tag / 'nodes' / 'loop.parquet'}: cannot read it (Too many "
+                               "levels of symbolic links)")
 
 
 def test_fingerprint_of_no_or_old_partitions(parted, tmp_path):

@@ -43,6 +43,8 @@ def fake_run(tmp_path_factory, tiny_tag_dir, tiny_bert_dir):
         torch.save(head(hidden).state_dict(), run / name / "gnn.pt")
         (run / name / "metrics.json").write_text("{}")
     (run / "notastage").mkdir()
+    (run / "lmonly").mkdir()  # complete, but a stage without a GNN (stage 1)
+    (run / "lmonly" / "metrics.json").write_text("{}")
     (run / "half").mkdir()
     data = (run / "stage3" / "gnn.pt").read_bytes()
     (run / "half" / "gnn.pt").write_bytes(data[: len(data) // 2])
@@ -54,6 +56,7 @@ def fake_run(tmp_path_factory, tiny_tag_dir, tiny_bert_dir):
     ("stage9", "stage9: no such stage checkpoint folder"),
     ("notastage", "notastage: not a complete stage checkpoint (no metrics.json"),
     ("half", "half/gnn.pt: cannot be loaded (half-written or corrupt?)"),
+    ("lmonly", "lmonly/gnn.pt: not found; the checkpoint must be a stage that trained a GNN"),
     ("stage2", "stage2/gnn.pt: does not fit the model the config builds"),
 ])
 def test_bad_checkpoint_is_one_line_and_starts_nothing(fake_run, tmp_path, capsys,
@@ -86,6 +89,23 @@ def test_out_must_not_be_the_run_or_the_stage(fake_run, capsys, monkeypatch):
                    str(fake_run / "stage3"), "--out", str(out)])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and "--out must not be the run folder" in err[0]
+
+
+def test_a_config_naming_no_machines_is_refused_before_opening_the_checkpoint(
+        fake_run, tmp_path, capsys, monkeypatch):
+    import launch.api
+    from lmgnn_dist.drivers.embed import main
+
+    monkeypatch.setattr(launch.api, "launch", lambda *a, **kw: pytest.fail("a job started"))
+    before = tree_hash(fake_run)
+    rc = main(["--config", str(fake_run / "config.yaml"), "--checkpoint",
+               str(fake_run / "stage3"), "--out", str(tmp_path / "emb"), "launch.debug_local=0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [
+        "error: launch.debug_local=0 and launch.ip_config is empty: give launch.debug_local=N "
+        "(N loopback machines on this host) or launch.ip_config=FILE (one 'IP [PORT]' line "
+        "per machine)"]
+    assert not (tmp_path / "emb").exists() and tree_hash(fake_run) == before
 
 
 def test_a_good_checkpoint_reaches_the_launch_with_out_as_workspace(fake_run, tmp_path,

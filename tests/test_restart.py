@@ -58,19 +58,29 @@ def test_stale_checkpoint_temp_folders_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".stage1.tmp-x", "notes.tmp-1", "stage1"]
 
 
-def test_bad_ip_config_fails_once_with_exit_code_2(tmp_path, tiny_tag_dir, tiny_bert_dir):
-    """The launcher's bad-input exit code 2 reaches the driver, which does not retry it."""
-    ips = tmp_path / "ips.txt"
-    ips.write_text("1.2.3\n")
+def test_bad_launch_input_fails_once_with_exit_code_2(tmp_path, tiny_tag_dir, tiny_bert_dir):
+    """The launcher's bad-input exit code 2 reaches the driver, which does not retry it (an
+    env key only the launcher checks); a bad ip-config the driver refuses itself, before
+    partitioning (issue 23)."""
     cfg = tiny_config(tmp_path, tiny_tag_dir, tiny_bert_dir)
-    cfg["launch"] = {"debug_local": 0, "ip_config": str(ips), "max_restarts": 3}
+    cfg["launch"] = {"debug_local": 2, "env": {"BAD KEY": "1"}, "max_restarts": 3}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--config", str(path)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
-    assert out.stderr.count("is not an IPv4/IPv6 address") == 1  # one attempt
+    assert out.stderr.count("'BAD KEY' is not a valid environment variable name") == 1
     assert "(bad input): not retried" in out.stderr and "restart" not in out.stdout
+    ips = tmp_path / "ips.txt"
+    ips.write_text("1.2.3\n")
+    cfg["launch"] = {"debug_local": 0, "ip_config": str(ips), "max_restarts": 3}
+    cfg["data"]["part_dir"] = str(tmp_path / "parts2")
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "lmgnn_dist.drivers.pipeline", "--config", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.splitlines() == [
+        f"error: launch.ip_config: {ips}:1: '1.2.3' is not an IPv4/IPv6 address"]
+    assert not (tmp_path / "parts2").exists()
 
 
 # ---------------------------------------------------------------------------- kill and resume

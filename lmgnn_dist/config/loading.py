@@ -79,14 +79,27 @@ def _merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
 def read_yaml(path: Path, _seen: Sequence[Path] = ()) -> Dict[str, Any]:
     """A config file as a dict, with its ``base:`` chain merged in (see :mod:`lmgnn_dist.config`).
 
-    Raises FileNotFoundError / ConfigError naming the file (missing, invalid YAML, a duplicate
-    key, not a mapping, a ``base`` that is not a file name, or a ``base`` cycle).
+    Raises FileNotFoundError / ConfigError naming the file (missing, a folder, not UTF-8
+    text, empty or only comments or ``{}`` -- all defaults is never what a file meant --,
+    invalid YAML, a duplicate key, not a mapping, a ``base`` that is not a file name, or a
+    ``base`` cycle).
     """
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file")
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found")
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: 'base' files form a cycle")
-    data = parse_yaml(path.read_text(), str(path)) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.object[exc.start]:#04x} "
+                          f"at offset {exc.start}); a config is YAML text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    data = parse_yaml(text, str(path))
+    if data is None or data == {}:
+        raise ConfigError(f"{path}: empty config (no keys)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     base = data.pop("base", None)

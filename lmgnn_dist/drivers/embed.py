@@ -4,8 +4,9 @@
 ``lmgnn-embed --config <run>/config.yaml --checkpoint <run>/stage3 --out <folder>
 [--batch-size B] [--verify N] [--verbose] [key=value ...]``
 
-1. Loads the config and the partition metadata, and opens the stage checkpoint *before any
-   process starts* (:func:`open_checkpoint`): the stage folder must be a complete checkpoint,
+1. Loads the config (whose ``launch`` section must name the machines,
+   :func:`~lmgnn_dist.drivers.pipeline.check_machines`) and the partition metadata, and
+   opens the stage checkpoint *before any process starts* (:func:`open_checkpoint`): the stage folder must be a complete checkpoint,
    its ``gnn.pt`` must load and fit (keys and shapes) the task head the config builds, its
    LM folders must be readable, and with text-less node types ``node_emb/`` must hold their
    rows. Any failure: one line ``error: <path>: ...`` on stderr, exit 2, nothing started.
@@ -132,11 +133,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from ..config import load_config
     from ..jobs.embed import parse_args
-    from .pipeline import launch_spec
+    from .pipeline import check_machines, launch_spec
 
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        check_machines(cfg)
         meta = load_partition_meta(cfg.data.part_dir)
         ck, sources = open_checkpoint(cfg, meta, Path(args.checkpoint))
         out = check_out(Path(args.out), ck)

@@ -6,7 +6,8 @@
 Several ``--config`` files (e.g. one per task) run one after the other; ``--summary FILE``
 then writes their combined task table (:func:`~lmgnn_dist.drivers.results.format_task_table`) as JSON.
 
-1. :func:`~lmgnn_dist.drivers.prepare.prepare_run`: checks the models and the run plan, writes
+1. :func:`check_machines` (the config names the job's machines), then
+   :func:`~lmgnn_dist.drivers.prepare.prepare_run`: checks the models and the run plan, writes
    ``<output_dir>/config.yaml``, tokenises and partitions ``data.tag_path`` into
    ``data.part_dir`` unless a partition made with the same options is already there.
 2. Starts the DGL servers and trainers with :func:`launch.api.launch` (the spec of
@@ -34,7 +35,7 @@ from typing import List, Optional, Sequence, Tuple
 from launch.api import LaunchSpec, Machines, SSHSettings, launch
 from launch.procs import TreeMemoryMonitor, run_with_restarts
 
-from ..config import RunConfig, load_config
+from ..config import ConfigError, RunConfig, load_config
 from .results import format_task_table, task_rows, write_results
 from ..run.runplan import clean_stale_checkpoints
 
@@ -59,6 +60,33 @@ def launch_spec(cfg: RunConfig, part_config: str, workspace: Optional[str] = Non
                       quiet=not verbose)
 
 
+def check_machines(cfg: RunConfig) -> None:
+    """The job's machines are named: ``launch.debug_local`` > 0, or ``launch.ip_config`` a
+    readable ip-config listing ``data.num_parts`` machines. Checked before partitioning (the
+    launcher finds it only when the job starts); pure apart from reading the ip-config.
+
+    Raises
+    ------
+    ConfigError naming the keys (and the ip-config's file and line) at fault.
+    """
+    from launch.hosts import LaunchError, read_ip_config
+
+    l, parts = cfg.launch, cfg.data.num_parts
+    if l.debug_local > 0:
+        return
+    if not l.ip_config:
+        raise ConfigError("launch.debug_local=0 and launch.ip_config is empty: give "
+                          "launch.debug_local=N (N loopback machines on this host) or "
+                          "launch.ip_config=FILE (one 'IP [PORT]' line per machine)")
+    try:
+        hosts = read_ip_config(l.ip_config, l.num_servers)
+    except LaunchError as exc:
+        raise ConfigError(f"launch.ip_config: {exc}") from None
+    if len(hosts) != parts:
+        raise ConfigError(f"launch.ip_config={l.ip_config} lists {len(hosts)} machines but "
+                          f"data.num_parts={parts}: one partition per machine")
+
+
 def launch_job(cfg: RunConfig, part_config: str, command: List[str],
                verbose: bool = False) -> int:
     """Run ``command`` in every trainer (and DGL servers) of the job :func:`launch_spec`
@@ -76,6 +104,7 @@ def run_one(config_path: str, overrides: Sequence[str],
     t0 = time.time()
     try:
         cfg = load_config(config_path, overrides)
+        check_machines(cfg)
         plan, meta, resolved = prepare_run(cfg, config_path)
     except (ValueError, FileNotFoundError) as exc:  # ConfigError, PlanError, TAGFormatError
         print(f"error: {exc}", file=sys.stderr)

@@ -131,14 +131,18 @@ def output_to(path: Path):
 
 def check_inputs(cfg: RunConfig) -> None:
     """Offline, in well under a second, before anything starts: every configured LM resolves
-    (:func:`check_model_paths`), ``data.max_seq_len`` fits the LM's positions, and the task's
-    target exists in the TAG with the columns it needs.
+    (:func:`check_model_paths`), ``data.max_seq_len`` fits the LM's positions,
+    ``data.tag_path`` is a folder whose files can be read, the task's target exists in the
+    TAG with the columns it needs, and -- when a planned stage trains on the task (the
+    baseline, stages 2 and 3, stage 1 with ``objective: task``) -- its targets can train and
+    be selected (:func:`partition.task_check.check_task_targets`).
 
     Raises
     ------
     ConfigError / TAGFormatError / FileNotFoundError with one line naming the key or file.
     """
-    from partition.task_check import check_task_against_tag
+    from partition.fingerprint import tag_files
+    from partition.task_check import check_task_against_tag, check_task_targets
     from partition.tokenize import check_max_seq_len
 
     check_model_paths(cfg)
@@ -146,8 +150,15 @@ def check_inputs(cfg: RunConfig) -> None:
         check_max_seq_len(cfg.model.lm, cfg.data.max_seq_len)
     except ValueError as exc:
         raise ConfigError(f"data.max_seq_len: {exc}") from None
-    t = cfg.task
-    check_task_against_tag(cfg.data.tag_path, t.kind, t.target_ntype, t.target_etype)
+    t, tag = cfg.task, Path(cfg.data.tag_path)
+    if not tag.is_dir():
+        raise ConfigError(f"data.tag_path={cfg.data.tag_path}: " + (
+            "not a folder" if tag.exists() else "TAG folder does not exist"))
+    tag_files(tag, hashes=False)  # each file can be read (a symlink loop names itself)
+    check_task_against_tag(tag, t.kind, t.target_ntype, t.target_etype)
+    if cfg.baseline or any(k != 1 for k in cfg.stages) or (
+            1 in cfg.stages and cfg.stage1.objective == "task"):
+        check_task_targets(tag, t.kind, t.target_ntype, t.target_etype)
 
 
 def prepare_run(cfg: RunConfig, config_path: Optional[str] = None

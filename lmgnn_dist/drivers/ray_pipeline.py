@@ -7,9 +7,13 @@ or, against a running cluster (``ray start --head``)::
     ray job submit --address http://127.0.0.1:8265 -- \\
         python -m lmgnn_dist.drivers.ray_pipeline --config examples/cora/pipeline.yaml
 
-1. Connects to Ray: ``--address`` if given; else the cluster of ``RAY_ADDRESS`` (set by ``ray
-   job submit``) or a running local cluster (``address="auto"``); else it starts a local
-   instance (``--local-cpus`` CPUs; ``--local-cpus`` always starts one).
+1. Checks the config offline (:func:`~lmgnn_dist.drivers.prepare.check_inputs`), then
+   connects to Ray (:mod:`.ray_connect`): ``--address`` if given; else the cluster of
+   ``RAY_ADDRESS`` (set by ``ray job submit``) or a running local cluster
+   (``address="auto"``); else it starts a local instance (``--local-cpus`` CPUs;
+   ``--local-cpus`` always starts one). A given address that does not answer within a few
+   seconds, or a cluster whose nodes cannot hold a stage's placement group
+   (``launch.ray_cpus_per_machine``), is one ``error:`` line, exit 2.
 2. Partitions the TAG as :mod:`lmgnn_dist.drivers.pipeline` does (:func:`ensure_partitions`).
 3. Runs each stage (the baseline if configured, then each of ``cfg.stages``) as its own
    distributed job, skipping stages whose checkpoint is complete: a placement group with one
@@ -42,28 +46,9 @@ import time
 from typing import Optional, Sequence
 
 from ..run import checkpoint as ckpt
-from ..config import ConfigError, RunConfig, load_config
+from ..config import RunConfig, load_config
+from .ray_connect import RayConnectError, check_cpus, connect
 from .ray_job import LOG, RayPipelineError, StageJob, _alive_nodes
-
-
-def connect(address: Optional[str], local_cpus: Optional[int]) -> str:
-    """``ray.init`` as the module docstring says; returns a one-line description."""
-    import ray
-
-    if local_cpus is not None:
-        # address="local": a new instance even where a cluster is running on this host
-        ray.init(address="local", num_cpus=local_cpus, include_dashboard=False,
-                 log_to_driver=False)
-        return f"a local Ray instance with {local_cpus} CPUs"
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
-        return f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
-    try:
-        ray.init(address="auto", log_to_driver=False)
-        return "the running Ray cluster (address=auto)"
-    except ConnectionError:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
-        return "a local Ray instance (no cluster running)"
 
 
 def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0,
@@ -155,25 +140,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "<output_dir>/logs/<process>.log)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stage1.max_steps=5")
     args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     if args.local_cpus is not None and args.local_cpus < 1:
         print(f"error: --local-cpus must be >= 1, got {args.local_cpus}", file=sys.stderr)
         return 2
+    from .prepare import check_inputs
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        check_inputs(cfg)  # offline, before Ray: models, TAG, task (prepare_run repeats it)
+        where_desc = connect(args.address, args.local_cpus)
+    except (ValueError, FileNotFoundError, RayConnectError) as exc:  # ConfigError included
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     import ray
 
-    where_desc = connect(args.address, args.local_cpus)
     # `ray job stop` / kill: unwind through the finally blocks (teardown of the stage's job);
     # set after ray.init, which installs its own handler
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-    print(f"{LOG} connected to {where_desc}: {ray.cluster_resources().get('CPU', 0):g} CPUs on "
-          f"{_alive_nodes()} node(s)", flush=True)
     try:
+        print(f"{LOG} connected to {where_desc}: {ray.cluster_resources().get('CPU', 0):g} "
+              f"CPUs on {_alive_nodes()} node(s)", flush=True)
+        check_cpus(cfg)
         return run_pipeline(cfg, placement_timeout_s=args.placement_timeout,
                             verbose=args.verbose, config_path=args.config)
+    except RayConnectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         ray.shutdown()
 
