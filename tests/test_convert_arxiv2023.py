@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import numpy as np
 import pytest
 
 from conftest import SHARED
-from partition.converters.arxiv2023 import convert_arxiv2023
+from partition.converters.arxiv2023 import convert_arxiv2023, main
 from partition.tag import SPLIT_CODE, read_tag
 
 ARXIV = SHARED / "data" / "arxiv_2023"
@@ -65,3 +66,64 @@ def test_bad_release_is_one_clear_error(tmp_path, edges, split_ids, missing, mes
         (tmp_path / missing).unlink()
     with pytest.raises((ValueError, FileNotFoundError), match=message.replace("[", r"\[").replace(")", r"\)")):
         convert_arxiv2023(str(tmp_path))
+
+
+def _sets(tag):
+    split = tag.nodes["paper"].split
+    return [set(np.flatnonzero(split == SPLIT_CODE[s]).tolist()) for s in ("train", "val", "test")]
+
+
+def test_random_split_is_60_20_20_of_all_labelled_nodes(tmp_path):
+    _release(tmp_path, titles=[f"title {i}" for i in range(53)])
+    tag, counts = convert_arxiv2023(str(tmp_path), split="random", seed=0)
+    train, val, test = _sets(tag)
+    assert (len(train), len(val), len(test)) == (31, 10, 12)  # floor(0.6n), floor(0.2n), the rest
+    assert (counts["train"], counts["val"], counts["test"], counts["labelled"]) == (31, 10, 12, 53)
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert train | val | test == set(range(53))  # every labelled node, not only the fixed split's
+
+
+def test_random_split_is_seeded(tmp_path):
+    _release(tmp_path, titles=[f"title {i}" for i in range(40)])
+    a, b, c = (convert_arxiv2023(str(tmp_path), split="random", seed=s)[0] for s in (7, 7, 8))
+    assert np.array_equal(a.nodes["paper"].split, b.nodes["paper"].split)
+    assert not np.array_equal(a.nodes["paper"].split, c.nodes["paper"].split)
+    assert [len(x) for x in _sets(c)] == [24, 8, 8]
+
+
+def test_fixed_split_is_unchanged_and_default(tmp_path):
+    _release(tmp_path, titles=[f"title {i}" for i in range(10)], split_ids="0\n3\n")
+    tag, counts = convert_arxiv2023(str(tmp_path), str(tmp_path / "tag"))
+    fixed, counts_seeded = convert_arxiv2023(str(tmp_path), split="fixed", seed=5)
+    assert counts == counts_seeded == {"nodes": 10, "edges": 2, "self_loops_removed": 0,
+                                       "duplicate_edges_removed": 0, "classes": 2,
+                                       "train": 2, "val": 0, "test": 0}
+    assert np.array_equal(tag.nodes["paper"].split, fixed.nodes["paper"].split)
+    assert _sets(tag)[0] == {0, 3}
+    meta = json.loads((tmp_path / "tag" / "metadata.json").read_text())
+    assert "split" not in meta and meta["name"] == "arxiv_2023"
+
+
+def test_random_split_metadata_and_cli(tmp_path, capsys):
+    _release(tmp_path, titles=[f"title {i}" for i in range(20)])
+    main(["--src", str(tmp_path), "--out", str(tmp_path / "tag"), "--split", "random", "--seed", "3"])
+    counts = json.loads(capsys.readouterr().out)
+    assert (counts["train"], counts["val"], counts["test"], counts["labelled"]) == (12, 4, 4, 20)
+    meta = json.loads((tmp_path / "tag" / "metadata.json").read_text())
+    assert meta["split"] == {"kind": "random", "seed": 3, "fractions": [0.6, 0.2, 0.2]}
+    tag = read_tag(tmp_path / "tag")  # a valid TAG, the written split is the seeded one
+    assert np.array_equal(tag.nodes["paper"].split,
+                          convert_arxiv2023(str(tmp_path), split="random", seed=3)[0].nodes["paper"].split)
+
+
+def test_unknown_split_is_refused(tmp_path):
+    _release(tmp_path)
+    with pytest.raises(ValueError, match="unknown split 'time'"):
+        convert_arxiv2023(str(tmp_path), split="time")
+
+
+@needs_arxiv
+def test_real_release_random_split_sizes():
+    tag, counts = convert_arxiv2023(str(ARXIV), split="random", seed=0)
+    assert (counts["train"], counts["val"], counts["test"], counts["labelled"]) == (20320, 6773, 6775, 33868)
+    assert sum(map(len, _sets(tag))) == 33868
