@@ -199,7 +199,7 @@ def still_failing(records: Sequence[dict]) -> List[dict]:
 
 
 def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
-                    seeds_asked: Optional[int] = None, f1_parts: Sequence[str] = ("arxiv",)) -> str:
+                    seeds_asked: Optional[int] = None, f1_parts: Sequence[str] = ("arxiv", "arxiv_random")) -> str:
     """``QUALITY.md``: a header (budget, hardware, statistics, partial rows), then per part a
     table with one row per label: val/test accuracy (and macro-F1 for ``f1_parts``) as
     ``mean ± sample std``, seeds, mean stage time, commits. A row with fewer seeds than
