@@ -30,7 +30,9 @@ CASES = {
     "unknown model key": (["model.heads=2"], "model: unknown key(s) ['heads']; known: "
                           "['dropout', 'embedding_lr', 'encoders', 'fanouts', 'gnn', "
                           "'hidden_size', 'lm', 'lm_gradient_checkpointing', 'num_heads', "
-                          "'num_layers', 'sparse_attention']"),
+                          "'num_layers', 'pooling', 'sparse_attention']"),
+    "pooling": (["model.pooling=max"], "model.pooling must be one of 'auto', 'cls' or 'mean', "
+                "got 'max'"),
     "num parts 0": (["data.num_parts=0"], "data.num_parts must be > 0, got 0"),
     "max seq len 1": (["data.max_seq_len=1"], "data.max_seq_len must be >= 2, got 1"),
     "graph name path": (["data.graph_name=../x"], "data.graph_name must be a file name of "
@@ -141,3 +143,11 @@ def test_gnn_encoder_keys_default_and_heads_matter_only_for_rgat():
     assert load_config(None, ["model.hidden_size=10"]).model.hidden_size == 10
     cfg = load_config(None, ["model.gnn=rgat", "model.hidden_size=12", "model.num_heads=3"])
     assert (cfg.model.gnn, cfg.model.hidden_size, cfg.model.num_heads) == ("rgat", 12, 3)
+
+
+def test_pooling_defaults_to_cls_until_measured():
+    """``model.pooling``: ``cls`` by default (a default changes only by the quality
+    protocol); ``auto`` and ``mean`` are accepted."""
+    assert load_config(None, []).model.pooling == "cls"
+    for value in ("auto", "mean", "cls"):
+        assert load_config(None, [f"model.pooling={value}"]).model.pooling == value

