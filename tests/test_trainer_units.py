@@ -441,3 +441,61 @@ def test_pseudo_labels_are_refused_outside_joint_node_classification():
                            "task.target_etype=a__b__c"])
     with pytest.raises(ConfigError, match="pseudo_label_threshold"):
         load_config(None, ["stage3.pseudo_label_threshold=1.0"])
+
+
+# ---------------------------------------------------------------------- model.pooling
+def _declaring_mean_normalize(tmp_path, tiny_bert_dir):
+    """The tiny BERT with sentence-transformers' files declaring mean pooling + Normalize."""
+    import json
+    import shutil
+
+    folder = tmp_path / "st_bert"
+    shutil.copytree(tiny_bert_dir, folder)
+    st = "sentence_transformers.models."
+    (folder / "modules.json").write_text(json.dumps([
+        {"type": st + "Transformer", "path": ""}, {"type": st + "Pooling", "path": "1_Pooling"},
+        {"type": st + "Normalize", "path": "2_Normalize"}]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True}))
+    return folder
+
+
+def test_stages_record_the_resolved_pooling_and_the_next_stage_keeps_it(
+        tmp_path, tiny_bert_dir, one_process_group, monkeypatch):
+    """``model.pooling=auto`` on a folder declaring mean + Normalize: a stage that saves its
+    LM records ``pooling`` per LM key in ``metrics.json`` and its ``lm/`` declares it, so
+    stage 2's LMs (from that checkpoint, ``auto``) pool the same way: equal embeddings, unit
+    norm; the frozen-LM stage records it too."""
+    import json
+
+    from lmgnn_dist.trainer.checkpoints import write_stage_checkpoint
+
+    g, _ = toy_graph()
+    run = tmp_path / "run"
+    env = toy_env(run, g, lm=str(_declaring_mean_normalize(tmp_path, tiny_bert_dir)),
+                  **{"model.pooling": "auto", "stage2.epochs": 1, "stage2.batch_size": 8})
+    lms = build_lms(env.encoders, env.cfg.model, device=env.device)
+    assert lms.pooling() == {"shared": "mean+normalize"}
+    write_stage_checkpoint(env, "stage1", {"loss_first": 1.0}, lms=lms)
+    recorded = json.loads((run / "stage1" / "metrics.json").read_text())
+    assert recorded["pooling"] == {"shared": "mean+normalize"}
+    again = build_lms(env.encoders, env.cfg.model, run / "stage2", env.device)
+    assert again.lms["shared"].name_or_path == str(run / "stage1" / "lm")
+    assert again.pooling() == {"shared": "mean+normalize"}
+    ids = g.nodes["paper"].data["input_ids"][:6]
+    emb = again.encoder("paper").encode_no_grad(ids)
+    assert torch.equal(emb, lms.encoder("paper").encode_no_grad(ids))
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(6))
+
+    def fill_cache(lms, **kw):  # the frozen-LM encode, into the one-process cache
+        env.cache = MemoryCache(N, lms.out_dim)
+        env.cache.tables["paper"][:] = lms.encoder("paper").encode_no_grad(
+            g.nodes["paper"].data["input_ids"])
+        return {"seconds": 0.0}
+
+    monkeypatch.setattr(env, "fill_cache", fill_cache)
+    metrics = GNNTrainer(env, "baseline", StageStart()).fit()
+    assert metrics["pooling"] == {"shared": "mean+normalize"}
+    assert json.loads((run / "baseline" / "metrics.json").read_text())["pooling"] == \
+        {"shared": "mean+normalize"}

@@ -27,6 +27,7 @@ class GNNTrainer(StageTrainer):
     ``steps_per_epoch``, ``losses`` (mean training loss per epoch), ``val_history`` (the
     scalar validation metrics of every epoch, e.g. ``[{"acc": .., "macro_f1": ..}, ...]``),
     ``lm`` (the folder or model the frozen LM came from; LM key -> that, with several LMs),
+    ``pooling`` (LM key -> its resolved pooling),
     ``encode_s``, ``seconds``, ``peak_rss_mb_max_trainer``."""
 
     def fit(self) -> dict:
@@ -43,7 +44,7 @@ class GNNTrainer(StageTrainer):
         sources = (StageCheckpoint(lm_dir).lm_sources(env.encoders.lm_paths) if lm_dir
                    else dict(env.encoders.lm_paths))  # LM key -> the folder it came from
         metrics.update(lm=next(iter(sources.values())) if len(sources) == 1 else sources,
-                       encode_s=encode_s, seconds=time.time() - t0)
+                       pooling=lms.pooling(), encode_s=encode_s, seconds=time.time() - t0)
         return self.finish(metrics, head=head, learnable=learnable)
 
     def train_head(self, learnable, in_dim: int):
