@@ -241,3 +241,22 @@ def test_node_lms_record_their_pooling_and_key_the_cache_by_it(tiny_bert_dir):
     assert cls.weights_key() != mean.weights_key()  # same weights, other embeddings
 
 
+def test_the_driver_refuses_an_unsupported_declaration_before_start(tmp_path, tiny_bert_dir):
+    """``model.pooling=auto``: every configured LM's declaration is read before any process
+    starts; one line naming the config key, the file and its key. ``cls`` reads nothing."""
+    from lmgnn_dist.config import load_config
+    from lmgnn_dist.drivers.prepare import check_model_paths
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bert_dir, bad)
+    st_folder(bad, pooling=dict(LEGACY, pooling_mode_mean_tokens=False,
+                                pooling_mode_weightedmean_tokens=True))
+    cfg = load_config(None, [f"model.lm={bad}", "model.pooling=auto"])
+    with pytest.raises(ConfigError) as err:
+        check_model_paths(cfg)
+    assert str(err.value) == (
+        f"model.lm with model.pooling=auto: {bad}/1_Pooling/config.json: "
+        "pooling_mode_weightedmean_tokens=true is not supported (supported: "
+        "pooling_mode_cls_token, pooling_mode_mean_tokens, pooling_mode_max_tokens); set "
+        "model.pooling to cls or mean")
+    check_model_paths(load_config(None, [f"model.lm={bad}", "model.pooling=cls"]))

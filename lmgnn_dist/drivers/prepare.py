@@ -20,8 +20,10 @@ from ..run.runplan import RunPlan, said_changes
 
 def check_model_paths(cfg: RunConfig) -> None:
     """Every configured LM (``model.lm`` and per-type ``model.encoders`` paths) must resolve,
-    and a type's own LM must use the vocabulary of ``model.lm``'s tokenizer (the partitions
-    store token ids of that one). Checked before anything starts.
+    a type's own LM must use the vocabulary of ``model.lm``'s tokenizer (the partitions
+    store token ids of that one), and with ``model.pooling=auto`` each LM's folder must
+    declare a supported pooling (:func:`~lmgnn_dist.model.pooling.declared_pooling`; this
+    imports torch). Checked before anything starts.
 
     Raises FileNotFoundError / ConfigError naming the config key.
     """
@@ -33,9 +35,16 @@ def check_model_paths(cfg: RunConfig) -> None:
            if p not in (SHARED, EMBEDDING)]
     for key, path in [("model.lm", cfg.model.lm)] + own:
         try:
-            resolve_model_path(path)
+            folder = resolve_model_path(path)
         except (FileNotFoundError, ImportError) as exc:
             raise FileNotFoundError(f"{key}: {exc}") from None
+        if cfg.model.pooling == "auto":
+            from ..model.pooling import declared_pooling
+
+            try:
+                declared_pooling(folder)
+            except ConfigError as exc:
+                raise ConfigError(f"{key} with model.pooling=auto: {exc}") from None
     if own:
         vocab = load_tokenizer(cfg.model.lm).get_vocab()
         for key, path in own:
