@@ -1,8 +1,8 @@
 """Model pieces: LM encoder (its pooling: :mod:`.pooling`) -> GNN encoder (RGCN, LM-GNN
 eq. 1, or RGAT) -> task decoders (eqs. 2, 3).
 
-May import: the foundation (``lmgnn_dist.device``, ``lmgnn_dist.config``); never data, tasks, trainers, jobs or
-drivers. Adding a GNN encoder: a module here built on :class:`~.gnn.GNNEncoder` /
+May import: the foundation (``lmgnn_dist.device``, ``lmgnn_dist.config``); never data,
+tasks, trainers, jobs or drivers. Adding a GNN encoder: a module here built on :class:`~.gnn.GNNEncoder` /
 :class:`~.gnn.SelfLoopLayer`, its row in :data:`GNN_ENCODERS` and the ``model.gnn`` literal
 (:data:`lmgnn_dist.config.sections.GNN_KINDS`).
 """
