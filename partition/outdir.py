@@ -36,9 +36,14 @@ def _marker_entries(folder: Path) -> Optional[List[str]]:
         return None
 
 
-def _inside(a: Path, b: Path) -> bool:
-    """``a`` is ``b`` or below it."""
+def inside(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or below it (resolved paths)."""
     return a == b or b in a.parents
+
+
+def file_in_the_way(path: Path) -> Optional[Path]:
+    """The first of ``path`` and its parents that exists but is not a folder, or None."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
 
 
 def check_out_dir(out_dir: os.PathLike, tag_dir: os.PathLike) -> None:
@@ -52,15 +57,14 @@ def check_out_dir(out_dir: os.PathLike, tag_dir: os.PathLike) -> None:
         :data:`MARKER`, or entries the marker does not list), or below a file.
     """
     out, tag = Path(out_dir).resolve(), Path(tag_dir).resolve()
-    if _inside(out, tag) or _inside(tag, out):
-        where = "is" if out == tag else ("is inside" if _inside(out, tag) else "contains")
+    if inside(out, tag) or inside(tag, out):
+        where = "is" if out == tag else ("is inside" if inside(out, tag) else "contains")
         raise OutputDirError(f"{out_dir}: the output folder {where} the TAG folder {tag_dir}; "
                              "choose a folder outside it")
-    for parent in (out, *out.parents):
-        if parent.exists() and not parent.is_dir():
-            which = "" if parent == out else f"{parent} "
-            raise OutputDirError(f"{out_dir}: {which}is a file, not a folder; choose another "
-                                 "--out")
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        which = "" if blocker == out else f"{blocker} "
+        raise OutputDirError(f"{out_dir}: {which}is a file, not a folder; choose another --out")
     if not out.exists():
         return
     entries = sorted(os.listdir(out))

@@ -135,3 +135,25 @@ def test_the_job_module_started_by_hand_says_to_use_the_driver(fake_run, tmp_pat
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "start the export with lmgnn-embed" in err[0], err
     assert not (tmp_path / "emb").exists() and time.time() - t0 < 60
+
+
+def test_export_chunks_are_keyed_by_what_made_them(tmp_path):
+    """A rerun of one export reuses its LM chunks; another checkpoint's weights (or pooling,
+    which is part of the weights key), precision, sparse attention or partitions into the same
+    --out get their own chunk folder (before: one ``lm_chunks/`` reused whatever was there)."""
+    from lmgnn_dist.jobs.embed import chunk_store_of
+
+    fp = {"files": {"nodes/paper.parquet": {"size": 3, "sha256": "ab", "mtime_ns": 1}},
+          "options": {"max_seq_len": 16}}
+    sparse = {"enabled": False, "block_size": 32}
+    base = chunk_store_of(tmp_path, "w1", "fp32", sparse, fp)
+    assert base.parent == tmp_path / "lm_chunks"
+    assert chunk_store_of(tmp_path, "w1", "fp32", sparse,
+                          dict(fp, files={"nodes/paper.parquet": {"size": 3, "sha256": "ab",
+                                                                  "mtime_ns": 2}})) == base
+    others = [chunk_store_of(tmp_path, "w2", "fp32", sparse, fp),
+              chunk_store_of(tmp_path, "w1", "bf16", sparse, fp),
+              chunk_store_of(tmp_path, "w1", "fp32", dict(sparse, enabled=True), fp),
+              chunk_store_of(tmp_path, "w1", "fp32", sparse,
+                             dict(fp, options={"max_seq_len": 32}))]
+    assert len({base, *others}) == 5

@@ -317,7 +317,8 @@ def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
     assert AutoModel.from_pretrained(out / "lm").config.hidden_size == 32
     # resumable: rerun after losing trainer 1's chunk: trainer 0 reuses its chunk, trainer 1
     # re-encodes; the result is the same
-    (out / "lm_chunks" / "paper" / "rank1of2-000000.npy").unlink()
+    chunk, = (out / "lm_chunks").glob("*/paper/rank1of2-000000.npy")
+    chunk.unlink()
     # the job module under the launcher this time
     assert "[embed] LM chunks: 0 encoded, 1 reused" in embed(via_launcher=True).stdout
     again = pq.read_table(out / "embeddings" / "paper").to_pandas().set_index("id")

@@ -9,8 +9,10 @@ DGL servers and trainers of a job (:func:`launch.api.launch`). Started by hand, 
 1. The stage's LMs (per LM, ``<checkpoint>/lm*``, else stage 1's, else the configured model:
    :meth:`~lmgnn_dist.run.stage_checkpoint.StageCheckpoint.lm_sources`) encode
    every text node once without gradient into the LM-embedding cache, with a progress bar;
-   each finished chunk is also saved under ``<out>/lm_chunks``, so a rerun after a crash
-   resumes from the chunks already encoded (same number of trainers). Text-less node types
+   each finished chunk is also saved under ``<out>/lm_chunks/<key>`` (:func:`chunk_store_of`:
+   the LMs' weights, precision, sparse attention, partitions), so a rerun after a crash
+   resumes from the chunks already encoded (same number of trainers), and an export of other
+   weights into the same ``--out`` never reuses them. Text-less node types
    use the stage's learnable embeddings (``<checkpoint>/node_emb``).
 2. The RGCN runs **layer by layer over all nodes** (DGL's layer-wise inference): layer ``l``
    of every node is computed from layer ``l-1`` of its full in-neighbourhood and stored in a
@@ -34,6 +36,22 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import torch
+
+
+def chunk_store_of(out_dir: Path, weights_key: str, precision: str, sparse_attention: dict,
+                   fingerprint: dict) -> Path:
+    """``<out>/lm_chunks/<key>``: where an export keeps its finished LM chunks, ``key`` a
+    digest of everything a chunk's numbers depend on -- the LMs' weights (and pooling:
+    :meth:`~lmgnn_dist.model.joint.NodeLMs.weights_key`), their precision, the block-sparse
+    attention settings and the partitions' tokens (:func:`~lmgnn_dist.run.provenance.
+    partition_digest`). A rerun of the same export resumes from them; an export of another
+    checkpoint, precision or partition set into the same ``--out`` never reuses them."""
+    from ..run.provenance import digest, partition_digest
+
+    key = digest({"weights": weights_key, "precision": precision,
+                  "sparse_attention": sparse_attention,
+                  "partitions": partition_digest(fingerprint)})
+    return Path(out_dir) / "lm_chunks" / key
 
 
 def export(env, out_dir: Path, h, head, mine: Dict[str, torch.Tensor]) -> Dict[str, int]:
@@ -162,8 +180,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         f"{k}={v}" for k, v in ckpt.lm_sources(env.encoders.lm_paths).items()))
     lms = build_lms(env.encoders, cfg.model, ckpt.folder, env.device)
     out = Path(args.out)
-    # resumable: finished chunks of the LM encode are kept in <out>/lm_chunks and reused
-    enc = env.fill_cache(lms, force=True, chunk_store=out / "lm_chunks")
+    # resumable: finished chunks of the LM encode are kept in <out>/lm_chunks/<key> and reused
+    import dataclasses
+
+    store = chunk_store_of(out, lms.weights_key(), env.device.precision,
+                           dataclasses.asdict(cfg.model.sparse_attention),
+                           meta.get("fingerprint", {}))
+    enc = env.fill_cache(lms, force=True, chunk_store=store)
     env.log(f"[embed] LM chunks: {enc['chunks_encoded']} encoded, "
             f"{enc['chunks_reused']} reused (rank 0)", console=True)
     head = build_task_model(cfg.model, env.task, g.canonical_etypes, lms.out_dim, cfg.seed)

@@ -31,6 +31,7 @@ from typing import List, Optional, Sequence
 
 from launch.api import DEBUG_IP_CONFIG
 from partition.atomic import atomic_path, write_json_atomic
+from partition.outdir import file_in_the_way, inside
 
 from ..stages import STAGE_ORDER
 from .checkpoint import METRICS, progress_names
@@ -52,11 +53,6 @@ class RunDirError(ValueError):
     """``output_dir`` cannot be used without risking files the project did not write."""
 
 
-def _inside(a: Path, b: Path) -> bool:
-    """``a`` is ``b`` or below it."""
-    return a == b or b in a.parents
-
-
 def is_ours(folder: Path, entry: str) -> bool:
     """Whether ``folder/entry`` is something a run writes (see the module docstring)."""
     path = folder / entry
@@ -70,7 +66,7 @@ def is_ours(folder: Path, entry: str) -> bool:
 
 
 def _where(out: Path, other: Path) -> str:
-    return "is" if out == other else ("is inside" if _inside(out, other) else "contains")
+    return "is" if out == other else ("is inside" if inside(out, other) else "contains")
 
 
 def check_run_dir(output_dir: str, tag_dir: str, part_dir: str,
@@ -89,17 +85,16 @@ def check_run_dir(output_dir: str, tag_dir: str, part_dir: str,
         raise RunDirError(f"{head} empty; name the run's own folder (e.g. work/cora/run)")
     out = Path(output_dir).resolve()
     tag, part = Path(tag_dir).resolve(), Path(part_dir).resolve()
-    if _inside(out, tag) or _inside(tag, out):
+    if inside(out, tag) or inside(tag, out):
         raise RunDirError(f"{head} {_where(out, tag)} the TAG folder data.tag_path={tag_dir}; "
                           "choose a folder outside it")
-    if _inside(out, part):
+    if inside(out, part):
         raise RunDirError(f"{head} {_where(out, part)} the partition folder data.part_dir="
                           f"{part_dir}; choose another folder")
-    for parent in (out, *out.parents):
-        if parent.exists() and not parent.is_dir():
-            which = "" if parent == out else f"{parent} "
-            raise RunDirError(f"{head} {which}is a file, not a folder; choose another "
-                              "output_dir")
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        which = "" if blocker == out else f"{blocker} "
+        raise RunDirError(f"{head} {which}is a file, not a folder; choose another output_dir")
     if not out.exists():
         return
     extra = {p.name for p in (part, Path(config_path).resolve() if config_path else None)
