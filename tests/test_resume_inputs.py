@@ -85,14 +85,14 @@ def test_resume_strict_refuses_a_stale_stage_and_writes_nothing(first_run):
     assert "[launcher]" not in out.stdout and tree_hash(run) == before
 
 
-def test_data_and_model_changes_rerun_from_the_first_changed_stage(first_run):
-    """The issue's cases: ``data.max_seq_len 16 -> 8`` (partitions rebuilt) reused the stage-2
-    checkpoint of the old partitions; ``model.hidden_size`` made stage 3 fail on a size
-    mismatch. Now both re-run stage 2 and then stage 3, which starts from the new stage 2."""
+def test_a_data_change_reruns_from_the_first_changed_stage(first_run):
+    """The issue's case ``data.max_seq_len 16 -> 8`` (partitions rebuilt) reused the stage-2
+    checkpoint of the old partitions. Now stage 2 runs again, and so does stage 3, which
+    starts from the new stage 2. (``model.hidden_size``, which made stage 3 fail on a size
+    mismatch, is stale the same way: the strict test above and ``test_runplan.py``.)"""
     root, path = first_run
     run = root / "run"
-    for over, said in (("data.max_seq_len=8", "data.max_seq_len 16 -> 8"),
-                       ("model.hidden_size=32", "model.hidden_size 16 -> 32")):
+    for over, said in (("data.max_seq_len=8", "data.max_seq_len 16 -> 8"),):
         out = _run(path, over)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         stale = [ln for ln in out.stdout.splitlines() if "was trained on other inputs" in ln]
