@@ -271,7 +271,7 @@ def report(args) -> int:
     asked = len(args.seeds) if args.seeds_given else None
     text = qr.format_markdown(records, agg, asked)
     text += "\n".join(qpair.markdown(paired, {p: sizes[p] for p in agg if p in sizes})) + "\n"
-    text += "\n".join(qt.markdown(qt.check(agg, asked))) + "\n"
+    text += "\n".join(qt.markdown(qt.check(agg, asked, paired=paired))) + "\n"
     notes = Path(args.md).with_name("QUALITY_notes.md")
     if notes.exists():  # hand-written: what was tried, caveats of individual runs
         text += "\n" + notes.read_text()

@@ -28,11 +28,25 @@ TARGETS = [
 ]
 
 
+def _paired_for(paired: Optional[Dict[str, List[dict]]], part: str, a: str, b: str):
+    """The paired result ``a - b`` of ``part`` (by row labels) with a test interval, or None."""
+    for res in (paired or {}).get(part, []):
+        if res.get("label_a") == a and res.get("label_b") == b and res.get("test"):
+            return res
+    return None
+
+
 def check(agg: Dict[str, List[dict]], seeds_asked: Optional[int] = None,
-          targets: Sequence[tuple] = TARGETS) -> List[dict]:
+          targets: Sequence[tuple] = TARGETS,
+          paired: Optional[Dict[str, List[dict]]] = None) -> List[dict]:
     """One entry per (target, part) whose two rows both have test accuracy: ``part``,
-    ``what``, ``diff`` (mean test acc a - b), ``holds``, ``n`` (the fewer seeds of the two
-    rows) and ``partial`` (fewer seeds than ``seeds_asked``)."""
+    ``what``, ``diff`` (mean test acc a - b), ``n`` (the fewer seeds of the two rows),
+    ``partial`` (fewer seeds than ``seeds_asked``), ``interval`` ((lo, hi) of the paired t
+    interval of ``a - b`` over seeds, from ``paired`` (:func:`quality_paired.paired`), or
+    None when the two rows are not a paired comparison) and ``holds``: ``"yes"`` / ``"no"``
+    when the interval lies on one side of the threshold, ``"not resolved"`` when it contains
+    it (PROTOCOL.md: no direction is claimed then); without an interval, ``"yes (means
+    only)"`` / ``"no (means only)"``."""
     out = []
     for part, rows in agg.items():
         by = {r["label"]: r for r in rows if r.get("test_acc")}
@@ -41,20 +55,37 @@ def check(agg: Dict[str, List[dict]], seeds_asked: Optional[int] = None,
                 continue
             diff = by[a]["test_acc"][0] - by[b]["test_acc"][0]
             n = min(by[a]["n"], by[b]["n"])
-            out.append({"part": part, "what": what, "diff": diff, "n": n,
-                        "holds": diff > thr if strict else diff >= thr,
+            res = _paired_for(paired, part, a, b)
+            t = res["test"] if res else None
+            interval = (t["lo"], t["hi"]) if t and t.get("n", 0) >= 2 else None
+            if interval is None:
+                ok = diff > thr if strict else diff >= thr
+                holds = f"{'yes' if ok else 'no'} (means only)"
+            elif (interval[0] > thr) if strict else (interval[0] >= thr):
+                holds = "yes"
+            elif (interval[1] <= thr) if strict else (interval[1] < thr):
+                holds = "no"
+            else:
+                holds = "not resolved"
+            out.append({"part": part, "what": what, "diff": diff, "n": n, "holds": holds,
+                        "interval": interval,
                         "partial": seeds_asked is not None and n < seeds_asked})
     return out
 
 
 def markdown(checks: List[dict]) -> List[str]:
     """The ``QUALITY.md`` section listing :func:`check`'s entries."""
-    lines = ["## Targets (issue 12), on mean test accuracy", ""]
+    lines = ["## Targets (issue 12), on test accuracy", "",
+             "`holds` from the paired t interval over seeds where the two rows are a paired "
+             "comparison (`not resolved`: the interval contains the threshold, so no direction "
+             "is claimed; PROTOCOL.md), else from the means alone.", ""]
     if not checks:
         return lines + ["No pair of rows to compare yet.", ""]
-    lines += ["| part | target | difference (points) | holds | seeds |", "|---|---|---|---|---|"]
+    lines += ["| part | target | mean difference (points) | paired t 95 % | holds | seeds |",
+              "|---|---|---|---|---|---|"]
     for c in checks:
-        lines.append(f"| {c['part']} | {c['what']} | {100 * c['diff']:+.2f} | "
-                     f"{'yes' if c['holds'] else 'no'} | {c['n']}"
-                     f"{' (provisional)' if c['partial'] else ''} |")
+        iv = (f"[{100 * c['interval'][0]:+.2f}, {100 * c['interval'][1]:+.2f}]"
+              if c["interval"] else "-")
+        lines.append(f"| {c['part']} | {c['what']} | {100 * c['diff']:+.2f} | {iv} | "
+                     f"{c['holds']} | {c['n']}{' (provisional)' if c['partial'] else ''} |")
     return lines + [""]

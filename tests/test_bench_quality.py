@@ -152,17 +152,40 @@ def test_targets_compare_mean_test_accuracy_of_two_rows():
            "cora": [row(qt.FROZEN, 0.88), row(qt.STAGE2, 0.90), row(qt.FULL, 0.90)]}
     got = {(c["part"], c["what"]): c for c in qt.check(agg, seeds_asked=2)}
     full = got[("arxiv", "full pipeline >= frozen LM + RGCN + 2 points")]
-    assert full["diff"] == pytest.approx(0.025) and full["holds"]
+    assert full["diff"] == pytest.approx(0.025) and full["holds"] == "yes (means only)"
     assert full["n"] == 1 and full["partial"]  # the full pipeline row has one seed of two
-    assert got[("arxiv", "stage 3 > stage 2")]["holds"]
-    assert got[("arxiv", "LM-only < frozen LM + RGCN")]["holds"]
-    assert got[("cora", "stage 3 >= stage 2")]["holds"]  # equal is enough on Cora
+    assert got[("arxiv", "stage 3 > stage 2")]["holds"] == "yes (means only)"
+    assert got[("arxiv", "LM-only < frozen LM + RGCN")]["holds"] == "yes (means only)"
+    assert got[("cora", "stage 3 >= stage 2")]["holds"] == "yes (means only)"  # equal is enough
     assert ("cora", "stage 3 > stage 2") not in got and ("cora", "LM-only < frozen LM + RGCN") \
         not in got  # arXiv-only target; no LM-only row on cora here
     worse = qt.check({"arxiv": [row(qt.FROZEN, 0.70), row(qt.FULL, 0.71)]})
-    assert [c["holds"] for c in worse] == [False, True]  # +1 point: not the +2 asked
+    assert [c["holds"] for c in worse] == ["no (means only)", "yes (means only)"]
     lines = qt.markdown(worse)
-    assert "| arxiv | full pipeline >= frozen LM + RGCN + 2 points | +1.00 | no | 2 |" in lines
+    assert ("| arxiv | full pipeline >= frozen LM + RGCN + 2 points | +1.00 | - | "
+            "no (means only) | 2 |") in lines
+
+
+def test_targets_use_the_paired_interval_where_the_rows_are_paired():
+    """PROTOCOL.md: a direction is claimed only when the paired t interval lies on one side
+    of the threshold; a positive mean whose interval contains 0 is 'not resolved'."""
+    import quality_targets as qt
+
+    def row(label, test):
+        return {"label": label, "test_acc": (test, 0.01), "n": 5}
+
+    def res(lo, hi):
+        return {"label_a": qt.JOINT3, "label_b": qt.JOINT2,
+                "test": {"mean": (lo + hi) / 2, "lo": lo, "hi": hi, "n": 5, "sd": 0.01}}
+
+    agg = {"cora": [row(qt.JOINT2, 0.8866), row(qt.JOINT3, 0.8895)]}
+    for (lo, hi), want in (((-0.003, 0.0089), "not resolved"), ((0.001, 0.01), "yes"),
+                           ((-0.01, -0.001), "no")):
+        c, = qt.check(agg, paired={"cora": [res(lo, hi)]})
+        assert c["what"] == "(joint run) stage 3 > stage 2" and c["holds"] == want
+        assert c["interval"] == (lo, hi)
+    assert "| cora | (joint run) stage 3 > stage 2 | +0.29 | [-1.00, -0.10] | no | 5 |" in \
+        qt.markdown([c])
 
 
 def test_reuse_copies_only_finished_stages_the_run_lacks(tmp_path):
