@@ -91,13 +91,16 @@ def _file_changes(old: Dict[str, dict], new: Dict[str, dict]) -> List[str]:
 
 
 def fingerprint_changes(part_dir: os.PathLike, tag_dir: os.PathLike,
-                        options: Union[PartitionOptions, dict]) -> List[str]:
+                        options: Union[PartitionOptions, dict],
+                        files: Optional[Dict[str, dict]] = None) -> List[str]:
     """What differs between the partitions in ``part_dir`` and ``tag_dir`` + ``options``.
 
     Parameters
     ----------
     part_dir : a folder written by :func:`partition.build.partition_tag` (or anything else).
     tag_dir : the TAG folder the partitions should come from.
+    files : :func:`tag_files` of ``tag_dir`` with hashes when the caller already has them
+        (the driver hashes the TAG once per run); None: read here.
     options : the :class:`PartitionOptions` (or its ``asdict``) they should be made with.
 
     Returns
@@ -130,7 +133,8 @@ def fingerprint_changes(part_dir: os.PathLike, tag_dir: os.PathLike,
         return [f"{meta_path} records the TAG files' sizes and times but not their content "
                 f"({HASH}; partitioned by an older version)"]
     new_opts = options if isinstance(options, dict) else asdict(options)
-    changes = _file_changes(old_files, tag_files(tag_dir, skip=old_files))
+    changes = _file_changes(old_files, files if files is not None
+                            else tag_files(tag_dir, skip=old_files))
     for key in sorted(set(old_opts) | set(new_opts)):
         a, b = old_opts.get(key), new_opts.get(key)
         if a != b:

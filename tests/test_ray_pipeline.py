@@ -150,7 +150,7 @@ def _fake_run(monkeypatch, tmp_path, script, *overrides):
     import lmgnn_dist.drivers.ray_pipeline as rp
     from lmgnn_dist.config import load_config
 
-    monkeypatch.setattr(prep, "ensure_partitions", lambda cfg: {"part_config": "parts/g.json"})
+    monkeypatch.setattr(prep, "ensure_partitions", lambda cfg, files=None: {"part_config": "parts/g.json"})
     monkeypatch.setattr(rp, "StageJob", _FakeJob)
     _FakeJob.script, _FakeJob.calls = script, []
     cfg = load_config(None, [f"output_dir={tmp_path / 'run'}", *overrides])

@@ -68,11 +68,13 @@ def partition_options(cfg: RunConfig):
                             add_reverse_edges=d.add_reverse_edges)
 
 
-def ensure_partitions(cfg: RunConfig) -> dict:
+def ensure_partitions(cfg: RunConfig, files: Optional[dict] = None) -> dict:
     """Partition ``cfg.data.tag_path`` into ``cfg.data.part_dir`` unless the partitions there
     were made from the same inputs (TAG files, options: their recorded fingerprint,
     :func:`partition.fingerprint.fingerprint_changes`). When they were not, rebuild them,
     saying which input changed, or with ``data.on_partition_change: refuse`` raise.
+    ``files``: the TAG's hashed :func:`~partition.fingerprint.tag_files` when the caller
+    already read them (:func:`prepare_run` does, for the run plan), so the TAG is hashed once.
 
     Raises
     ------
@@ -85,7 +87,7 @@ def ensure_partitions(cfg: RunConfig) -> dict:
     d, opts = cfg.data, partition_options(cfg)
     fresh = not (Path(d.part_dir) / META_FILE).exists()
     if not fresh:
-        changes = fingerprint_changes(d.part_dir, d.tag_path, opts)
+        changes = fingerprint_changes(d.part_dir, d.tag_path, opts, files)
         recorded = load_partition_meta(d.part_dir).get("tag")
         if recorded != str(Path(d.tag_path).resolve()):
             changes.insert(0, f"TAG folder {recorded} -> {Path(d.tag_path).resolve()}")
@@ -200,12 +202,12 @@ def prepare_run(cfg: RunConfig, config_path: Optional[str] = None
 
     check_inputs(cfg)
     check_run_dir(cfg.output_dir, cfg.data.tag_path, cfg.data.part_dir, config_path)
-    plan = RunPlan.from_config(cfg, fingerprint=fingerprint(cfg.data.tag_path,
-                                                            partition_options(cfg)))
+    fp = fingerprint(cfg.data.tag_path, partition_options(cfg))  # hashes the TAG, once
+    plan = RunPlan.from_config(cfg, fingerprint=fp)
     plan.check()
     claim(cfg.output_dir)
     resolved = write_config(to_yaml(cfg), cfg.output_dir, config_path)
-    meta = ensure_partitions(cfg)
+    meta = ensure_partitions(cfg, fp["files"])
     for name, why in plan.stale().items():
         print(f"[pipeline] {name} in {cfg.output_dir} was trained on other inputs "
               f"({said_changes(why)}): not reused", flush=True)
