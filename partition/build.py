@@ -229,6 +229,8 @@ def _partition_graph(g, out: Path, opts: PartitionOptions) -> Dict[str, np.ndarr
     """
     import dgl
 
+    from .metis import seeded_metis
+
     balance = None
     if opts.balance_train and opts.method == "metis":
         balance = {nt: g.nodes[nt].data["train_mask"] for nt in g.ntypes
@@ -237,11 +239,12 @@ def _partition_graph(g, out: Path, opts: PartitionOptions) -> Dict[str, np.ndarr
             balance = next(iter(balance.values()))
     dgl.seed(opts.holdout_seed)  # the random method draws with DGL's generator
     try:
-        orig_nids, _ = dgl.distributed.partition_graph(
-            g, opts.graph_name, opts.num_parts, str(out), part_method=opts.method,
-            balance_ntypes=balance, balance_edges=opts.method == "metis",
-            return_mapping=True, num_trainers_per_machine=opts.num_trainers_per_machine,
-        )
+        with seeded_metis(opts.holdout_seed):  # DGL's own METIS splits differently each call
+            orig_nids, _ = dgl.distributed.partition_graph(
+                g, opts.graph_name, opts.num_parts, str(out), part_method=opts.method,
+                balance_ntypes=balance, balance_edges=opts.method == "metis",
+                return_mapping=True, num_trainers_per_machine=opts.num_trainers_per_machine,
+            )
     except (dgl.DGLError, IndexError, TypeError, RuntimeError) as exc:
         if opts.num_parts == 1:
             raise

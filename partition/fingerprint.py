@@ -13,7 +13,9 @@ The partitioner records in ``lmgnn_meta.json`` a fingerprint of its inputs:
   i.e. about 0.7 s per GB of TAG, or the disk's read speed when the files are not cached;
 * every option that shapes the partitions (:class:`partition.options.PartitionOptions`:
   tokenizer model, ``max_seq_len``, ``num_parts``, method, trainers per machine, hold-out
-  etypes / negatives / seed, graph name, train balancing, reverse relations).
+  etypes / negatives / seed, graph name, train balancing, reverse relations);
+* the rule METIS splits by (:data:`partition.metis.SPLIT_RULE`): METIS partitions made
+  under another rule are rebuilt.
 
 :func:`fingerprint_changes` compares a partition folder with a TAG and options; a driver
 re-partitions when it returns anything.
@@ -27,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+from .metis import SPLIT_RULE
 from .options import PartitionOptions
 from .tag_columns import TAGFormatError
 
@@ -72,7 +75,7 @@ def tag_files(tag_dir: os.PathLike, hashes: bool = True,
 def fingerprint(tag_dir: os.PathLike, options: PartitionOptions) -> dict:
     """The fingerprint recorded in ``lmgnn_meta.json`` (``{"files": ..., "options": ...}``).
     Raises TAGFormatError naming an unreadable TAG file."""
-    return {"files": tag_files(tag_dir), "options": asdict(options)}
+    return {"files": tag_files(tag_dir), "options": asdict(options), "split_rule": SPLIT_RULE}
 
 
 def _file_changes(old: Dict[str, dict], new: Dict[str, dict]) -> List[str]:
@@ -133,6 +136,9 @@ def fingerprint_changes(part_dir: os.PathLike, tag_dir: os.PathLike,
         return [f"{meta_path} records the TAG files' sizes and times but not their content "
                 f"({HASH}; partitioned by an older version)"]
     new_opts = options if isinstance(options, dict) else asdict(options)
+    if new_opts.get("method") == "metis" and recorded.get("split_rule") != SPLIT_RULE:
+        return [f"{meta_path}: METIS split by an older version (other balance weights; "
+                f"partition/metis.py says why)"]
     changes = _file_changes(old_files, files if files is not None
                             else tag_files(tag_dir, skip=old_files))
     for key in sorted(set(old_opts) | set(new_opts)):

@@ -38,7 +38,8 @@ class PartitionOptions:
     holdout_etypes : link-prediction targets (``src__etype__dst``) whose val/test edges are
         removed from the graph and saved aside with filtered negatives (:mod:`.holdout`).
     eval_negatives : filtered negatives per held-out positive.
-    holdout_seed : seed of the negatives and of the ``random`` method's node assignment.
+    holdout_seed : seed of the negatives, of METIS (:mod:`partition.metis`) and of the
+        ``random`` method's node assignment.
     add_reverse_edges : give every relation whose reverse is not in the TAG a reverse relation
         ``rev_<etype>`` (:mod:`.reverse`); False keeps the TAG's relations as they are.
     """
