@@ -74,6 +74,12 @@ RUNS: Dict[str, dict] = {
         "rows": {"stage2": "frozen LM + RGCN (stage 2 of the joint run)",
                  "stage3": "joint fine-tune from pre-trained LM"},
     },
+    "joint_pretrained_bf16": {  # issue 25: the same run with every LM pass in bf16 autocast
+        "overrides": ["stages=[2,3]", "baseline=false", "launch.precision=bf16"],
+        "base": "joint_pretrained",
+        "rows": {"stage2": "frozen LM + RGCN (stage 2 of the joint run), LM in bf16",
+                 "stage3": "joint fine-tune from pre-trained LM, LM in bf16"},
+    },
     "pipeline_pseudo": {  # the pipeline's stage 3 again, with GLEM's pseudo-labels
         "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task", "resume=true",
                       "stage3.pseudo_label_weight=1.0", "stage3.pseudo_label_ratio=1.0"],
