@@ -235,6 +235,7 @@ def run_all(args) -> int:
     root = Path(args.out_root).resolve() if args.out_root else DEFAULT_ROOT
     jsonl = Path(args.jsonl)
     records = qr.read_records(jsonl)
+    commit, dirty = git_state()
     failures = 0
     for part in args.part:
         ensure_tag(part, args.dry_run)
@@ -242,8 +243,9 @@ def run_all(args) -> int:
             for run in args.runs:
                 ov = run_overrides(part, run, seed, root, args.set)
                 name = f"{part}/{run}/seed{seed}"
-                if not args.force and qr.is_done(records, part, run, seed, ov):
-                    log(f"skip {name} (recorded in {jsonl})")
+                if not args.force and qr.is_done(records, part, run, seed, ov,
+                                                 None if dirty else commit):
+                    log(f"skip {name} (recorded at {commit} in {jsonl})")
                     continue
                 if args.dry_run:
                     print(" ".join(command(part, ov)))

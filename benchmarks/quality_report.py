@@ -83,12 +83,15 @@ def run_key(part: str, run: str, seed: int, overrides: Sequence[str]) -> Tuple:
 
 
 def is_done(records: Iterable[dict], part: str, run: str, seed: int,
-            overrides: Sequence[str]) -> bool:
-    """Whether ``records`` hold a *successful* run of (part, run, seed, overrides); failed
-    runs do not count (they are tried again)."""
+            overrides: Sequence[str], commit: Optional[str] = None) -> bool:
+    """Whether ``records`` hold a *successful* run of (part, run, seed, overrides), made at
+    ``commit`` on a clean tree when ``commit`` is given (PROTOCOL.md: one clean commit per
+    row, so a record of other code is not this checkout's); failed runs do not count (they
+    are tried again)."""
     key = run_key(part, run, seed, overrides)
     return any(r.get("status") == "ok" and
-               run_key(r["part"], r["run"], r["seed"], r.get("overrides", [])) == key
+               run_key(r["part"], r["run"], r["seed"], r.get("overrides", [])) == key and
+               (commit is None or (r.get("commit") == commit and not r.get("dirty")))
                for r in records)
 
 

@@ -86,6 +86,11 @@ def test_skip_logic(jsonl):
     assert not qr.is_done(records, "cora", "pipeline", 0, ov0)
     # a failed run is tried again
     assert not qr.is_done(records, "arxiv", "pipeline", 2, records[2]["overrides"])
+    # a record of other code is not this checkout's (PROTOCOL.md: one clean commit per row)
+    assert qr.is_done(records, "arxiv", "pipeline", 0, ov0, records[0]["commit"])
+    assert not qr.is_done(records, "arxiv", "pipeline", 0, ov0, "0000000")
+    dirty = [dict(records[0], dirty=True)]
+    assert not qr.is_done(dirty, "arxiv", "pipeline", 0, ov0, records[0]["commit"])
 
 
 def test_markdown_has_numbers_and_partial(jsonl):
