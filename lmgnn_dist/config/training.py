@@ -25,6 +25,9 @@ class ScheduleConfig:
     warmup_ratio : fraction of the steps spent warming up (``[0, 1)``).
     max_grad_norm : clip the gradients' global L2 norm to this before each optimizer step
         (after they are averaged over the trainers; null: no clipping).
+    clip_per_group : clip each optimizer parameter group (the LMs; the head or decoder) to
+        ``max_grad_norm`` on its own, so the LM's large gradients do not shrink the head's
+        step (one global norm couples them); false: one global norm.
     eval_every : validate every this many steps (null: once per epoch of the budget, or once
         at the end when the budget is under an epoch); the model with the best validation
         ``task.eval_metric`` is kept (stage 3, and stage 1 with ``objective: task``).
@@ -36,6 +39,7 @@ class ScheduleConfig:
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     warmup_ratio: Fraction = 0.1
     max_grad_norm: Optional[PosFloat] = 1.0
+    clip_per_group: Bool = False
     eval_every: Optional[PosInt] = None
     patience: Optional[PosInt] = None
 
@@ -118,6 +122,9 @@ class Stage3Config(ScheduleConfig):
         dropout on, stage 3 dropped a converged model from 1.0 to 0.73 test accuracy; off,
         it stayed at 1.0.
     lm_lr, gnn_lr : peak learning rates (``gnn_lr`` is the head's).
+    head_weight_decay : the head's AdamW weight decay (null: ``weight_decay``, the LMs'); with
+        ``gnn_lr`` set to ``stage2.lr`` and this to ``stage2.weight_decay`` the head trains in
+        its stage-2 regime.
     eval_source : what validation reads: ``encode`` (every node re-encoded with the current
         LMs, which also refreshes the cache for the steps after it) or ``cache`` (the cache as
         training left it: cheap, but most rows come from older LMs).
@@ -147,6 +154,7 @@ class Stage3Config(ScheduleConfig):
     lm_lr: PosFloat = 1e-5
     gnn_lr: PosFloat = 1e-4
     weight_decay: NonNegFloat = 0.0
+    head_weight_decay: Optional[NonNegFloat] = None
     eval_source: Literal["encode", "cache"] = "encode"
     refit_gnn: Bool = True
     refit_epochs: Optional[PosInt] = None

@@ -238,16 +238,17 @@ class StageTrainer:
 
     def optimizer_step(self, loss: torch.Tensor, opt, learnable=None, h_learnable=None,
                        max_grad_norm: Optional[float] = None,
-                       scheduler=None) -> Optional[float]:
+                       scheduler=None, per_group: bool = False) -> Optional[float]:
         """Back-propagate ``loss``, average the gradients over the trainers (inside backward
-        with DDP, else :meth:`AllReduceGradients.sync`), clip their global L2 norm to
-        ``max_grad_norm`` (when given; the averaged gradients, so every trainer clips alike),
-        and step ``opt``, ``scheduler`` and the learnable embeddings' sparse optimizer. Under
-        fp16 the loss is scaled for backward and the gradients unscaled before clipping
-        (``self.scaler``; a step with inf/NaN gradients is skipped, as GradScaler does).
-        ``h_learnable`` (ntype -> rows read from ``learnable``) ties every read row into the
-        graph (``zero_term``), so DGL's sparse optimizer sees each of them. Returns the
-        gradient norm before clipping (None without clipping)."""
+        with DDP, else :meth:`AllReduceGradients.sync`), clip their L2 norm to
+        ``max_grad_norm`` (when given; the averaged gradients, so every trainer clips alike:
+        one global norm, or each of ``opt``'s parameter groups on its own with
+        ``per_group``), and step ``opt``, ``scheduler`` and the learnable embeddings' sparse
+        optimizer. Under fp16 the loss is scaled for backward and the gradients unscaled
+        before clipping (``self.scaler``; a step with inf/NaN gradients is skipped, as
+        GradScaler does). ``h_learnable`` (ntype -> rows read from ``learnable``) ties every
+        read row into the graph (``zero_term``), so DGL's sparse optimizer sees each of them.
+        Returns the global gradient norm before clipping (None without clipping)."""
         if learnable is not None:
             loss = loss + learnable.zero_term(h_learnable)
         opt.zero_grad()
@@ -257,9 +258,12 @@ class StageTrainer:
         norm = None
         if max_grad_norm is not None:
             self.scaler.unscale_(opt)
-            params = [p for group in opt.param_groups for p in group["params"]
-                      if p.grad is not None]
-            norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+            groups = [[p for p in group["params"] if p.grad is not None]
+                      for group in opt.param_groups]
+            groups = groups if per_group else [[p for g in groups for p in g]]
+            norms = [float(torch.nn.utils.clip_grad_norm_(g, max_grad_norm))
+                     for g in groups if g]
+            norm = sum(n * n for n in norms) ** 0.5
         self.scaler.step(opt)
         self.scaler.update()
         if scheduler is not None:

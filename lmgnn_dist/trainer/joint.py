@@ -42,6 +42,16 @@ from .run import StageRun
 from .schedule import budget_steps, eval_steps, make_scheduler
 
 
+def joint_optimizer(lms: torch.nn.Module, head: torch.nn.Module, s) -> torch.optim.AdamW:
+    """AdamW over two parameter groups, in this order: the LMs (``s.lm_lr``,
+    ``s.weight_decay``) and the head (``s.gnn_lr``, ``s.head_weight_decay``, or
+    ``s.weight_decay`` when that is None); ``s`` a :class:`~lmgnn_dist.config.Stage3Config`."""
+    head_wd = s.weight_decay if s.head_weight_decay is None else s.head_weight_decay
+    return torch.optim.AdamW([
+        {"params": lms.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
+        {"params": head.parameters(), "lr": s.gnn_lr, "weight_decay": head_wd}])
+
+
 class JointTrainer(StageTrainer):
     """Stage 3; ``fit()`` -> val/test metrics of the kept model after the full re-encode,
     ``best_step`` (the best validated joint model; 0: the one the stage started from),
@@ -62,9 +72,7 @@ class JointTrainer(StageTrainer):
         s = self.s = self.settings()
         graph_free = self.graph_free = s.mode == "lm_only"
         lms, head, learnable = self.build_models()
-        opt = torch.optim.AdamW([
-            {"params": lms.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
-            {"params": head.parameters(), "lr": s.gnn_lr, "weight_decay": s.weight_decay}])
+        opt = joint_optimizer(lms, head, s)
         per_epoch = self.min_over_trainers(task.num_train_batches(s.batch_size))
         total = budget_steps(s, per_epoch)
         sched = make_scheduler(opt, s, total)
@@ -92,7 +100,7 @@ class JointTrainer(StageTrainer):
             loss, h_train = ddp(batch.blocks, *p.model_args(), batch)
             with inputs.timer("backward_optimizer"):
                 norm = self.optimizer_step(loss, opt, learnable, p.h_fixed, s.max_grad_norm,
-                                           sched)
+                                           sched, per_group=s.clip_per_group)
             inputs.commit(p, h_train, lms, batch, step)
             lr = sched.get_last_lr()
             run.record(step, loss.item(), f"loss {loss.item():.4f}  (LM input nodes "

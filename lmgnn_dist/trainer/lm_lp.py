@@ -100,6 +100,7 @@ class LMLinkPredictionTrainer(StageTrainer):
                 rows, [(c[0], src), (c[2], dst), (c[2], neg.neg_nodes)])
             loss, _ = ddp(tokens, src_pos, dst_pos, neg_nodes_pos[neg.pair_index], c)
             norm = self.optimizer_step(loss, opt, max_grad_norm=s.max_grad_norm,
+                                       per_group=s.clip_per_group,
                                        scheduler=sched)
             n_enc = sum(len(t) for t in tokens.values())
             encoded += n_enc

@@ -17,6 +17,7 @@ class TaskLMTrainer(JointTrainer):
         return Stage3Config(
             mode="lm_only", max_steps=s1.max_steps, epochs=s1.epochs, schedule=s1.schedule,
             warmup_ratio=s1.warmup_ratio, max_grad_norm=s1.max_grad_norm,
+            clip_per_group=s1.clip_per_group,
             eval_every=s1.eval_every, patience=s1.patience, batch_size=s1.batch_size,
             lm_train_nodes=s1.batch_size, lm_lr=s1.lm_lr, gnn_lr=s1.decoder_lr,
             weight_decay=s1.weight_decay, refit_gnn=False)
