@@ -80,6 +80,18 @@ RUNS: Dict[str, dict] = {
         "rows": {"stage2": "frozen LM + RGCN (stage 2 of the joint run), LM in bf16",
                  "stage3": "joint fine-tune from pre-trained LM, LM in bf16"},
     },
+    "joint_head_regime": {  # issue 22 item 4: the bf16 joint run's stage 3 again, the head in
+        # its stage-2 regime (stage 2's lr and weight decay) and each group clipped on its own
+        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
+                      "stage3.gnn_lr=1e-3", "stage3.head_weight_decay=5e-4",
+                      "stage3.clip_per_group=true"],
+        "reuse": "joint_pretrained_bf16",
+        "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
+                     "seed (reuse), so joint_head_regime - joint_pretrained_bf16 compares "
+                     "stage 3 alone",
+        "rows": {"stage3": "joint fine-tune, LM in bf16, head in its stage-2 regime, "
+                           "per-group clipping"},
+    },
     "pipeline_pseudo": {  # the pipeline's stage 3 again, with GLEM's pseudo-labels
         "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task", "resume=true",
                       "stage3.pseudo_label_weight=1.0", "stage3.pseudo_label_ratio=1.0"],
