@@ -134,7 +134,8 @@ def test_dry_run_prints_commands_and_skips_recorded(tmp_path, capsys):
     ov = bq.run_overrides("cora", "joint_pretrained", 0, root.resolve(), ["stage2.epochs=2"])
     qr.append_record(root / "quality_runs.jsonl",
                      {"part": "cora", "run": "joint_pretrained", "seed": 0, "overrides": ov,
-                      "status": "ok", "stages": {}})
+                      "status": "ok", "stages": {}, "commit": bq.git_state()[0],
+                      "dirty": False})  # recorded at this checkout's commit
     assert bq.main(["--part", "cora", "--seeds", "0", "1", "--runs", "joint_pretrained",
                     "--dry-run", "--out-root", str(root), "--set", "stage2.epochs=2"]) == 0
     out = capsys.readouterr().out

@@ -371,12 +371,15 @@ def test_stage3_resumes_mid_epoch_with_the_uninterrupted_numbers(smoke_run, tmp_
     restarted job continues at step 7 from `stage3.partial/` (model, optimizer, RNG, counters)
     and re-creates the rest of epoch 2's batches, so the stage ends with the numbers of an
     uninterrupted run, bit for bit (validation every 3 steps re-encodes every node, so the
-    resumed job's cache holds what the interrupted one's held)."""
+    resumed job's cache holds what the interrupted one's held). With the auxiliary LM
+    classifier (its weights and optimizer state are in the checkpoint too) and per-group
+    clipping."""
     import shutil
 
     root, path, first, _ = smoke_run
     assert first.returncode == 0
-    over = ["checkpoint_every=3", "stage3.eval_every=3", "stage3.max_steps=12"]
+    over = ["checkpoint_every=3", "stage3.eval_every=3", "stage3.max_steps=12",
+            "stage3.lm_aux_weight=0.5", "stage3.clip_per_group=true"]
     runs = {}
     for name in ("whole", "cut"):
         out_dir = tmp_path / name

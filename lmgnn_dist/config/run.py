@@ -90,6 +90,10 @@ class RunConfig:
             raise ValueError("stage3.pseudo_label_weight > 0 needs task.kind="
                              "node_classification and stage3.mode=joint (the start model "
                              f"labels the nodes), got {t.kind} / {self.stage3.mode}")
+        if self.stage3.lm_aux_weight > 0 and (t.kind != "node_classification"
+                                               or self.stage3.mode != "joint"):
+            raise ValueError("stage3.lm_aux_weight > 0 needs task.kind=node_classification "
+                             f"and stage3.mode=joint, got {t.kind} / {self.stage3.mode}")
         if self.launch.debug_local and self.launch.debug_local != self.data.num_parts:
             raise ValueError(f"launch.debug_local={self.launch.debug_local} machines but "
                              f"data.num_parts={self.data.num_parts}: one partition per machine")

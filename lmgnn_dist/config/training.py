@@ -138,6 +138,9 @@ class Stage3Config(ScheduleConfig):
         target nodes outside the training split labelled by the start model (0: off; see
         :mod:`lmgnn_dist.trainer.pseudo_labels`).
     pseudo_label_ratio : pseudo-labelled targets joining each batch, per gold target.
+    lm_aux_weight : weight of an auxiliary cross-entropy on a fresh linear classifier over the
+        LM embedding of each target encoded with gradient (node classification, ``joint``;
+        :mod:`lmgnn_dist.model.aux_head`), trained with the head's rate; 0: off.
     pseudo_label_threshold : keep pseudo-labels whose teacher probability is at least this.
     """
 
@@ -161,6 +164,7 @@ class Stage3Config(ScheduleConfig):
     pseudo_label_weight: NonNegFloat = 0.0
     pseudo_label_ratio: PosFloat = 1.0
     pseudo_label_threshold: Fraction = 0.0
+    lm_aux_weight: NonNegFloat = 0.0
 
 
 @section

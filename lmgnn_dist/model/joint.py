@@ -194,13 +194,14 @@ class JointModel(nn.Module):
 
     ``timer``: ``phase -> context manager`` timing the LM part (``lm_grad_forward``) and the
     GNN part (``gnn_forward``) of each forward (e.g. a trainer's ``PhaseTimer``); none: not
-    timed.
+    timed. ``aux``: an :class:`~.aux_head.LMAuxHead` whose loss is added (None: none).
     """
 
-    def __init__(self, lms: NodeLMs, head: TaskModel, timer=None):
+    def __init__(self, lms: NodeLMs, head: TaskModel, timer=None, aux=None):
         super().__init__()
         self.lms = lms
         self.head = head
+        self.aux = aux
         self.timer = timer or (lambda phase: contextlib.nullcontext())
 
     def forward(self, blocks, tokens, train_idx, infer_idx, h_infer, h_fixed,
@@ -212,4 +213,6 @@ class JointModel(nn.Module):
             for nt in h_train:
                 h[nt] = mix_embeddings(h_train[nt], train_idx[nt], h_infer[nt], infer_idx[nt])
             loss = self.head(blocks, h, batch)
+        if self.aux is not None:
+            loss = loss + self.aux(h_train, train_idx, batch).to(loss.device)
         return loss, h_train

@@ -33,6 +33,7 @@ import torch
 
 from .builders import build_learnable, build_lms, build_task_model
 from .evaluation import describe, evaluate, evaluate_splits, prefixed
+from ..model.aux_head import LMAuxHead
 from ..model.joint import JointModel
 from .base import StageTrainer
 from .gnn import fit_head
@@ -42,14 +43,17 @@ from .run import StageRun
 from .schedule import budget_steps, eval_steps, make_scheduler
 
 
-def joint_optimizer(lms: torch.nn.Module, head: torch.nn.Module, s) -> torch.optim.AdamW:
+def joint_optimizer(lms: torch.nn.Module, head: torch.nn.Module, s,
+                    aux: Optional[torch.nn.Module] = None) -> torch.optim.AdamW:
     """AdamW over two parameter groups, in this order: the LMs (``s.lm_lr``,
-    ``s.weight_decay``) and the head (``s.gnn_lr``, ``s.head_weight_decay``, or
-    ``s.weight_decay`` when that is None); ``s`` a :class:`~lmgnn_dist.config.Stage3Config`."""
+    ``s.weight_decay``) and the head with the auxiliary LM classifier ``aux`` when given
+    (``s.gnn_lr``, ``s.head_weight_decay``, or ``s.weight_decay`` when that is None); ``s`` a
+    :class:`~lmgnn_dist.config.Stage3Config`."""
     head_wd = s.weight_decay if s.head_weight_decay is None else s.head_weight_decay
+    head_params = list(head.parameters()) + (list(aux.parameters()) if aux is not None else [])
     return torch.optim.AdamW([
         {"params": lms.parameters(), "lr": s.lm_lr, "weight_decay": s.weight_decay},
-        {"params": head.parameters(), "lr": s.gnn_lr, "weight_decay": head_wd}])
+        {"params": head_params, "lr": s.gnn_lr, "weight_decay": head_wd}])
 
 
 class JointTrainer(StageTrainer):
@@ -72,18 +76,23 @@ class JointTrainer(StageTrainer):
         s = self.s = self.settings()
         graph_free = self.graph_free = s.mode == "lm_only"
         lms, head, learnable = self.build_models()
-        opt = joint_optimizer(lms, head, s)
+        aux = None
+        if s.lm_aux_weight > 0 and not graph_free:  # config: node classification only
+            aux = LMAuxHead(task.target, lms.out_dim, len(task.classes),
+                            s.lm_aux_weight).to(env.device.lm)
+        opt = joint_optimizer(lms, head, s, aux)
         per_epoch = self.min_over_trainers(task.num_train_batches(s.batch_size))
         total = budget_steps(s, per_epoch)
         sched = make_scheduler(opt, s, total)
         run = StageRun(self, total, eval_steps(total, per_epoch, s.eval_every), task.primary,
-                       {"lms": lms, "head": head, "sched": sched}, opt, learnable,
+                       {"lms": lms, "head": head, "sched": sched,
+                        **({"aux": aux} if aux is not None else {})}, opt, learnable,
                        patience=s.patience)
         env.lm_cache(lms.out_dim)
         if not graph_free:  # the cache holds the LMs training starts from (key rule)
             env.fill_cache(lms, step=run.done)
         inputs = self.inputs = JointInputs(env, s, self.gen, run.state)
-        model = JointModel(lms, head, timer=inputs.timer)
+        model = JointModel(lms, head, timer=inputs.timer, aux=aux)
         ddp = self.ddp(model)
         self.val_s = run.state.get("validation_s", 0.0)  # seconds spent validating
         if run.done == 0 and not graph_free:  # the start model (stage 2's), exact embeddings
