@@ -92,6 +92,16 @@ RUNS: Dict[str, dict] = {
         "rows": {"stage3": "joint fine-tune, LM in bf16, head in its stage-2 regime, "
                            "per-group clipping"},
     },
+    "joint_lm_aux": {  # issue 22 item 4: joint_head_regime + the auxiliary LM classifier
+        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
+                      "stage3.gnn_lr=1e-3", "stage3.head_weight_decay=5e-4",
+                      "stage3.clip_per_group=true", "stage3.lm_aux_weight=1.0"],
+        "reuse": "joint_pretrained_bf16", "base": "joint_head_regime",
+        "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
+                     "seed (reuse), so joint_lm_aux - joint_head_regime compares stage 3 alone",
+        "rows": {"stage3": "joint fine-tune, LM in bf16, head in its stage-2 regime, "
+                           "per-group clipping, auxiliary LM classifier (weight 1)"},
+    },
     "pipeline_pseudo": {  # the pipeline's stage 3 again, with GLEM's pseudo-labels
         "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task", "resume=true",
                       "stage3.pseudo_label_weight=1.0", "stage3.pseudo_label_ratio=1.0"],
