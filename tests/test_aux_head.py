@@ -7,11 +7,8 @@ import torch.nn.functional as F
 
 from lmgnn_dist.model.aux_head import LMAuxHead
 from lmgnn_dist.model.joint import JointModel
-from lmgnn_dist.stages import StageStart
-from lmgnn_dist.trainer import JointTrainer
-from lmgnn_dist.trainer.builders import build_lms, build_task_model
 from lmgnn_dist.trainer.joint_inputs import JointInputs
-from test_trainer_units import MemoryCache, N, toy_env, toy_graph
+from test_trainer_units import toy_joint
 
 
 def test_loss_is_the_weighted_cross_entropy_of_the_with_grad_targets():
@@ -48,16 +45,8 @@ def test_joint_step_with_aux_adds_its_loss_and_trains_it(tmp_path, tiny_bert_dir
     the aux classifier is stepped with the head (its own parameter group)."""
     from lmgnn_dist.trainer.joint import joint_optimizer
 
-    g, _ = toy_graph()
-    env = toy_env(tmp_path, g, lm=str(tiny_bert_dir), **{"stage3.lm_train_nodes": 5,
-                                                         "stage3.lm_aux_weight": 2.0})
-    trainer = JointTrainer(env, "stage3", StageStart())
-    lms = build_lms(env.encoders, env.cfg.model)
-    env.cache = MemoryCache(N, lms.out_dim)
-    with torch.no_grad():
-        env.cache.write("paper", torch.arange(N), lms({"paper": g.nodes["paper"].data
-                                                        ["input_ids"]})["paper"], step=0)
-    head = build_task_model(env.cfg.model, env.task, g.canonical_etypes, lms.out_dim, 0)
+    g, env, trainer, lms, head = toy_joint(tmp_path, tiny_bert_dir,
+                                           **{"stage3.lm_aux_weight": 2.0})
     aux = LMAuxHead("paper", lms.out_dim, len(env.task.classes), 2.0)
     inputs = JointInputs(env, env.cfg.stage3, trainer.gen)
     batch = next(iter(env.task.train_batches(env.fanouts(), 4, trainer.gen)))

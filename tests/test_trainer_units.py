@@ -246,14 +246,11 @@ def test_inference_nodes_serve_hits_reencode_misses_and_refresh(tmp_path, tiny_b
     assert nodes.counts["no_grad"] == 8 and cache.stats.hits == 2
 
 
-def test_joint_step_trains_the_lm_on_chosen_nodes_only(tmp_path, tiny_bert_dir,
-                                                         one_process_group):
-    """prepare -> forward -> optimizer step -> commit: the LM learns from the 5 chosen
-    nodes (targets first), every other input node is a cache hit, and only the chosen rows
-    are written back, at this step."""
+def toy_joint(tmp_path, bert_dir, **overrides):
+    """Stage 3 on the toy graph with LM ``bert_dir`` (5 with-grad nodes per step and
+    ``overrides``): ``(g, env, trainer, lms, head)``, the cache filled by these LMs at step 0."""
     g, _ = toy_graph()
-    env = toy_env(tmp_path, g, lm=str(tiny_bert_dir), **{"stage3.lm_train_nodes": 5,
-                                                         "stage3.refresh_batch_size": 0})
+    env = toy_env(tmp_path, g, lm=str(bert_dir), **{"stage3.lm_train_nodes": 5, **overrides})
     trainer = JointTrainer(env, "stage3", StageStart())
     lms = build_lms(env.encoders, env.cfg.model)
     env.cache = MemoryCache(N, lms.out_dim)
@@ -261,6 +258,16 @@ def test_joint_step_trains_the_lm_on_chosen_nodes_only(tmp_path, tiny_bert_dir,
         env.cache.write("paper", torch.arange(N), lms({"paper": g.nodes["paper"].data
                                                         ["input_ids"]})["paper"], step=0)
     head = build_task_model(env.cfg.model, env.task, g.canonical_etypes, lms.out_dim, 0)
+    return g, env, trainer, lms, head
+
+
+def test_joint_step_trains_the_lm_on_chosen_nodes_only(tmp_path, tiny_bert_dir,
+                                                         one_process_group):
+    """prepare -> forward -> optimizer step -> commit: the LM learns from the 5 chosen
+    nodes (targets first), every other input node is a cache hit, and only the chosen rows
+    are written back, at this step."""
+    g, env, trainer, lms, head = toy_joint(tmp_path, tiny_bert_dir,
+                                           **{"stage3.refresh_batch_size": 0})
     inputs = JointInputs(env, env.cfg.stage3, trainer.gen)
     model = JointModel(lms, head, timer=inputs.timer)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
