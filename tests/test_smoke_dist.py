@@ -140,7 +140,13 @@ def test_checkpoints_load_in_plain_transformers(smoke_run):
     st = json.loads((root / "run" / "results.json").read_text())["stages"]
     # the saved LMs are those of the step each stage reports keeping
     assert torch.equal(s1[key], base[key]) == (st["stage1"]["best_step"] == 0)
-    assert not torch.equal(s1[key], base[key])  # held-out MRR rose here: a trained LM kept
+    hist = st["stage1"]["val_history"]
+    best = max(hist, key=lambda h: h["mrr"])  # the first of equals is kept
+    assert st["stage1"]["best_step"] == best["step"] and len(hist) == 3
+    # (on this tiny graph's 6 held-out edges the MRR fell from step 0 since the partitions
+    # are split by seeded METIS, so stage 1 keeps the pre-trained LM and stage 1's and the
+    # pre-trained weights cannot be told apart below; that stage 3 starts from stage 1's
+    # folder is test_runplan's start_of("stage3"))
     if st["stage3"]["lm_step"] == 0:  # stage 3 kept the LMs it started from: stage 1's
         assert torch.equal(s3[key], s1[key])
     else:
