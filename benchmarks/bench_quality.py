@@ -69,8 +69,8 @@ RUNS: Dict[str, dict] = {
         "rows": {"stage1": "LM-only fine-tune (MLP head)", "baseline": "frozen LM + RGCN",
                  "stage2": "task-tuned LM + RGCN (stage 2)", "stage3": "full pipeline (stage 3)"},
     },
-    "joint_pretrained": {
-        "overrides": ["stages=[2,3]", "baseline=false"],
+    "joint_pretrained": {  # fp32: launch.precision's default until 7 Dec 2026 (now auto)
+        "overrides": ["stages=[2,3]", "baseline=false", "launch.precision=fp32"],
         "rows": {"stage2": "frozen LM + RGCN (stage 2 of the joint run)",
                  "stage3": "joint fine-tune from pre-trained LM"},
     },

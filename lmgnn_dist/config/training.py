@@ -189,8 +189,8 @@ class LaunchConfig:
         (trainer ``i`` of a machine on GPU ``i``); see :mod:`lmgnn_dist.device`.
     precision : the LMs' autocast precision: ``fp32``, ``bf16``, ``fp16`` (GPU only) or
         ``auto`` (bf16 on a CPU with AMX / AVX512-BF16 or a GPU with bf16, else fp32; resolved
-        by :func:`lmgnn_dist.device.resolve_device`). Default fp32 until bf16's quality rows
-        are measured.
+        by :func:`lmgnn_dist.device.resolve_device`; the default). Cora's quality rows at
+        bf16 are within the paired interval of fp32's over 5 seeds (``benchmarks/QUALITY.md``).
     ray_placement_strategy : the placement group's strategy (``SPREAD``: one machine per Ray
         node where possible, all on one node when they fit; ``STRICT_SPREAD``: one node per
         machine or fail; ``PACK``/``STRICT_PACK``: as few nodes as possible).
@@ -209,4 +209,4 @@ class LaunchConfig:
     ray_cpus_per_machine: Optional[PosFloat] = None
     ray_placement_strategy: Literal[PLACEMENT_STRATEGIES] = "SPREAD"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "auto"
