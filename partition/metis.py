@@ -7,8 +7,8 @@ one call to the next; DGL's own docs call its METIS output non-deterministic
 (one process, 30-40 calls each, another job on the cores): Cora in 2 parts with the weights the
 partitioner asked for (train / other nodes and their in-degrees) 4 different splits, edge cuts
 256-297 across processes; Cora in 4 parts with the in-degree only, 2; Stack Exchange in 2 parts
-with train / other, 2. Two fresh clones of this project so partitioned Cora differently (1,346 /
-1,389 nodes in part 0) and printed different ``make demo`` tables.
+with train / other, 2. A fresh clone of this project so partitioned Cora differently from this
+checkout (1,389 / 1,346 nodes in part 0) and printed a different ``make demo`` table.
 
 :func:`seeded_metis` keeps every other step of ``partition_graph`` (homogeneous view, halo,
 reshuffle, partition book, files) and replaces only its node-to-part assignment by

@@ -1,7 +1,7 @@
 """The partitioner's METIS split is the same on every call (partition/metis.py).
 
-DGL 2.1's METIS returns different splits of one graph from call to call (no seed); two fresh
-clones partitioned Cora differently and printed different ``make demo`` tables. The partitioner
+DGL 2.1's METIS returns different splits of one graph from call to call (no seed); a fresh
+clone partitioned Cora differently from this checkout and printed another ``make demo`` table. The partitioner
 now assigns nodes with seeded pymetis on a canonical CSR, with DGL's vertex weights.
 """
 import hashlib
