@@ -36,8 +36,9 @@ PEAKS = (
 
 
 def cpu_info(path: str = "/proc/cpuinfo") -> dict:
-    """``vendor``, ``family`` (int), ``mhz`` (float), ``model`` and ``flags`` (frozenset) of
-    the first processor in ``path``; missing fields are None (empty flags)."""
+    """``vendor``, ``family`` (int), ``mhz`` (float), ``model`` of the first processor in
+    ``path`` and ``flags`` (:func:`lmgnn_dist.device.cpu_flags`); missing fields are None
+    (empty flags)."""
     info: dict = {"vendor": None, "family": None, "mhz": None, "model": None,
                   "flags": frozenset()}
     try:
@@ -54,8 +55,9 @@ def cpu_info(path: str = "/proc/cpuinfo") -> dict:
             info["mhz"] = float(value)
         elif key == "model name":
             info["model"] = value
-        elif key == "flags":
-            info["flags"] = frozenset(value.split())
+    from lmgnn_dist.device import cpu_flags
+
+    info["flags"] = cpu_flags(path)
     return info
 
 
