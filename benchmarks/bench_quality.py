@@ -49,7 +49,7 @@ import quality_paired as qpair  # noqa: E402
 import quality_plot  # noqa: E402
 import quality_report as qr  # noqa: E402
 import quality_targets as qt  # noqa: E402
-from quality_record import OUTPUTS, budget, reuse_stages, stage_entry  # noqa: E402,F401
+from quality_record import COST_KEYS, OUTPUTS, budget, reuse_stages, stage_entry  # noqa: E402,F401
 
 sys.path.insert(0, str(REPO))
 from lmgnn_dist.run.folder import claim  # noqa: E402
@@ -101,6 +101,29 @@ RUNS: Dict[str, dict] = {
                      "seed (reuse), so joint_lm_aux - joint_head_regime compares stage 3 alone",
         "rows": {"stage3": "joint fine-tune, LM in bf16, head in its stage-2 regime, "
                            "per-group clipping, auxiliary LM classifier (weight 1)"},
+    },
+    "joint_fresh_inputs": {  # issues 22 item 4 / 25 item 5: the bf16 joint run's stage 3
+        # again, every input node that gets no gradient re-encoded (no grad) with the current
+        # LM at each step instead of read from the stage-2 cache: no stale neighbours
+        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
+                      "stage3.inference_source=encode"],
+        "reuse": "joint_pretrained_bf16",
+        "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
+                     "seed (reuse), so joint_fresh_inputs - joint_pretrained_bf16 compares "
+                     "stage 3's input policy alone",
+        "rows": {"stage3": "joint fine-tune, LM in bf16, neighbours re-encoded every step"},
+    },
+    "joint_bounded_staleness": {  # issues 22 item 4 / 25 item 5: the cache, but a row written
+        # more than 8 steps ago is re-encoded when read, and LEADING's refresh pipeline
+        # re-encodes 64 random nodes per trainer per step (settings fixed before any run)
+        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
+                      "stage3.cache_max_staleness=8", "stage3.refresh_batch_size=64"],
+        "reuse": "joint_pretrained_bf16",
+        "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
+                     "seed (reuse), so joint_bounded_staleness - joint_pretrained_bf16 compares "
+                     "stage 3's input policy alone",
+        "rows": {"stage3": "joint fine-tune, LM in bf16, cache rows at most 8 steps old + "
+                           "refresh 64/step"},
     },
     "pipeline_pseudo": {  # the pipeline's stage 3 again, with GLEM's pseudo-labels
         "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task", "resume=true",
@@ -242,7 +265,7 @@ def execute(part: str, run: str, seed: int, overrides: List[str], force: bool) -
     if rc == 0 and res_path.exists():
         res = json.loads(res_path.read_text())
         rec.update(status="ok", wall_s=res.get("wall_s"), stages={
-            s: stage_entry(out_dir / s, met, qr.METRICS)
+            s: stage_entry(out_dir / s, met, qr.METRICS + COST_KEYS)
             for s, met in res.get("stages", {}).items()},
             budget=budget(res))
     else:

@@ -4,7 +4,8 @@ per-node test correctness.
 
 A record's ``stages[<stage>]`` holds:
 
-- the scalar metrics of :data:`quality_report.METRICS` (``val_acc``, ``test_acc``, ...);
+- the scalar metrics of :data:`quality_report.METRICS` (``val_acc``, ``test_acc``, ...) and
+  the cost metrics of :data:`COST_KEYS` the stage reports;
 - ``code``: ``{"commit", "dirty"}`` of the process that trained the stage (the stage's
   ``metrics.json`` ``code``, :mod:`lmgnn_dist.run.code_version`; ``dirty``: a tracked file other
   than the harness's own outputs :data:`OUTPUTS` differed from the commit); a copied stage
@@ -29,6 +30,14 @@ import quality_stats as qs
 OUTPUTS = ("benchmarks/quality_runs.jsonl", "benchmarks/QUALITY.md", "benchmarks/quality.png")
 #: the marker a copied stage folder holds
 COPIED = "copied_from.json"
+#: a stage's cost and selection metrics a record keeps beside the scores (stage 3's
+#: :meth:`lmgnn_dist.trainer.joint_inputs.JointInputs.stats` and :class:`JointTrainer` summary;
+#: stage 2's ``encode_s``): seconds of training (validation excluded), of validation and of the
+#: frozen encode, optimizer steps, epochs over the training targets, LM encodings per LM node
+#: per epoch by kind, the trainers' peak RSS (MiB), and which head stage 3 kept
+COST_KEYS = ("train_s", "validation_s", "encode_s", "steps", "steps_per_epoch", "epochs",
+             "lm_encodings_per_node_per_epoch", "peak_rss_mb_max_trainer", "head",
+             "best_step", "train_step_s")
 #: config keys copied from results.json into each record's ``budget``
 BUDGET_KEYS = ("stage1.objective", "stage1.epochs", "stage1.max_steps", "stage1.batch_size",
                "stage1.lm_lr", "stage2.epochs", "stage2.batch_size", "stage3.epochs",
