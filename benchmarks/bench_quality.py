@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import quality_paired as qpair  # noqa: E402
 import quality_plot  # noqa: E402
+import quality_policies as qpol  # noqa: E402
 import quality_report as qr  # noqa: E402
 import quality_targets as qt  # noqa: E402
 from quality_record import COST_KEYS, OUTPUTS, budget, reuse_stages, stage_entry  # noqa: E402,F401
@@ -311,7 +312,8 @@ def run_all(args) -> int:
 
 
 def report(args) -> int:
-    """Write QUALITY.md and quality.png from the JSON lines alone; print one line per
+    """Write QUALITY.md and quality.png from the JSON lines alone, and the stage-3 policy
+    table into RESULTS.md's marked section (:mod:`quality_policies`); print one line per
     refused row (and per row aggregated only because its run allows it)."""
     records = qr.read_records(args.jsonl)
     agg = qr.aggregate(records, {k: v["rows"] for k, v in RUNS.items()}, RUNS)
@@ -325,6 +327,10 @@ def report(args) -> int:
     text = qr.format_markdown(records, agg, asked)
     text += "\n".join(qpair.markdown(paired, {p: sizes[p] for p in agg if p in sizes})) + "\n"
     text += "\n".join(qt.markdown(qt.check(agg, asked, paired=paired))) + "\n"
+    policies = qpol.table(records, agg, paired)
+    if policies:  # issue 25 item 5: also RESULTS.md's marked section
+        text += "\n## Stage 3 input policies (issue 25)\n\n" + "\n".join(policies) + "\n"
+        qpol.write_section(args.results, policies)
     notes = Path(args.md).with_name("QUALITY_notes.md")
     if notes.exists():  # hand-written: what was tried, caveats of individual runs
         text += "\n" + notes.read_text()
@@ -345,12 +351,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--force", action="store_true", help="rerun runs already recorded")
     p.add_argument("--report", action="store_true", help="write QUALITY.md and quality.png")
-    p.add_argument("--out-root", help="put run outputs, partitions, the jsonl, QUALITY.md and "
-                   "quality.png here (default: work/quality and benchmarks/)")
+    p.add_argument("--out-root", help="put run outputs, partitions, the jsonl, QUALITY.md, "
+                   "quality.png and RESULTS.md here (default: work/quality and benchmarks/)")
     args = p.parse_args(argv)
     bench = Path(args.out_root).resolve() if args.out_root else REPO / "benchmarks"
-    args.jsonl, args.md, args.png = (bench / "quality_runs.jsonl", bench / "QUALITY.md",
-                                     bench / "quality.png")
+    args.jsonl, args.md, args.png, args.results = (
+        bench / "quality_runs.jsonl", bench / "QUALITY.md", bench / "quality.png",
+        bench / "RESULTS.md")
     args.seeds_given = args.seeds is not None
     args.seeds = args.seeds if args.seeds is not None else [0]
     if args.report:

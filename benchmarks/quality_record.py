@@ -27,7 +27,8 @@ import numpy as np
 import quality_stats as qs
 
 #: the harness's own outputs, tracked but not code: they do not make a tree dirty
-OUTPUTS = ("benchmarks/quality_runs.jsonl", "benchmarks/QUALITY.md", "benchmarks/quality.png")
+OUTPUTS = ("benchmarks/quality_runs.jsonl", "benchmarks/QUALITY.md", "benchmarks/quality.png",
+           "benchmarks/RESULTS.md")
 #: the marker a copied stage folder holds
 COPIED = "copied_from.json"
 #: a stage's cost and selection metrics a record keeps beside the scores (stage 3's
