@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -50,7 +48,8 @@ import quality_plot  # noqa: E402
 import quality_policies as qpol  # noqa: E402
 import quality_report as qr  # noqa: E402
 import quality_targets as qt  # noqa: E402
-from quality_record import COST_KEYS, OUTPUTS, budget, reuse_stages, stage_entry  # noqa: E402,F401
+from quality_record import (COST_KEYS, OUTPUTS, budget, host_info, reuse_stages,  # noqa: E402,F401
+                            stage_entry)
 
 sys.path.insert(0, str(REPO))
 from lmgnn_dist.run.folder import claim  # noqa: E402
@@ -254,7 +253,7 @@ def execute(part: str, run: str, seed: int, overrides: List[str], force: bool) -
     commit, dirty = git_state()
     rec = {"part": part, "run": run, "seed": seed, "overrides": overrides, "commit": commit,
            "dirty": dirty, "rows": RUNS[run]["rows"], "config": PARTS[part]["config"],
-           "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
+           "host": host_info(),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "reused": {"run": base, "stages": reused} if reused else None}
     t0 = time.time()

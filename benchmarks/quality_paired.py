@@ -11,6 +11,9 @@ Comparisons (:func:`comparisons`), each A - B on the same seed, from the run tab
   base record's stages (a copied stage whose metrics differ from the base's) is left out and
   named.
 
+A seed whose two records ran on different kinds of CPU (:func:`quality_record.host_label`:
+AMX, AVX512-BF16, ...) is left out and named too: their bf16 kernels round differently.
+
 A comparison with a refused row (:func:`quality_provenance.refusal`) is refused too. Test
 accuracy differences get both intervals, validation ones the t interval (what a protocol
 adopts a recipe on); the bootstrap needs every seed's per-node record (``test_correct``).
@@ -23,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import quality_provenance as qp
 import quality_report as qr
 import quality_stats as qs
+from quality_record import host_label
 
 Side = Tuple[str, str]  # (run, stage)
 
@@ -80,7 +84,11 @@ def paired(records: Sequence[dict], agg: Dict[str, List[dict]], runs: Dict[str, 
             for seed in sorted(set(ra["seeds"]) & set(rb["seeds"])):
                 xa, xb = latest[(part, a[0], seed)], latest[(part, b[0], seed)]
                 differ = _other_start(xa, xb, a[1], prov[id(xa)], b[0]) if a[0] != b[0] else []
-                if differ:
+                hosts = (host_label(xa), host_label(xb))
+                if hosts[0] != hosts[1]:
+                    dropped.append(f"seed {seed}: {a[0]} ran on a {hosts[0]} CPU, {b[0]} on "
+                                   f"a {hosts[1]} one (bf16 kernels differ)")
+                elif differ:
                     dropped.append(f"seed {seed}: {a[0]} did not start from {b[0]}'s "
                                    f"{', '.join(differ)} of that seed")
                 else:

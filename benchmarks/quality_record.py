@@ -84,6 +84,36 @@ def reuse_stages(base_dir: Path, out_dir: Path) -> List[str]:
     return copied
 
 
+def host_info() -> Dict[str, object]:
+    """This machine as a record's ``host``: ``cpus``, ``machine``, ``cpu`` (the model name)
+    and ``bf16`` -- the matrix units bf16 runs on here (``amx``, ``avx512_bf16`` or ``none``,
+    from :func:`lmgnn_dist.device.cpu_flags`). Runs are bit-reproducible on one kind of CPU
+    only: oneDNN's bf16 kernels on AMX and on AVX512-BF16 round differently (measured: the
+    same seed's Cora stage-2 test accuracy 0.8895 on AVX512-BF16, 0.8950 on AMX)."""
+    import os
+    import platform
+
+    from lmgnn_dist.device import cpu_flags
+
+    flags = cpu_flags()
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
+                         "")
+    except OSError:
+        pass
+    bf16 = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "none"
+    return {"cpus": os.cpu_count(), "machine": platform.machine(), "cpu": model, "bf16": bf16}
+
+
+def host_label(rec: dict) -> str:
+    """The kind of CPU a record ran on, as far as reproducibility goes: its ``host``'s
+    ``bf16`` (``amx``, ``avx512_bf16``, ``none``), or ``unknown`` for records of before
+    ``host_info``."""
+    return str((rec.get("host") or {}).get("bf16", "unknown"))
+
+
 def code_of(metrics: dict) -> Dict[str, object]:
     """``{"commit", "dirty"}`` of a stage's ``metrics.json`` ``code`` (``{"commit",
     "modified"}``); paths in :data:`OUTPUTS` do not count as dirty."""

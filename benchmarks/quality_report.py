@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from quality_record import host_label
+
 #: the per-stage numbers a record keeps (those present in the run's ``results.json``)
 METRICS = ("val_acc", "test_acc", "val_macro_f1", "test_macro_f1", "seconds")
 #: overrides that differ between the seeds of one run by construction (not "settings")
@@ -161,6 +163,7 @@ def aggregate(records: Iterable[dict],
                "commits": sorted({prov[id(r)][s]["code"] for r in recs
                                   for s in qp.used_stages(stage, list(prov[id(r)]))}),
                "mixed": len({_settings(r) for r in recs}) > 1,
+               "hosts": sorted({host_label(r) for r in recs}),
                "refused": refused, "allowed": allowed}
         out.setdefault(part, []).append(row)
         if refused:
@@ -207,7 +210,8 @@ def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
     table with one row per label: val/test accuracy (and macro-F1 for ``f1_parts``) as
     ``mean ± sample std``, seeds, mean stage time, commits. A row with fewer seeds than
     ``seeds_asked`` (default: the most any row of that part has) is marked *partial*."""
-    hosts = sorted({f"{h.get('cpus', '?')}-core CPU ({h.get('machine', '?')})"
+    hosts = sorted({f"{h.get('cpus', '?')}-core CPU ({h.get('machine', '?')}"
+                    + (f", {h['cpu']}, bf16 on {h['bf16']}" if "bf16" in h else "") + ")"
                     for h in (r.get("host") for r in records) if h})
     failed = sum(r.get("status") != "ok" for r in records)
     lines = ["# Quality benchmark (LM-GNN Table 1 style)", "",
@@ -223,7 +227,9 @@ def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
              "unknown commit with two or more seeds, in any stage the row used) or used copied "
              "stages is **refused**: no mean, one line naming its seeds and their code, unless "
              "its run's definition says why it may (`mixed_code_ok` / `copies_ok`). `commits`: "
-             "the code of the stages the row used.",
+             "the code of the stages the row used, and the CPU's bf16 units where the records "
+             "say (`amx`, `avx512_bf16`, `none`: runs are bit-reproducible on one kind only; "
+             "a paired seed needs both records on the same kind).",
              f"- Failed attempts recorded (never aggregated): {failed}."]
     lines += [f"  - still failing: {r['part']}/{r['run']}/seed{r['seed']} (exit {r.get('rc')}, "
               f"log {r.get('log')})" for r in still_failing(records)]
@@ -244,7 +250,9 @@ def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
             if r.get("refused"):
                 cells[1:] = ["refused (below)"] * (len(cells) - 1)
             secs = r.get("seconds")
-            cells += [n, f"{secs[0]:.1f}" if secs else "-", ", ".join(r["commits"])]
+            cpus = [h for h in r.get("hosts", []) if h != "unknown"]
+            cells += [n, f"{secs[0]:.1f}" if secs else "-", ", ".join(r["commits"])
+                      + (f" on {' + '.join(r['hosts'])}" if cpus else "")]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines += [f"- {r['refused']}" for r in rows if r.get("refused")]

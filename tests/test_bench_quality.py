@@ -444,3 +444,28 @@ def test_quality_png_draws_both_intervals_per_comparison():
                for ln in boots)
     assert [ln for ln in forest.get_lines() if list(ln.get_xdata()) == [0, 0]]  # zero line
     plt.close(fig)
+
+
+def test_seeds_on_other_kinds_of_cpu_are_not_paired_and_the_table_names_the_cpu():
+    """bf16 kernels round differently on AMX and AVX512-BF16: a variant seed whose record ran
+    on another kind of CPU than its base's is left out, named; the table says the kind."""
+    base = pipeline_recs(3)
+    for r in base:
+        r["host"] = {"cpus": 2, "machine": "x86_64", "cpu": "Xeon", "bf16": "amx"}
+    var = [full_rec(s, {"stage2": (0.85 + s / 100, 0.84), "stage3": (0.9, 0.9)}, run="pseudo",
+                    copied=("stage2",)) for s in range(3)]
+    for s, r in enumerate(var):
+        r["stages"]["stage2"] = dict(base[s]["stages"]["stage2"],
+                                     copied_from={"run": "pipeline", "path": "w"})
+        r["host"] = dict(base[s]["host"], bf16="avx512_bf16" if s == 1 else "amx")
+    agg = qr.aggregate(base + var, ROWS3, RUNS3)
+    res = by_kind(qpair.paired(base + var, agg, RUNS3), "variant - base")
+    assert res["seeds"] == [0, 2]
+    assert res["dropped"] == ["seed 1: pseudo ran on a avx512_bf16 CPU, pipeline on a amx one "
+                              "(bf16 kernels differ)"]
+    md = qr.format_markdown(base + var, agg)
+    assert "2-core CPU (x86_64, Xeon, bf16 on amx)" in md
+    line = next(l for l in md.splitlines() if l.startswith("| s3 pl |"))
+    assert line.endswith("| abc1234 on amx + avx512_bf16 |")
+    assert bq.host_info()["bf16"] in ("amx", "avx512_bf16", "none")
+    assert qr.host_label({"host": {"cpus": 2}}) == "unknown"
