@@ -56,8 +56,8 @@ CASES = {
     "section a value": (["model=3"], "model: expected a mapping, got 3"),
     "unknown key": (["stage1.max_step=1"], "stage1: unknown key(s) ['max_step']; known: "
                     "['batch_size', 'clip_per_group', 'decoder_lr', 'epochs', 'eval_every', "
-                    "'lm_lr', 'max_grad_norm', 'max_steps', 'num_negatives', 'objective', "
-                    "'patience', "
+                    "'label_smoothing', 'lm_lr', 'max_grad_norm', 'max_steps', 'num_negatives', "
+                    "'objective', 'patience', "
                     "'schedule', 'val_edges', 'val_negatives', 'warmup_ratio', 'weight_decay']"),
     "port": (["launch.ssh_port=70000"], "launch.ssh_port must be <= 65535, got 70000"),
     "machines vs parts": (["data.num_parts=3"],

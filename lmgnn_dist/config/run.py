@@ -94,6 +94,11 @@ class RunConfig:
                                                or self.stage3.mode != "joint"):
             raise ValueError("stage3.lm_aux_weight > 0 needs task.kind=node_classification "
                              f"and stage3.mode=joint, got {t.kind} / {self.stage3.mode}")
+        for key, eps in (("stage1", self.stage1.label_smoothing),
+                         ("stage3", self.stage3.label_smoothing)):
+            if eps > 0 and t.kind != "node_classification":
+                raise ValueError(f"{key}.label_smoothing > 0 needs task.kind="
+                                 f"node_classification, got {t.kind}")
         if self.launch.debug_local and self.launch.debug_local != self.data.num_parts:
             raise ValueError(f"launch.debug_local={self.launch.debug_local} machines but "
                              f"data.num_parts={self.data.num_parts}: one partition per machine")

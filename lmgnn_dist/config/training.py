@@ -63,6 +63,10 @@ class Stage1Config(ScheduleConfig):
     val_edges : link prediction: edges each trainer holds out of training and ranks at every
         validation point (MRR against ``val_negatives`` fixed nodes of the destination type);
         the LMs with the best MRR are kept (0: no validation, the last step's LMs).
+    label_smoothing : ``objective: task``, node classification: the cross-entropy's label
+        smoothing ``eps`` (targets ``(1 - eps)`` on the label + ``eps / C`` everywhere;
+        SimTeG fine-tunes all-MiniLM-L6-v2 with 0.3); 0: off. The MLP head's dropout is
+        ``model.dropout``.
     (budget, schedule, clipping, validation points, early stopping: :class:`ScheduleConfig`;
     with ``objective: task`` validation is the task's metric on its val targets.)
     """
@@ -75,6 +79,7 @@ class Stage1Config(ScheduleConfig):
     lm_lr: PosFloat = 2e-5
     decoder_lr: PosFloat = 1e-2
     weight_decay: NonNegFloat = 0.0
+    label_smoothing: Fraction = 0.0
 
 
 @section
@@ -142,6 +147,8 @@ class Stage3Config(ScheduleConfig):
         LM embedding of each target encoded with gradient (node classification, ``joint``;
         :mod:`lmgnn_dist.model.aux_head`), trained with the head's rate; 0: off.
     pseudo_label_threshold : keep pseudo-labels whose teacher probability is at least this.
+    label_smoothing : node classification: the training cross-entropy's label smoothing
+        (:class:`Stage1Config`; the re-fit trains without it, as stage 2 does); 0: off.
     """
 
     mode: Literal["joint", "lm_only"] = "joint"
@@ -165,6 +172,7 @@ class Stage3Config(ScheduleConfig):
     pseudo_label_ratio: PosFloat = 1.0
     pseudo_label_threshold: Fraction = 0.0
     lm_aux_weight: NonNegFloat = 0.0
+    label_smoothing: Fraction = 0.0
 
 
 @section

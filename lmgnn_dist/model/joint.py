@@ -168,6 +168,8 @@ class TaskModel(nn.Module):
 
     ``forward(blocks, h, batch)`` with ``h`` ntype -> ``[N_in, D]`` returns the scalar loss of
     the batch's targets; ``encoder``/``decoder`` are used directly for evaluation.
+    ``label_smoothing`` (node classification; 0: off) is the training loss's, set by the stage
+    that trains the model (``stage1``/``stage3.label_smoothing``), not saved with it.
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, task):
@@ -175,9 +177,13 @@ class TaskModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.task = task  # not a module: holds no parameters
+        self.label_smoothing = 0.0
 
     def forward(self, blocks: List, h: Dict[str, torch.Tensor], batch) -> torch.Tensor:
-        return self.task.loss(self.decoder, self.encoder(blocks, h), batch)
+        enc = self.encoder(blocks, h)
+        if self.label_smoothing:  # config: node classification only
+            return self.task.loss(self.decoder, enc, batch, label_smoothing=self.label_smoothing)
+        return self.task.loss(self.decoder, enc, batch)
 
 
 class JointModel(nn.Module):

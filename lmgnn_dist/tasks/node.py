@@ -86,15 +86,18 @@ class NodeClassificationTask(Task):
     def logits(self, decoder, h, batch: NodeBatch) -> torch.Tensor:
         return decoder(h[self.target][:len(batch.labels)])
 
-    def loss(self, decoder, h, batch: NodeBatch) -> torch.Tensor:
+    def loss(self, decoder, h, batch: NodeBatch, label_smoothing: float = 0.0) -> torch.Tensor:
         """Cross-entropy over the batch's targets; with ``weights``, their weighted mean
-        ``sum(w_i * CE_i) / sum(w_i)``."""
+        ``sum(w_i * CE_i) / sum(w_i)``. ``label_smoothing`` ``eps`` in ``[0, 1)``: each target
+        distribution is ``(1 - eps)`` on the label + ``eps / C`` on every class (Szegedy et
+        al., 2016, sec. 7; ``F.cross_entropy``'s ``label_smoothing``)."""
         logits = self.logits(decoder, h, batch)
         labels = batch.labels.to(logits.device)
         if batch.weights is None:
-            return F.cross_entropy(logits, labels)
+            return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
         w = batch.weights.to(logits.device)
-        return (w * F.cross_entropy(logits, labels, reduction="none")).sum() / w.sum()
+        ce = F.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
+        return (w * ce).sum() / w.sum()
 
     def _predicted(self, head, features, ids, fanouts, batch_size, full_neighbors):
         for b in self._batches(ids, fanouts, batch_size, shuffle=False,

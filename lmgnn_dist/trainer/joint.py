@@ -144,6 +144,7 @@ class JointTrainer(StageTrainer):
             head.load_state_dict(torch.load(head_dir / "gnn.pt", map_location="cpu"))
             if learnable is not None and (head_dir / "node_emb").exists():
                 learnable.load(head_dir / "node_emb", self.ctx.is_main)
+        head.label_smoothing = self.s.label_smoothing  # the stage's training loss only
         return lms, head, learnable
 
     def validate(self, run: StageRun, step: int, lms, head, learnable) -> bool:

@@ -20,4 +20,4 @@ class TaskLMTrainer(JointTrainer):
             clip_per_group=s1.clip_per_group,
             eval_every=s1.eval_every, patience=s1.patience, batch_size=s1.batch_size,
             lm_train_nodes=s1.batch_size, lm_lr=s1.lm_lr, gnn_lr=s1.decoder_lr,
-            weight_decay=s1.weight_decay, refit_gnn=False)
+            weight_decay=s1.weight_decay, refit_gnn=False, label_smoothing=s1.label_smoothing)
