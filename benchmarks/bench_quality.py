@@ -102,6 +102,15 @@ RUNS: Dict[str, dict] = {
         "rows": {"stage3": "joint fine-tune, LM in bf16, head in its stage-2 regime, "
                            "per-group clipping, auxiliary LM classifier (weight 1)"},
     },
+    "joint_pretrained_bf16_mean": {  # issue 22 items 1-2: the bf16 joint run with the LM's
+        # own pooling (all-MiniLM-L6-v2: mean over real tokens), frozen RGCN and stage 3 alike
+        "overrides": ["stages=[2,3]", "baseline=false", "launch.precision=bf16",
+                      "model.pooling=mean"],
+        "base": "joint_pretrained_bf16",
+        "rows": {"stage2": "frozen LM + RGCN (stage 2 of the joint run), LM in bf16, mean "
+                           "pooling",
+                 "stage3": "joint fine-tune from pre-trained LM, LM in bf16, mean pooling"},
+    },
     "joint_fresh_inputs": {  # issues 22 item 4 / 25 item 5: the bf16 joint run's stage 3
         # again, every input node that gets no gradient re-encoded (no grad) with the current
         # LM at each step instead of read from the stage-2 cache: no stale neighbours
