@@ -96,7 +96,8 @@ def table(records: Sequence[dict], agg: Dict[str, List[dict]],
             if row is None:
                 continue
             if row["refused"]:
-                lines.append(f"| {name} | {row['n']} | refused: {row['refused']} |")
+                lines.append(f"| {name} | {row['n']} | refused: its seeds ran different code "
+                             "or copied stages (the line in QUALITY.md) |")
                 continue
             c = cost([latest[(part, run, s)]["stages"][stage] for s in row["seeds"]])
             enc = (f"frozen encode once: {c['encode_s']:.1f} s" if stage == "stage2" else

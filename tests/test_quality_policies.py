@@ -99,3 +99,13 @@ def test_report_writes_the_table_into_results_md(records, tmp_path):
     res = (tmp_path / "RESULTS.md").read_text()
     assert "old" not in res and res.endswith(f"{qpol.END}\n\ntail\n") and "### cora" in res
     assert "## Stage 3 input policies (issue 25)" in (tmp_path / "QUALITY.md").read_text()
+
+
+def test_a_refused_row_says_so_in_one_cell(records):
+    records[0]["commit"] = records[0]["stages"]["stage3"]["code"]["commit"] = "def5678"
+    records[0]["stages"]["stage2"]["code"] = {"commit": "def5678", "dirty": False}
+    agg = qr.aggregate(records, {k: v["rows"] for k, v in bq.RUNS.items()}, bq.RUNS)
+    lines = qpol.table(records, agg, qpair.paired(records, agg, bq.RUNS))
+    base = next(l for l in lines if l.startswith("| cache"))
+    assert base.endswith("| 3 | refused: its seeds ran different code or copied stages (the "
+                         "line in QUALITY.md) |")
