@@ -111,6 +111,16 @@ RUNS: Dict[str, dict] = {
                            "pooling",
                  "stage3": "joint fine-tune from pre-trained LM, LM in bf16, mean pooling"},
     },
+    "joint_lm_only_bf16": {  # issue 25 item 5's LM-only floor: stage 3 with mode lm_only
+        # (the LM + an MLP head on the targets, no graph) at the bf16 joint run's budget
+        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
+                      "stage3.mode=lm_only"],
+        "reuse": "joint_pretrained_bf16",
+        "copies_ok": "by design: the bf16 joint run's stage 2 of the same seed is copied so "
+                     "that only stage 3 runs; lm_only does not read it",
+        "rows": {"stage3": "LM-only fine-tune (MLP head), LM in bf16, the joint run's stage-3 "
+                           "budget"},
+    },
     "joint_fresh_inputs": {  # issues 22 item 4 / 25 item 5: the bf16 joint run's stage 3
         # again, every input node that gets no gradient re-encoded (no grad) with the current
         # LM at each step instead of read from the stage-2 cache: no stale neighbours
