@@ -4,8 +4,9 @@
 ``RESULTS.md`` (:func:`write_section`).
 
 A row is a stage-3 run of :data:`POLICIES` (the same stage 2, copied from the base run of the
-same seed, so the rows differ in stage 3's input policy alone), plus the base's stage 2 as the
-frozen-LM floor. Per row, means over the row's seeds of its records' cost metrics
+same seed, so the rows differ in stage 3's input policy alone), plus two floors: the base's
+stage 2 (the frozen LM) and stage 3 in mode ``lm_only`` at the same budget (the LM alone). Per
+row, means over the row's seeds of its records' cost metrics
 (:data:`quality_record.COST_KEYS`):
 
 - ``s / epoch``: training seconds (validation and the final re-encode excluded) over epochs of
@@ -28,10 +29,11 @@ from typing import Dict, List, Sequence
 
 import quality_report as qr
 
-#: part -> base run (its stage 2 is every policy's start) and the stage-3 runs in table
-#: order, each with the policy's name
+#: part -> base run (its stage 2 is every policy's start), the LM-only run (stage 3 in mode
+#: ``lm_only`` at the same budget: the other floor) and the stage-3 runs in table order, each
+#: with the policy's name
 POLICIES: Dict[str, dict] = {
-    "cora": {"base": "joint_pretrained_bf16", "runs": {
+    "cora": {"base": "joint_pretrained_bf16", "lm_only": "joint_lm_only_bf16", "runs": {
         "joint_pretrained_bf16": "cache (stage 2's rows; with-grad rows written back)",
         "joint_bounded_staleness": "bounded staleness: rows <= 8 steps old + refresh 64/step",
         "joint_fresh_inputs": "every input re-encoded (no grad) with the current LM each step",
@@ -89,7 +91,9 @@ def table(records: Sequence[dict], agg: Dict[str, List[dict]],
                   "epoch: grad + no grad + refresh = total | peak RSS (MiB) | val acc | "
                   "test acc | test Δ vs cache, t 95 % (points) | kept the re-fit |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        floor = [(base, "stage2", f"floor: frozen LM, stage 2 ({base})")]
+        floor = [(base, "stage2", f"floor: frozen LM, stage 2 ({base})"),
+                 (spec["lm_only"], "stage3", f"floor: LM only, MLP head, no graph "
+                                             f"({spec['lm_only']})")]
         for run, stage, name in floor + [(r, "stage3", f"{n} ({r})")
                                           for r, n in spec["runs"].items()]:
             row = rows.get((run, stage))
@@ -110,7 +114,8 @@ def table(records: Sequence[dict], agg: Dict[str, List[dict]],
                 delta = (f"{100 * t['mean']:+.2f} [{_num(100 * t['lo'], '+.2f')}, "
                          f"{_num(100 * t['hi'], '+.2f')}] ({t['n']} seeds)")
             acc = [qr._pm(row.get(m)) for m in ("val_acc", "test_acc")]
-            kept = f"{c['refit']}/{row['n']}" if stage == "stage3" else "-"
+            kept = f"{c['refit']}/{row['n']}" if stage == "stage3" and run in spec["runs"] \
+                else "-"
             lines.append(f"| {name} | {row['n']} | {_num(c['s_epoch'], '.1f')} | {enc} | "
                          f"{_num(c['rss'], '.0f')} | {acc[0]} | {acc[1]} | {delta} | {kept} |")
         commits = sorted({c for r in rows.values() if r["run"] in spec["runs"]

@@ -14,7 +14,7 @@ import quality_policies as qpol  # noqa: E402
 import quality_report as qr  # noqa: E402
 import quality_stats as qs  # noqa: E402
 
-BASE, FRESH = "joint_pretrained_bf16", "joint_fresh_inputs"
+BASE, FRESH, LM_ONLY = "joint_pretrained_bf16", "joint_fresh_inputs", "joint_lm_only_bf16"
 S2 = {"val_acc": 0.88, "test_acc": 0.89, "seconds": 65.0, "encode_s": 35.0, "epochs": 30,
       "peak_rss_mb_max_trainer": 1000.0, "code": {"commit": "abc1234", "dirty": False}}
 
@@ -42,6 +42,8 @@ def records():
         copied = dict(S2, copied_from={"run": BASE, "path": "x"})
         out.append(record(FRESH, seed, {"stage2": copied, "stage3": s3(tf, 400.0, 0.6, 3.0)},
                           reused={"run": BASE, "stages": ["stage2"]}))
+        out.append(record(LM_ONLY, seed, {"stage2": copied, "stage3": s3(0.7, 50.0, 0.6, 0.0)},
+                          reused={"run": BASE, "stages": ["stage2"]}))
     return out
 
 
@@ -57,6 +59,9 @@ def test_policy_table_numbers(records):
     # (200 + 201 + 202) / 3 / 2 epochs = 100.5; 0.6 + 0.1 + 0 encodes; joint head kept on all
     assert "| 3 | 100.5 | 0.60 + 0.10 + 0.00 = 0.70 | 1500 |" in base
     assert base.endswith("| base | 0/3 |")
+    lm_only = next(l for l in lines if l.startswith("| floor: LM only"))
+    assert "| 3 | 25.0 | 0.60 + 0.00 + 0.00 = 0.60 |" in lm_only and lm_only.endswith("| - |")
+    assert lines.index(floor) < lines.index(lm_only) < lines.index(base)
     fresh = next(l for l in lines if f"({FRESH}) |" in l)
     assert "| 3 | 200.0 | 0.60 + 3.00 + 0.00 = 3.60 |" in fresh and fresh.endswith("| 3/3 |")
     t = qs.t_interval([0.010, 0.005, 0.015])
@@ -65,7 +70,7 @@ def test_policy_table_numbers(records):
     assert qr._pm(qr.mean_std([0.900, 0.885, 0.910])) in fresh
     assert "Code: abc1234." in lines[-2]
     # without the base's stage 3 there is no table
-    only_fresh = [r for r in records if r["run"] == FRESH]
+    only_fresh = [r for r in records if r["run"] in (FRESH, LM_ONLY)]
     agg = qr.aggregate(only_fresh, {k: v["rows"] for k, v in bq.RUNS.items()}, bq.RUNS)
     assert qpol.table(only_fresh, agg, {}) == []
 
