@@ -247,13 +247,15 @@ def test_stage3_keeps_its_best_validation_model_and_stops_early(smoke_run, tmp_p
 
 
 def test_stage3_pseudo_labels_join_the_batches_and_get_lm_gradient(smoke_run, tmp_path):
-    """GLEM's pseudo-labels: the stage-2 model labels each trainer's 15 non-training targets;
-    each batch of gold targets (4, 4, 4, 3) is joined by as many pseudo ones, and with every
-    target encoded with gradient the LM sees twice the gold count; epochs still count gold."""
+    """GLEM's pseudo-labels: the stage-2 model labels each trainer's test targets (8 and 7 of
+    the 15; the 15 validation targets stay out); each batch of gold targets (4, 4, 4, 3) is
+    joined by as many pseudo ones, and with every target encoded with gradient the LM sees
+    twice the gold count; epochs still count gold."""
     s3 = _rerun_stage3(smoke_run, tmp_path / "run6", "stage3.pseudo_label_weight=0.5",
                        "stage3.trainable_policy=targets", "stage3.lm_train_nodes=1000",
-                       "stage3.max_steps=8", "stage3.refit_gnn=false", log="pseudo-labels: 15 "
-                       "of this trainer's 15 targets outside the training split")
+                       "stage3.max_steps=8", "stage3.refit_gnn=false", log="pseudo-labels: 8 "
+                       "of this trainer's 8 targets in neither the training nor the "
+                       "validation split")
     assert s3["epochs"] == 2.0 and s3["lm_encodings"]["with_grad"] == 2 * 2 * (2 * 15)
     assert all(math.isfinite(x) for x in s3["losses"])
 

@@ -75,7 +75,8 @@ class ToyNodeTask(NodeClassificationTask):
             yield NodeBatch(inp, seeds, blocks, labels[seeds["paper"]])
 
     def unlabelled_targets(self):
-        return torch.nonzero(~self.g.nodes["paper"].data["train_mask"]).flatten()
+        data = self.g.nodes["paper"].data
+        return torch.nonzero(~(data["train_mask"] | data["val_mask"])).flatten()
 
     def train_batches(self, fanouts, batch_size, generator, pseudo=None):
         if pseudo is not None:
@@ -327,7 +328,9 @@ def test_pseudo_targets_join_every_batch_and_weigh_the_loss(tmp_path):
     env = toy_env(tmp_path, g)
     task, train = env.task, env.task.split_targets("train")
     others = task.unlabelled_targets()
-    assert len(others) == N - len(train) and not set(others.tolist()) & set(train.tolist())
+    val = task.split_targets("val")
+    assert len(others) == N - len(train) - len(val)
+    assert not set(others.tolist()) & (set(train.tolist()) | set(val.tolist()))
     teacher = 1 - g.nodes["paper"].data["label"][others]  # deliberately not the gold class
     pseudo = PseudoLabels(others, teacher, weight=0.25, ratio=0.5)
     head = build_task_model(env.cfg.model, task, g.canonical_etypes, DIM, 0)

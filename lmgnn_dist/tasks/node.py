@@ -40,14 +40,20 @@ class NodeClassificationTask(Task):
             ntype=self.target, force_even=True))
 
     def unlabelled_targets(self) -> torch.Tensor:
-        """This trainer's share of the target nodes outside the training split (validation,
-        test and unlabelled ones: what pseudo-labels may cover)."""
+        """This trainer's share of the target nodes in neither the training nor the
+        validation split (test and unlabelled ones): what pseudo-labels may cover.
+        Validation nodes stay out (issue 22): every kept model is selected on them, and a
+        model trained toward its teacher's predictions there would be selected for agreeing
+        with the teacher."""
         import dgl
 
-        return self._cached_split("not_train", lambda: dgl.distributed.node_split(
-            ~self.g.nodes[self.target].data["train_mask"][torch.arange(
-                self.g.num_nodes(self.target))].bool(), self.g.get_partition_book(),
-            ntype=self.target, force_even=True))
+        def pool():
+            ids = torch.arange(self.g.num_nodes(self.target))
+            data = self.g.nodes[self.target].data
+            return dgl.distributed.node_split(
+                ~(data["train_mask"][ids].bool() | data["val_mask"][ids].bool()),
+                self.g.get_partition_book(), ntype=self.target, force_even=True)
+        return self._cached_split("not_train_val", pool)
 
     def _batches(self, ids, fanouts, batch_size, shuffle, full_neighbors=False,
                  generator=None):

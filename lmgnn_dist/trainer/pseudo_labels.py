@@ -4,8 +4,9 @@ Text-attributed Graphs via Variational Inference", the LM's pseudo-likelihood te
 GLEM trains its LM on the gold labels plus the GNN's predictions for unlabelled nodes, so the
 LM learns from the whole graph when labels are few. Here the teacher is the model stage 3
 starts from (stage 2's GNN on the start LMs' embeddings): before the first step it predicts
-this trainer's target nodes outside the training split (validation, test and unlabelled: the
-transductive setting GLEM uses; gold labels of those nodes are never read), and keeps those
+this trainer's target nodes in neither the training nor the validation split (test and
+unlabelled: the transductive setting GLEM uses; gold labels of those nodes are never read;
+validation nodes stay out because every kept model is selected on them), and keeps those
 predicted with probability >= ``stage3.pseudo_label_threshold``. Every training batch of
 ``n`` gold targets is then joined by ``ceil(pseudo_label_ratio * n)`` pseudo-labelled ones
 drawn at random, and the loss is the weighted mean cross-entropy with weight 1 for gold and
@@ -81,7 +82,7 @@ def make_pseudo_labels(trainer, head, learnable, saved: Optional[dict] = None
                              trainer.cfg.eval_batch_size)
     pseudo = PseudoLabels.from_teacher(probs, ids, s.pseudo_label_threshold, **kw)
     trainer.log(f"[{trainer.name}] pseudo-labels: {len(pseudo)} of this trainer's {len(ids)} "
-                f"targets outside the training split (teacher probability >= "
-                f"{s.pseudo_label_threshold}), weight {pseudo.weight}, {pseudo.ratio} per gold "
-                "target")
+                f"targets in neither the training nor the validation split (teacher "
+                f"probability >= {s.pseudo_label_threshold}), weight {pseudo.weight}, "
+                f"{pseudo.ratio} per gold target")
     return pseudo
