@@ -9,9 +9,9 @@ stage 2 (the frozen LM) and stage 3 in mode ``lm_only`` at the same budget (the 
 row, means over the row's seeds of its records' cost metrics
 (:data:`quality_record.COST_KEYS`):
 
-- ``s / epoch``: training seconds (validation and the final re-encode excluded) over epochs of
-  the training targets; stage 2: (stage seconds - the frozen encode) / epochs, and the encode
-  once, in its own column;
+- ``s / epoch``: training seconds (validation, the start's cache fill and the final re-encode
+  excluded: :func:`training_s`) over epochs of the training targets; stage 2: (stage seconds -
+  the frozen encode) / epochs, and the encode once, in its own column;
 - ``LM encodes / node / epoch``: LM forward passes per LM-encoded node per epoch, with
   gradient + without (cache misses, stale rows, per-step re-encodes) + refresh pipeline; cache
   reads are not encodes;
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import quality_report as qr
 
@@ -53,11 +53,32 @@ def _num(x: float, fmt: str) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def cost(entries: Sequence[dict]) -> Dict[str, float]:
-    """Mean cost over the per-seed stage entries ``entries`` (module docstring): ``s_epoch``,
-    ``encode_s`` (stage 2's frozen encode), ``with_grad``/``no_grad``/``refresh``/``total``
-    (LM encodes per node per epoch), ``rss`` (MiB) and ``refit`` (seeds that kept the re-fit)."""
-    out = {"s_epoch": _mean([e["train_s"] / e["epochs"] for e in entries
+def training_s(entry: dict, start: Optional[dict] = None) -> Optional[float]:
+    """Stage 3's training seconds without its start's cache fill: ``train_s`` as recorded
+    since ``cache_fill_s`` exists; before, a job that did not run stage 2 itself (``start``,
+    the record's stage-2 entry, was copied) counted one full no-grad encode of every node in
+    ``train_s``, and the same work's seconds -- stage 2's ``encode_s``, the frozen encode of
+    the same LM -- are taken off."""
+    if entry.get("train_s") is None:
+        return None
+    if "cache_fill_s" in entry or not (start or {}).get("copied_from"):
+        return entry["train_s"]
+    return entry["train_s"] - start.get("encode_s", 0.0)
+
+
+def _graph_free(rec: dict) -> bool:
+    """Whether the record's stage 3 ran graph-free (``stage3.mode=lm_only``: no cache fill)."""
+    return "stage3.mode=lm_only" in rec.get("overrides", [])
+
+
+def cost(entries: Sequence[dict], starts: Optional[Sequence[Optional[dict]]] = None
+         ) -> Dict[str, float]:
+    """Mean cost over the per-seed stage entries ``entries`` (module docstring; ``starts``:
+    each seed's stage-2 entry, for :func:`training_s`): ``s_epoch``, ``encode_s`` (stage 2's
+    frozen encode), ``with_grad``/``no_grad``/``refresh``/``total`` (LM encodes per node per
+    epoch), ``rss`` (MiB) and ``refit`` (seeds that kept the re-fit)."""
+    starts = list(starts) if starts is not None else [None] * len(entries)
+    out = {"s_epoch": _mean([training_s(e, st) / e["epochs"] for e, st in zip(entries, starts)
                              if e.get("train_s") is not None and e.get("epochs")]),
            "encode_s": math.nan, "rss": _mean([e.get("peak_rss_mb_max_trainer")
                                                for e in entries])}
@@ -103,7 +124,10 @@ def table(records: Sequence[dict], agg: Dict[str, List[dict]],
                 lines.append(f"| {name} | {row['n']} | refused: its seeds ran different code "
                              "or copied stages (the line in QUALITY.md) |")
                 continue
-            c = cost([latest[(part, run, s)]["stages"][stage] for s in row["seeds"]])
+            recs = [latest[(part, run, s)] for s in row["seeds"]]
+            c = cost([r["stages"][stage] for r in recs],
+                     [r["stages"].get("stage2") if stage == "stage3" and not _graph_free(r)
+                      else None for r in recs])
             enc = (f"frozen encode once: {c['encode_s']:.1f} s" if stage == "stage2" else
                    f"{c['with_grad']:.2f} + {c['no_grad']:.2f} + {c['refresh']:.2f} = "
                    f"{c['total']:.2f}")

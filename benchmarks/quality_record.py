@@ -33,11 +33,12 @@ OUTPUTS = ("benchmarks/quality_runs.jsonl", "benchmarks/QUALITY.md", "benchmarks
 COPIED = "copied_from.json"
 #: a stage's cost and selection metrics a record keeps beside the scores (stage 3's
 #: :meth:`lmgnn_dist.trainer.joint_inputs.JointInputs.stats` and :class:`JointTrainer` summary;
-#: stage 2's ``encode_s``): seconds of training (validation excluded), of validation and of the
-#: frozen encode, optimizer steps, epochs over the training targets, LM encodings per LM node
-#: per epoch by kind, the trainers' peak RSS (MiB), and which head stage 3 kept
-COST_KEYS = ("train_s", "validation_s", "encode_s", "steps", "steps_per_epoch", "epochs",
-             "lm_encodings_per_node_per_epoch", "peak_rss_mb_max_trainer", "head",
+#: stage 2's ``encode_s``): seconds of training (validation and the start's cache fill
+#: excluded), of validation, of that fill and of the frozen encode, optimizer steps, epochs
+#: over the training targets, LM encodings per LM node per epoch by kind, the trainers' peak
+#: RSS (MiB), and which head stage 3 kept
+COST_KEYS = ("train_s", "validation_s", "cache_fill_s", "encode_s", "steps", "steps_per_epoch",
+             "epochs", "lm_encodings_per_node_per_epoch", "peak_rss_mb_max_trainer", "head",
              "best_step", "train_step_s")
 #: config keys copied from results.json into each record's ``budget``
 BUDGET_KEYS = ("stage1.objective", "stage1.epochs", "stage1.max_steps", "stage1.batch_size",

@@ -29,7 +29,8 @@ def s3(test, train_s, grad, no_grad, refresh=0.0, head="refit", rss=1500.0):
 
 def record(run, seed, stages, reused=None):
     return {"part": "cora", "run": run, "seed": seed, "status": "ok", "commit": "abc1234",
-            "dirty": False, "overrides": [f"seed={seed}"], "stages": stages,
+            "dirty": False, "overrides": [f"seed={seed}", *bq.RUNS[run]["overrides"]],
+            "stages": stages,
             "reused": reused, "rows": bq.RUNS[run]["rows"]}
 
 
@@ -63,7 +64,9 @@ def test_policy_table_numbers(records):
     assert "| 3 | 25.0 | 0.60 + 0.00 + 0.00 = 0.60 |" in lm_only and lm_only.endswith("| - |")
     assert lines.index(floor) < lines.index(lm_only) < lines.index(base)
     fresh = next(l for l in lines if f"({FRESH}) |" in l)
-    assert "| 3 | 200.0 | 0.60 + 3.00 + 0.00 = 3.60 |" in fresh and fresh.endswith("| 3/3 |")
+    # a stage-3-only job of before cache_fill_s: stage 2's 35 s encode off its 400 s; the
+    # LM-only floor above (graph-free: no fill) keeps its 50 s
+    assert "| 3 | 182.5 | 0.60 + 3.00 + 0.00 = 3.60 |" in fresh and fresh.endswith("| 3/3 |")
     t = qs.t_interval([0.010, 0.005, 0.015])
     assert (f"| {100 * t['mean']:+.2f} [{100 * t['lo']:+.2f}, {100 * t['hi']:+.2f}] (3 seeds) |"
             in fresh)
@@ -73,6 +76,16 @@ def test_policy_table_numbers(records):
     only_fresh = [r for r in records if r["run"] in (FRESH, LM_ONLY)]
     agg = qr.aggregate(only_fresh, {k: v["rows"] for k, v in bq.RUNS.items()}, bq.RUNS)
     assert qpol.table(only_fresh, agg, {}) == []
+
+
+def test_training_seconds_leave_out_the_start_fill():
+    copied = dict(S2, copied_from={"run": BASE, "path": "x"})
+    old = s3(0.9, 100.0, 0.5, 1.0)  # a stage-3-only job before cache_fill_s: fill in train_s
+    assert qpol.training_s(old, copied) == 100.0 - 35.0  # stage 2's frozen encode taken off
+    assert qpol.training_s(old, dict(S2)) == 100.0  # stage 2 ran in the job: nothing to take
+    new = dict(old, cache_fill_s=30.0)  # since cache_fill_s, train_s leaves the fill out
+    assert qpol.training_s(new, copied) == 100.0
+    assert qpol.cost([old], [copied])["s_epoch"] == (100.0 - 35.0) / 2
 
 
 def test_cost_means_and_nan():

@@ -77,6 +77,9 @@ def test_all_stages_exit_zero_with_finite_decreasing_loss(smoke_run):
     assert set(s3m["time_split_s"]) >= {"sampling", "lm_grad_forward", "lm_no_grad",
                                          "gnn_forward", "backward_optimizer", "communication"}
     assert s3m["lm_encodings_per_node_per_epoch"]["with_grad"] > 0
+    # training time leaves out validation and the start's cache fill, each reported apart
+    assert 0 <= s3m["cache_fill_s"] and 0 < s3m["train_s"]
+    assert s3m["train_s"] + s3m["validation_s"] + s3m["cache_fill_s"] <= s3m["seconds"]
     assert res["peak_rss_job_mb"] > 0 and "3: joint LM+GNN fine-tune" in out.stdout
     # stage 3 validated the stage-2 model and each epoch, kept the best, then re-fit a GNN head
     # (15 targets per trainer in batches of 4: an epoch is 4 steps)

@@ -64,7 +64,9 @@ class JointTrainer(StageTrainer):
     re-fit head's val/test, its ``val_history`` and whether it was kept), ``loss_first``/``loss_last``/``losses``,
     ``steps`` (done), ``steps_per_epoch``, the instrumentation of
     :meth:`~.joint_inputs.JointInputs.stats`, ``train_s`` (the stage's seconds before the
-    re-fit, validation excluded), ``validation_s``, ``encode_s``, ``seconds``,
+    re-fit, validation and the start's cache fill excluded), ``validation_s``,
+    ``cache_fill_s`` (filling the cache with the start LMs: a full encode when the job did not
+    run stage 2, else ~0), ``encode_s``, ``seconds``,
     ``peak_rss_mb_max_trainer``."""
 
     def settings(self):
@@ -89,8 +91,10 @@ class JointTrainer(StageTrainer):
                         **({"aux": aux} if aux is not None else {})}, opt, learnable,
                        patience=s.patience)
         env.lm_cache(lms.out_dim)
+        fill_s = time.time()
         if not graph_free:  # the cache holds the LMs training starts from (key rule)
-            env.fill_cache(lms, step=run.done)
+            env.fill_cache(lms, step=run.done)  # a full encode unless the job's stage 2 left it
+        fill_s = time.time() - fill_s
         inputs = self.inputs = JointInputs(env, s, self.gen, run.state)
         model = JointModel(lms, head, timer=inputs.timer, aux=aux)
         ddp = self.ddp(model)
@@ -118,14 +122,15 @@ class JointTrainer(StageTrainer):
                        **{"lr/lm": lr[0], "lr/head": lr[1]}, **inputs.step_scalars(p))
             if run.validation_due(step):
                 self.validate(run, step, lms, head, learnable)
-        train_s = time.time() - t0 - self.val_s  # validation is not training time
+        # neither validation nor the start's cache fill is training time
+        train_s = time.time() - t0 - self.val_s - fill_s
         stats = inputs.stats(train_s, run.done)
         run.close(stats)
         if run.best.val is None:  # graph-free with no step: nothing validated yet
             self.validate(run, run.done, lms, head, learnable)
         metrics = self.select(run, lms, head, learnable)
         metrics.update({**run.summary(), "steps_per_epoch": per_epoch, **stats,
-                        "train_s": train_s, "validation_s": self.val_s,
+                        "train_s": train_s, "validation_s": self.val_s, "cache_fill_s": fill_s,
                         "seconds": time.time() - t0})
         return self.finish(metrics, lms=lms, head=self.kept_head, learnable=learnable)
 
