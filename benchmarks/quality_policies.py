@@ -145,7 +145,10 @@ def table(records: Sequence[dict], agg: Dict[str, List[dict]],
         commits = sorted({c for r in rows.values() if r["run"] in spec["runs"]
                           for c in r["commits"]})
         lines += ["", f"Code: {', '.join(commits)}. Cost columns are means over the row's "
-                  "seeds; seconds from runs that may have shared the cores (see the notes).", ""]
+                  "seeds; seconds from runs that may have shared the cores (see the notes). A "
+                  "stage-3-only job recorded without `cache_fill_s` (before `788b96e`) counted "
+                  "its start's full cache fill as training: stage 2's frozen-encode seconds "
+                  "are taken off (`training_s`), which leaves that job's other start-up in.", ""]
     return lines
 
 
