@@ -86,8 +86,8 @@ def paired(records: Sequence[dict], agg: Dict[str, List[dict]], runs: Dict[str, 
                 differ = _other_start(xa, xb, a[1], prov[id(xa)], b[0]) if a[0] != b[0] else []
                 hosts = (host_label(xa), host_label(xb))
                 if hosts[0] != hosts[1]:
-                    dropped.append(f"seed {seed}: {a[0]} ran on a {hosts[0]} CPU, {b[0]} on "
-                                   f"a {hosts[1]} one (bf16 kernels differ)")
+                    dropped.append(f"seed {seed}: {a[0]} ran on CPU kind {hosts[0]}, {b[0]} "
+                                   f"on {hosts[1]} (bf16 kernels differ)")
                 elif differ:
                     dropped.append(f"seed {seed}: {a[0]} did not start from {b[0]}'s "
                                    f"{', '.join(differ)} of that seed")

@@ -461,7 +461,7 @@ def test_seeds_on_other_kinds_of_cpu_are_not_paired_and_the_table_names_the_cpu(
     agg = qr.aggregate(base + var, ROWS3, RUNS3)
     res = by_kind(qpair.paired(base + var, agg, RUNS3), "variant - base")
     assert res["seeds"] == [0, 2]
-    assert res["dropped"] == ["seed 1: pseudo ran on a avx512_bf16 CPU, pipeline on a amx one "
+    assert res["dropped"] == ["seed 1: pseudo ran on CPU kind avx512_bf16, pipeline on amx "
                               "(bf16 kernels differ)"]
     md = qr.format_markdown(base + var, agg)
     assert "2-core CPU (x86_64, Xeon, bf16 on amx)" in md
