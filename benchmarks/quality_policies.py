@@ -142,7 +142,8 @@ def table(records: Sequence[dict], agg: Dict[str, List[dict]],
                 else "-"
             lines.append(f"| {name} | {row['n']} | {_num(c['s_epoch'], '.1f')} | {enc} | "
                          f"{_num(c['rss'], '.0f')} | {acc[0]} | {acc[1]} | {delta} | {kept} |")
-        commits = sorted({c for r in rows.values() if r["run"] in spec["runs"]
+        commits = sorted({c for r in rows.values()
+                          if r["run"] in spec["runs"] or r["run"] == spec["lm_only"]
                           for c in r["commits"]})
         lines += ["", f"Code: {', '.join(commits)}. Cost columns are means over the row's "
                   "seeds; seconds from runs that may have shared the cores (see the notes). A "
