@@ -58,6 +58,16 @@ def _rate(fn, seconds: float, per_call: int) -> float:
     return n * per_call / (time.perf_counter() - t0)
 
 
+def token_ids(args):
+    """Random token ids int64 ``[encode_batch, seq_len]`` from ``args.seed``, [CLS] first."""
+    import torch
+
+    gen = torch.Generator().manual_seed(args.seed)
+    ids = torch.randint(1000, 20000, (args.encode_batch, args.seq_len), generator=gen)
+    ids[:, 0] = 101
+    return ids
+
+
 def make_lm(precision: str, seed: int):
     import torch
 
@@ -156,9 +166,7 @@ def measure_try(name: str, args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    gen = torch.Generator().manual_seed(args.seed)
-    ids = torch.randint(1000, 20000, (args.encode_batch, args.seq_len), generator=gen)
-    ids[:, 0] = 101
+    ids = token_ids(args)
     encoder, wrap = (ipex_try if name == "ipex" else compile_try)()
     out = {"try": name, "first_call_s": {}, "passes": {}}
     for pname in ("encode", "train step"):
@@ -192,9 +200,7 @@ def worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    gen = torch.Generator().manual_seed(args.seed)
-    ids = torch.randint(1000, 20000, (args.encode_batch, args.seq_len), generator=gen)
-    ids[:, 0] = 101
+    ids = token_ids(args)
     enc, step = passes(make_lm(args.precision, args.seed), ids, args.train_batch,
                        args.encode_batch)
     enc()

@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import quality_paired as qpair
 import quality_report as qr
 
 #: part -> base run (its stage 2 is every policy's start), the LM-only run (stage 3 in mode
@@ -45,8 +46,8 @@ END = "<!-- end of stage-3 input policies -->"
 
 
 def _mean(values: Sequence[float]) -> float:
-    vals = [float(v) for v in values if isinstance(v, (int, float))]
-    return sum(vals) / len(vals) if vals else math.nan
+    """The mean of the numbers among ``values`` (NaN for none)."""
+    return qr.mean_std([float(v) for v in values if isinstance(v, (int, float))])[0]
 
 
 def _num(x: float, fmt: str) -> str:
@@ -134,9 +135,7 @@ def table(records: Sequence[dict], agg: Dict[str, List[dict]],
             d = diffs.get(run)
             delta = "base" if run == base and stage == "stage3" else "-"
             if d is not None and "test" in d:
-                t = d["test"]
-                delta = (f"{100 * t['mean']:+.2f} [{_num(100 * t['lo'], '+.2f')}, "
-                         f"{_num(100 * t['hi'], '+.2f')}] ({t['n']} seeds)")
+                delta = f"{qpair._interval(d['test'])} ({d['test']['n']} seeds)"
             acc = [qr._pm(row.get(m)) for m in ("val_acc", "test_acc")]
             kept = f"{c['refit']}/{row['n']}" if stage == "stage3" and run in spec["runs"] \
                 else "-"

@@ -94,18 +94,13 @@ def host_info() -> Dict[str, object]:
     import os
     import platform
 
-    from lmgnn_dist.device import cpu_flags
+    from roofline import cpu_info
 
-    flags = cpu_flags()
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
-                         "")
-    except OSError:
-        pass
+    info = cpu_info()
+    flags = info["flags"]
     bf16 = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "none"
-    return {"cpus": os.cpu_count(), "machine": platform.machine(), "cpu": model, "bf16": bf16}
+    return {"cpus": os.cpu_count(), "machine": platform.machine(), "cpu": info["model"] or "",
+            "bf16": bf16}
 
 
 def host_label(rec: dict) -> str:
