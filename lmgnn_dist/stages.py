@@ -5,8 +5,9 @@ Each row says the stage's checkpoint name, its place in the run order (also part
 stage's seed), what it starts from, and how results tables and pictures label it -- per
 *variant*: what a stage's config made it do (``stage1.objective: task`` fine-tunes the LMs on
 the labels instead of link prediction; ``stage3.mode: lm_only`` trains no graph; a stage 3 of
-0 steps only re-encodes and evaluates). A finished stage records its variant in its metrics
-(``variant``), so a table never guesses it from metric keys. Importable without DGL or torch.
+0 steps only re-encodes and evaluates; ``stage3.mode: glem`` alternates LM and GNN). A finished
+stage records its variant in its metrics (``variant``), so a table never guesses it from
+metric keys. Importable without DGL or torch.
 
 Adding a stage: a row here, its trainer in :data:`lmgnn_dist.trainer.TRAINERS`.
 """
@@ -97,6 +98,8 @@ STAGES: Tuple[Stage, ...] = (
                           "stage 3 (joint)"),
         "lm_only": Labels("3: LM-only fine-tune (no graph)", "after stage 3 (LM only)",
                           "stage 3 (LM only)"),
+        "glem": Labels("3: GLEM rounds (LM and GNN on each other's pseudo-labels)",
+                       "after stage 3 (GLEM)", "stage 3 (GLEM)"),
         "eval_only": Labels("3: re-encode + evaluate (0 steps)", "after stage 3 (joint)",
                             "stage 3 (joint)")}, ("stage3", "stage2")),
 )
@@ -123,8 +126,8 @@ def variant_of(name: str, cfg) -> str:
     its metrics as ``variant``."""
     if name == "stage1" and cfg.stage1.objective == "task":
         return "task"
-    if name == "stage3" and cfg.stage3.mode == "lm_only":
-        return "lm_only"
+    if name == "stage3" and cfg.stage3.mode in ("lm_only", "glem"):
+        return cfg.stage3.mode
     return "default"
 
 

@@ -168,9 +168,9 @@ def test_resume_skips_completed_stages(smoke_run):
     assert after == before
 
 
-def _rerun_stage3(smoke_run, out_dir, *overrides, log=None):
+def _rerun_stage3(smoke_run, out_dir, *overrides, log=None, loop="[stage3] step"):
     """Run only stage 3 again (stages 1-2 and the baseline reused from the smoke run);
-    ``log``: a line the console must show."""
+    ``log``: a line the console must show; ``loop``: its training loop's log lines."""
     import shutil
 
     root, path, first, _ = smoke_run
@@ -179,7 +179,7 @@ def _rerun_stage3(smoke_run, out_dir, *overrides, log=None):
         shutil.copytree(root / "run" / stage, out_dir / stage)
     out = _run_pipeline(path, f"output_dir={out_dir}", *overrides)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "[stage1] step" not in out.stdout and "[stage3] step" in out.stdout
+    assert "[stage1] step" not in out.stdout and loop in out.stdout
     assert log is None or log in out.stdout, out.stdout[-3000:]
     return json.loads((out_dir / "results.json").read_text())["stages"]["stage3"]
 
@@ -261,6 +261,39 @@ def test_stage3_pseudo_labels_join_the_batches_and_get_lm_gradient(smoke_run, tm
                        "validation split")
     assert s3["epochs"] == 2.0 and s3["lm_encodings"]["with_grad"] == 2 * 2 * (2 * 15)
     assert all(math.isfinite(x) for x in s3["losses"])
+
+
+def test_stage3_glem_rounds_teach_the_lm_and_the_gnn_with_each_others_labels(smoke_run,
+                                                                             tmp_path):
+    """``stage3.mode: glem``, 2 rounds: each LM phase trains 8 steps (2 epochs of the 15 gold
+    targets per trainer in batches 4, 4, 4, 3) with as many GNN pseudo-labelled targets per
+    batch, every one with gradient; each GNN phase fits a fresh GNN for 5 epochs on gold + the
+    LM's pseudo-labels. Both teachers label the same pool: each trainer's test targets (8 on
+    rank 0), never the validation ones. The best round by validation is kept (round 0 is
+    stage 2's model), and its re-evaluated val score is the one it was kept for."""
+    root = smoke_run[0]
+    stage2 = json.loads((root / "run" / "results.json").read_text())["stages"]["stage2"]
+    out_dir = tmp_path / "run7"
+    s3 = _rerun_stage3(smoke_run, out_dir, "stage3.mode=glem", "stage3.pseudo_label_weight=0.5",
+                       "stage3.max_steps=8", "stage3.glem_rounds=2", "stage3.refit_epochs=5",
+                       log="[stage3] GLEM round 2: LM alone val acc",
+                       loop="[stage3_glem2_lm] step")
+    assert s3["variant"] == "glem" and [r["round"] for r in s3["rounds"]] == [1, 2]
+    # every pseudo-label pool: rank 0's 8 test targets (threshold 0), from both teachers
+    assert all(r["lm_pseudo"] == 8 and r["gnn_pseudo"] == 8 for r in s3["rounds"])
+    # with-grad LM encodings: 2 rounds x 2 trainers x 2 epochs x (15 gold + 15 pseudo)
+    enc = s3["lm_encodings"]
+    assert enc["with_grad"] == 2 * 2 * 2 * 30 and enc["no_grad"] == 0
+    assert enc["full_reencode"] == 2 * 60 and s3["steps"] == 16 and s3["epochs"] == 4.0
+    history = s3["val_history"]
+    assert [h["step"] for h in history] == [0, 1, 2]
+    assert history[0]["acc"] == pytest.approx(stage2["val_acc"])
+    for r, h in zip(s3["rounds"], history[1:]):
+        assert h["acc"] == pytest.approx(r["gnn_val_acc"])
+    best = max(history, key=lambda h: h["acc"])  # the first of ties
+    assert s3["best_step"] == best["step"] and s3["val_acc"] == pytest.approx(best["acc"])
+    assert s3["head"] == ("glem" if best["step"] else "joint")
+    assert 0 < s3["train_s"] < s3["seconds"] and held_out_acc(s3) > 0.7
 
 
 def test_stage1_task_objective_tunes_the_lm_that_stage2_uses(smoke_run, tmp_path):

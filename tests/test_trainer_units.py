@@ -362,7 +362,7 @@ def test_make_pseudo_labels_asks_the_start_model_about_non_training_targets(tmp_
     trainer = JointTrainer(env, "stage3", StageStart())
     trainer.s = env.cfg.stage3
     head = build_task_model(env.cfg.model, env.task, g.canonical_etypes, DIM, 0)
-    pseudo = make_pseudo_labels(trainer, head, None)
+    pseudo = make_pseudo_labels(trainer, head, env.fanouts(), None)
     others = env.task.unlabelled_targets()
     probs = env.task.predict(head, env.features(None), others, env.fanouts(), 64)
     conf, pred = probs.max(1)
@@ -370,19 +370,27 @@ def test_make_pseudo_labels_asks_the_start_model_about_non_training_targets(tmp_
     assert torch.equal(pseudo.ids, others[conf >= 0.55])
     assert torch.equal(pseudo.labels, pred[conf >= 0.55])
     assert pseudo.weight == 0.5 and pseudo.ratio == 1.0
-    again = make_pseudo_labels(trainer, head, None, pseudo.state())  # progress checkpoint
+    again = make_pseudo_labels(trainer, head, env.fanouts(), None, pseudo.state())  # progress checkpoint
     assert torch.equal(again.ids, pseudo.ids) and torch.equal(again.labels, pseudo.labels)
     trainer.s = dataclasses.replace(env.cfg.stage3, pseudo_label_weight=0.0)
-    assert make_pseudo_labels(trainer, head, None) is None
+    assert make_pseudo_labels(trainer, head, env.fanouts(), None) is None
 
 
 def test_pseudo_labels_are_refused_outside_joint_node_classification():
     from lmgnn_dist.config import ConfigError
 
     with pytest.raises(ConfigError, match="stage3.pseudo_label_weight > 0 needs task.kind="
-                       "node_classification and stage3.mode=joint"):
+                       "node_classification and stage3.mode=joint or glem"):
         load_config(None, ["stage3.pseudo_label_weight=0.5", "task.kind=link_prediction",
                            "task.target_etype=a__b__c"])
+    with pytest.raises(ConfigError, match="stage3.pseudo_label_weight > 0 needs"):
+        load_config(None, ["stage3.pseudo_label_weight=0.5", "stage3.mode=lm_only"])
+    # GLEM is made of pseudo-labels: without them the config is refused, with them it loads
+    with pytest.raises(ConfigError, match="stage3.mode=glem needs task.kind="
+                       "node_classification and stage3.pseudo_label_weight > 0"):
+        load_config(None, ["stage3.mode=glem"])
+    cfg = load_config(None, ["stage3.mode=glem", "stage3.pseudo_label_weight=0.5"])
+    assert cfg.stage3.mode == "glem" and cfg.stage3.glem_rounds == 2
     with pytest.raises(ConfigError, match="pseudo_label_threshold"):
         load_config(None, ["stage3.pseudo_label_threshold=1.0"])
 

@@ -25,7 +25,7 @@ config keys most users change (YAML, or KEY=VALUE overrides after the options):
   stage1.epochs=2  stage2.epochs=30  stage3.epochs=1   budgets (or stageN.max_steps=...)
   stage3.lm_lr=2e-5  stage3.schedule=linear  stage3.warmup_ratio=0.1  stage3.patience=2
   stage3.refit_gnn=true            re-fit the GNN on the fine-tuned LM, keep the better
-  stage3.mode=joint                or lm_only (LM + MLP head, no graph)
+  stage3.mode=joint                or lm_only (LM + MLP head, no graph), or glem (EM rounds)
   launch.debug_local=2             N loopback machines; 0 with launch.ip_config=FILE
   launch.num_trainers=1            trainers per machine
 """

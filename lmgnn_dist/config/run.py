@@ -86,10 +86,16 @@ class RunConfig:
             raise ValueError("stage1.num_negatives (k) must be <= stage1.batch_size (n): each "
                              "positive draws its k negatives from the batch's n shared nodes")
         if self.stage3.pseudo_label_weight > 0 and (t.kind != "node_classification"
-                                                     or self.stage3.mode != "joint"):
+                                                     or self.stage3.mode == "lm_only"):
             raise ValueError("stage3.pseudo_label_weight > 0 needs task.kind="
-                             "node_classification and stage3.mode=joint (the start model "
+                             "node_classification and stage3.mode=joint or glem (a GNN "
                              f"labels the nodes), got {t.kind} / {self.stage3.mode}")
+        if self.stage3.mode == "glem" and (t.kind != "node_classification"
+                                           or self.stage3.pseudo_label_weight == 0):
+            raise ValueError("stage3.mode=glem needs task.kind=node_classification and "
+                             "stage3.pseudo_label_weight > 0 (the LM and the GNN learn from "
+                             f"each other's pseudo-labels), got {t.kind} / "
+                             f"{self.stage3.pseudo_label_weight}")
         if self.stage3.lm_aux_weight > 0 and (t.kind != "node_classification"
                                                or self.stage3.mode != "joint"):
             raise ValueError("stage3.lm_aux_weight > 0 needs task.kind=node_classification "

@@ -137,10 +137,16 @@ class Stage3Config(ScheduleConfig):
         ``refit_epochs``) on the embeddings of the LMs as training left them, and keep those
         LMs + that head when their validation metric beats the best joint model's.
     refit_epochs : epochs of that re-fit (null: ``stage2.epochs``).
-    mode : ``joint`` (LM + RGCN from stage 2) or ``lm_only`` (the cost floor for comparison: LM
-        fine-tuned on the targets alone with a fresh MLP head, no graph).
+    mode : ``joint`` (LM + RGCN from stage 2), ``lm_only`` (the cost floor for comparison: LM
+        fine-tuned on the targets alone with a fresh MLP head, no graph) or ``glem`` (GLEM's
+        alternation, :mod:`lmgnn_dist.trainer.glem`: ``glem_rounds`` rounds of an LM phase
+        on gold + the GNN's pseudo-labels (this section's budget, schedule and rates), a
+        full re-encode, and a GNN fit on gold + the LM's pseudo-labels (``stage2``'s
+        settings, ``refit_epochs``); node classification, ``pseudo_label_weight`` > 0).
+    glem_rounds : ``mode: glem``'s rounds (each an LM phase and a GNN phase).
     pseudo_label_weight : GLEM's pseudo-labels (node classification): the loss weight of
-        target nodes outside the training split labelled by the start model (0: off; see
+        target nodes outside the training and validation splits labelled by the start model
+        (``glem``: by the other model of the round) (0: off; see
         :mod:`lmgnn_dist.trainer.pseudo_labels`).
     pseudo_label_ratio : pseudo-labelled targets joining each batch, per gold target.
     lm_aux_weight : weight of an auxiliary cross-entropy on a fresh linear classifier over the
@@ -151,7 +157,8 @@ class Stage3Config(ScheduleConfig):
         (:class:`Stage1Config`; the re-fit trains without it, as stage 2 does); 0: off.
     """
 
-    mode: Literal["joint", "lm_only"] = "joint"
+    mode: Literal["joint", "lm_only", "glem"] = "joint"
+    glem_rounds: PosInt = 2
     batch_size: PosInt = 16
     lm_train_nodes: PosInt = 16
     lm_infer_batch_size: PosInt = 64

@@ -10,6 +10,8 @@ stage           trainer                                        trains
 ``baseline``    :class:`~.gnn.GNNTrainer` (pre-trained LMs)    GNN encoder + decoder, LMs frozen
 ``stage2``      :class:`~.gnn.GNNTrainer` (stage-1 LMs)        GNN encoder + decoder, LMs frozen
 ``stage3``      :class:`~.joint.JointTrainer`                  LMs + GNN encoder + decoder
+``stage3``      :class:`~.glem.GLEMTrainer`                    LMs (MLP head) and GNN in turn
+                (``stage3.mode: glem``)
 ==============  =============================================  ==================================
 
 The task (node classification, edge classification, link prediction) is the pluggable head
@@ -23,6 +25,7 @@ what every trainer builds (:mod:`.builders`), evaluation and best-model selectio
 """
 from ..stages import variant_of
 from .base import StageEnv, StageTrainer
+from .glem import GLEMTrainer
 from .gnn import GNNTrainer
 from .joint import JointTrainer
 from .lm_lp import LMLinkPredictionTrainer
@@ -32,14 +35,15 @@ from .task_lm import TaskLMTrainer
 TRAINERS = {"baseline": GNNTrainer, "stage1": LMLinkPredictionTrainer, "stage2": GNNTrainer,
             "stage3": JointTrainer}
 #: (stage, variant) -> the trainer class where a variant has its own
-VARIANT_TRAINERS = {("stage1", "task"): TaskLMTrainer}
+VARIANT_TRAINERS = {("stage1", "task"): TaskLMTrainer, ("stage3", "glem"): GLEMTrainer}
 
 
 def trainer_of(cfg, name: str) -> type:
     """The trainer class of stage ``name`` under ``cfg`` (by the stage's variant,
-    :func:`lmgnn_dist.stages.variant_of`: stage 1 by ``stage1.objective``)."""
+    :func:`lmgnn_dist.stages.variant_of`: stage 1 by ``stage1.objective``, stage 3 by
+    ``stage3.mode``)."""
     return VARIANT_TRAINERS.get((name, variant_of(name, cfg)), TRAINERS[name])
 
 
 __all__ = ["TRAINERS", "trainer_of", "StageEnv", "StageTrainer", "GNNTrainer", "JointTrainer",
-           "TaskLMTrainer", "LMLinkPredictionTrainer"]
+           "TaskLMTrainer", "LMLinkPredictionTrainer", "GLEMTrainer"]

@@ -161,7 +161,11 @@ class StageTrainer:
 
     Subclasses implement :meth:`fit`. On construction the trainer's RNGs are seeded for its
     stage (:meth:`seed`), so its randomness depends only on (seed, rank, stage).
+    ``progress_checkpoints``: whether its loops write and resume progress checkpoints
+    (:class:`~.run.StageRun`).
     """
+
+    progress_checkpoints = True
 
     def __init__(self, env: StageEnv, name: str, start: StageStart):
         self.env, self.name, self.start = env, name, start

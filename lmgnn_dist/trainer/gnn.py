@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import Optional
 
 import torch
 
@@ -52,16 +53,20 @@ class GNNTrainer(StageTrainer):
         return fit_head(self, learnable, in_dim, self.cfg.stage2.epochs, self.name)
 
 
-def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: str):
+def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: str,
+             pseudo=None, salt: Optional[int] = None):
     """Train a fresh task head (GNN encoder + decoder, ``stage2``'s batch size, learning rate
     and weight decay) for ``epochs`` on the LM-embedding cache as it is; validate after each
     epoch and keep the best (:class:`~.run.StageRun`). ``name`` labels its progress bar,
     TensorBoard folder and progress checkpoint (``stage2``, or ``stage3_refit`` for stage 3's
-    re-fit). Collective. Returns ``(head with the best epoch's weights, metrics)``: val
-    metrics of the best epoch, test metrics of that head (node classification: with
-    ``test_predictions``, :meth:`~.base.StageTrainer.finish`), ``best_epoch`` (0-based index of
-    the kept epoch), ``epochs``, ``steps_per_epoch``, ``losses`` (mean per epoch),
-    ``val_history``."""
+    re-fit, ``stage3_glem<r>_gnn`` for GLEM's). ``pseudo``: pseudo-labelled targets joining
+    every batch (:class:`~.pseudo_labels.PseudoLabels`; GLEM's M-step), or None. ``salt``:
+    tells its batch generators apart from other loops of the stage (default 0 for the stage's
+    own loop, 1 otherwise). Collective. Returns ``(head with the best epoch's weights,
+    metrics)``: val metrics of the best epoch, test metrics of that head (node
+    classification: with ``test_predictions``, :meth:`~.base.StageTrainer.finish`),
+    ``best_epoch`` (0-based index of the kept epoch), ``epochs``, ``steps_per_epoch``,
+    ``losses`` (mean per epoch), ``val_history``."""
     s, task, env = trainer.cfg.stage2, trainer.task, trainer.env
     head = build_task_model(trainer.cfg.model, task, trainer.g.canonical_etypes, in_dim,
                             trainer.cfg.seed, device=env.device.gnn)
@@ -73,9 +78,10 @@ def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: s
     features = env.features(learnable)
     for epoch in run.steps():
         total = 0.0
-        gen = trainer.epoch_generator(epoch - 1, salt=0 if name == trainer.name else 1)
+        gen = trainer.epoch_generator(epoch - 1, salt=(0 if name == trainer.name else 1)
+                                      if salt is None else salt)
         for i, batch in enumerate(itertools.islice(task.train_batches(
-                env.fanouts(), s.batch_size, gen), steps)):
+                env.fanouts(), s.batch_size, gen, pseudo), steps)):
             h = features(batch.input_nodes)
             loss = model(batch.blocks, h, batch)
             trainer.optimizer_step(loss, opt, learnable, h)

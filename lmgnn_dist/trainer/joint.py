@@ -74,10 +74,27 @@ class JointTrainer(StageTrainer):
         return self.cfg.stage3
 
     def fit(self) -> dict:
-        t0, env, task = time.time(), self.env, self.task
+        t0 = time.time()
         s = self.s = self.settings()
-        graph_free = self.graph_free = s.mode == "lm_only"
+        self.graph_free = s.mode == "lm_only"
         lms, head, learnable = self.build_models()
+        run, stats = self.train(lms, head, learnable)
+        metrics = self.select(run, lms, head, learnable)
+        metrics.update({**run.summary(), **stats, "seconds": time.time() - t0})
+        return self.finish(metrics, lms=lms, head=self.kept_head, learnable=learnable)
+
+    def train(self, lms, head, learnable, teacher=None, name: Optional[str] = None):
+        """The stage's optimizer steps under :attr:`s` (``settings()``; graph-free when
+        :attr:`graph_free`) on ``lms`` + ``head`` (+ ``learnable``), validated at the
+        schedule's points (the start model first, unless graph-free). ``teacher``: ``(head,
+        fanouts)`` that labels the pseudo-labelled targets (default: ``head`` itself with the
+        graph's fanouts, the start model); ``name``: the loop's label (progress bar,
+        TensorBoard, progress checkpoint; default the stage's). Collective. Returns ``(run,
+        stats)``: the :class:`~.run.StageRun` (its best model not yet restored) and
+        ``steps_per_epoch``, the instrumentation of :meth:`~.joint_inputs.JointInputs.stats`,
+        ``train_s`` (validation and the start's cache fill excluded), ``validation_s``,
+        ``cache_fill_s``."""
+        t0, env, task, s, graph_free = time.time(), self.env, self.task, self.s, self.graph_free
         aux = None
         if s.lm_aux_weight > 0 and not graph_free:  # config: node classification only
             aux = LMAuxHead(task.target, lms.out_dim, len(task.classes),
@@ -89,7 +106,7 @@ class JointTrainer(StageTrainer):
         run = StageRun(self, total, eval_steps(total, per_epoch, s.eval_every), task.primary,
                        {"lms": lms, "head": head, "sched": sched,
                         **({"aux": aux} if aux is not None else {})}, opt, learnable,
-                       patience=s.patience)
+                       patience=s.patience, name=name)
         env.lm_cache(lms.out_dim)
         fill_s = time.time()
         if not graph_free:  # the cache holds the LMs training starts from (key rule)
@@ -101,7 +118,8 @@ class JointTrainer(StageTrainer):
         self.val_s = run.state.get("validation_s", 0.0)  # seconds spent validating
         if run.done == 0 and not graph_free:  # the start model (stage 2's), exact embeddings
             self.validate(run, 0, lms, head, learnable)
-        self.pseudo = make_pseudo_labels(self, head, learnable, run.state.get("pseudo"))
+        self.pseudo = make_pseudo_labels(self, *(teacher or (head, env.fanouts())), learnable,
+                                         run.state.get("pseudo"))
         batches = run.batches(s.batch_size, env.fanouts(graph_free), self.pseudo)
         model.train()
         lms.set_dropout(s.lm_dropout)  # off: eval mode, gradients still flow (Stage3Config)
@@ -128,11 +146,8 @@ class JointTrainer(StageTrainer):
         run.close(stats)
         if run.best.val is None:  # graph-free with no step: nothing validated yet
             self.validate(run, run.done, lms, head, learnable)
-        metrics = self.select(run, lms, head, learnable)
-        metrics.update({**run.summary(), "steps_per_epoch": per_epoch, **stats,
-                        "train_s": train_s, "validation_s": self.val_s, "cache_fill_s": fill_s,
-                        "seconds": time.time() - t0})
-        return self.finish(metrics, lms=lms, head=self.kept_head, learnable=learnable)
+        return run, {"steps_per_epoch": per_epoch, **stats, "train_s": train_s,
+                     "validation_s": self.val_s, "cache_fill_s": fill_s}
 
     def build_models(self):
         """The LMs (stage 1's or the configured ones), the task head (stage 2's GNN encoder

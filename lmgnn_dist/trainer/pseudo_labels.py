@@ -63,12 +63,13 @@ class PseudoLabels:
         return {"ids": self.ids, "labels": self.labels}
 
 
-def make_pseudo_labels(trainer, head, learnable, saved: Optional[dict] = None
+def make_pseudo_labels(trainer, head, fanouts, learnable, saved: Optional[dict] = None
                        ) -> Optional[PseudoLabels]:
-    """The stage's pseudo-labels (None when ``stage3.pseudo_label_weight`` is 0): restored from
-    a progress checkpoint's rank state ``saved``, else predicted by ``head`` (the stage's start
-    model) on the LM-embedding cache as it is, with full neighbourhoods. Not collective; logs
-    how many were kept on rank 0."""
+    """The stage's pseudo-labels (None when ``trainer.s.pseudo_label_weight`` is 0): restored
+    from a progress checkpoint's rank state ``saved``, else predicted by the teacher ``head``
+    (stage 3: its start model, fanouts the graph's; GLEM: the GNN for the LM, the LM's MLP
+    head with fanouts ``[0]`` for the GNN) on the LM-embedding cache as it is, with full
+    neighbourhoods. Not collective; logs how many were kept on rank 0."""
     s = trainer.s
     if s.pseudo_label_weight == 0:
         return None
@@ -78,7 +79,7 @@ def make_pseudo_labels(trainer, head, learnable, saved: Optional[dict] = None
     task, env = trainer.task, trainer.env
     ids = task.unlabelled_targets()
     with eval_mode(head):
-        probs = task.predict(head, env.features(learnable), ids, env.fanouts(),
+        probs = task.predict(head, env.features(learnable), ids, fanouts,
                              trainer.cfg.eval_batch_size)
     pseudo = PseudoLabels.from_teacher(probs, ids, s.pseudo_label_threshold, **kw)
     trainer.log(f"[{trainer.name}] pseudo-labels: {len(pseudo)} of this trainer's {len(ids)} "

@@ -67,7 +67,9 @@ class StageRun:
         self.steps_per_unit, self.log_every = steps_per_unit, log_every
         self.progress = Progress(trainer.env, self.name, trainer.gen, unit,
                                  trainer.start.inputs)
-        self.state = self.progress.load(modules, opt, learnable)
+        #: progress checkpoints on (the trainer's ``progress_checkpoints``; GLEM's phases: off)
+        self.checkpoints = trainer.progress_checkpoints
+        self.state = self.progress.load(modules, opt, learnable) if self.checkpoints else {}
         self.done: int = self.state.get("step", 0)
         self.losses = list(self.state.get("losses", []))
         self.history = list(self.state.get("val_history", []))
@@ -83,7 +85,7 @@ class StageRun:
         for step in range(self.done + 1, self.total + 1):
             yield step
             self.done = step
-            if self.progress.due(step, self.total, self.steps_per_unit):
+            if self.checkpoints and self.progress.due(step, self.total, self.steps_per_unit):
                 self.progress.save(step, self.modules, self.opt, self.learnable,
                                    {**rank_state(), **self.loop_state()})
             if self.stopped:
