@@ -145,6 +145,21 @@ RUNS: Dict[str, dict] = {
         "rows": {"stage3": "joint fine-tune, LM in bf16, cache rows at most 8 steps old + "
                            "refresh 64/step"},
     },
+    "joint_glem": {  # issues 22 item 4 / 25 item 5: stage 3 as GLEM's alternation from the
+        # bf16 joint run's stage 2 -- 2 rounds of (LM 1 epoch of gold targets + as many of the
+        # GNN's pseudo-labels at weight 0.5, re-encode, fresh GNN 30 epochs on gold + the LM's
+        # pseudo-labels): 2 gold epochs of LM training, the joint run's budget (settings
+        # fixed before any run)
+        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
+                      "stage3.mode=glem", "stage3.glem_rounds=2", "stage3.epochs=1",
+                      "stage3.pseudo_label_weight=0.5", "stage3.pseudo_label_ratio=1.0"],
+        "reuse": "joint_pretrained_bf16",
+        "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
+                     "seed (reuse), so joint_glem - joint_pretrained_bf16 compares stage 3 "
+                     "alone",
+        "rows": {"stage3": "GLEM rounds (LM and GNN on each other's pseudo-labels), LM in "
+                           "bf16"},
+    },
     "pipeline_pseudo": {  # the pipeline's stage 3 again, with GLEM's pseudo-labels
         "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task", "resume=true",
                       "stage3.pseudo_label_weight=1.0", "stage3.pseudo_label_ratio=1.0"],

@@ -14,11 +14,11 @@ row, means over the row's seeds of its records' cost metrics
   the frozen encode) / epochs, and the encode once, in its own column;
 - ``LM encodes / node / epoch``: LM forward passes per LM-encoded node per epoch, with
   gradient + without (cache misses, stale rows, per-step re-encodes) + refresh pipeline; cache
-  reads are not encodes;
+  reads are not encodes (GLEM's full re-encode of every node per round counts as no grad);
 - ``peak RSS``: the largest trainer's peak resident set (MiB);
 - val / test accuracy (mean ± sd, ddof=1), the paired test difference against the base's stage
   3 with its t 95 % interval (:mod:`quality_paired`), and on how many seeds selection kept the
-  GNN re-fit rather than the joint head.
+  GNN re-fit (GLEM: a round's GNN) rather than the joint head or stage 2's model.
 """
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ POLICIES: Dict[str, dict] = {
         "joint_pretrained_bf16": "cache (stage 2's rows; with-grad rows written back)",
         "joint_bounded_staleness": "bounded staleness: rows <= 8 steps old + refresh 64/step",
         "joint_fresh_inputs": "every input re-encoded (no grad) with the current LM each step",
+        "joint_glem": "GLEM: 2 rounds of LM (gold + GNN labels), re-encode, GNN (gold + LM "
+                      "labels)",
     }},
 }
 #: the marker lines of the section :func:`write_section` owns in ``RESULTS.md``
@@ -77,7 +79,8 @@ def cost(entries: Sequence[dict], starts: Optional[Sequence[Optional[dict]]] = N
     """Mean cost over the per-seed stage entries ``entries`` (module docstring; ``starts``:
     each seed's stage-2 entry, for :func:`training_s`): ``s_epoch``, ``encode_s`` (stage 2's
     frozen encode), ``with_grad``/``no_grad``/``refresh``/``total`` (LM encodes per node per
-    epoch), ``rss`` (MiB) and ``refit`` (seeds that kept the re-fit)."""
+    epoch), ``rss`` (MiB) and ``refit`` (seeds that kept a GNN fit on the final LM: the
+    re-fit, or a GLEM round's)."""
     starts = list(starts) if starts is not None else [None] * len(entries)
     out = {"s_epoch": _mean([training_s(e, st) / e["epochs"] for e, st in zip(entries, starts)
                              if e.get("train_s") is not None and e.get("epochs")]),
@@ -88,10 +91,11 @@ def cost(entries: Sequence[dict], starts: Optional[Sequence[Optional[dict]]] = N
                                 if e.get("encode_s") is not None and e.get("epochs")])
         out["encode_s"] = _mean([e.get("encode_s") for e in entries])
     per = [e.get("lm_encodings_per_node_per_epoch") or {} for e in entries]
-    for k in ("with_grad", "no_grad", "refresh"):
-        out[k] = _mean([p.get(k, 0.0) for p in per if p])
+    for k in ("with_grad", "no_grad", "refresh"):  # no grad: GLEM's full re-encodes too
+        out[k] = _mean([p.get(k, 0.0) + (p.get("full_reencode", 0.0) if k == "no_grad" else 0)
+                        for p in per if p])
     out["total"] = out["with_grad"] + out["no_grad"] + out["refresh"]
-    out["refit"] = sum(e.get("head") == "refit" for e in entries)
+    out["refit"] = sum(e.get("head") in ("refit", "glem") for e in entries)
     return out
 
 
@@ -111,7 +115,8 @@ def table(records: Sequence[dict], agg: Dict[str, List[dict]],
         lines += [f"### {part}", "",
                   "| stage 3 input policy (run) | seeds | s / epoch | LM encodes / node / "
                   "epoch: grad + no grad + refresh = total | peak RSS (MiB) | val acc | "
-                  "test acc | test Δ vs cache, t 95 % (points) | kept the re-fit |",
+                  "test acc | test Δ vs cache, t 95 % (points) | kept the re-fit / a "
+                  "GLEM round |",
                   "|---|---|---|---|---|---|---|---|---|"]
         floor = [(base, "stage2", f"floor: frozen LM, stage 2 ({base})"),
                  (spec["lm_only"], "stage3", f"floor: LM only, MLP head, no graph "

@@ -96,6 +96,14 @@ def test_cost_means_and_nan():
     assert math.isnan(c["s_epoch"]) and math.isnan(c["rss"]) and c["refit"] == 0
 
 
+def test_glem_full_reencodes_count_as_no_grad_and_its_rounds_as_kept_fits():
+    glem = s3(0.9, 100.0, 1.0, 0.0, head="glem")
+    glem["lm_encodings_per_node_per_epoch"]["full_reencode"] = 1.0  # 2 rounds over 2 epochs
+    c = qpol.cost([glem, s3(0.9, 100.0, 1.0, 0.0, head="joint")])
+    assert c["no_grad"] == pytest.approx(0.5) and c["total"] == pytest.approx(1.5)
+    assert c["refit"] == 1  # the GLEM round's GNN, not stage 2's model
+
+
 def test_write_section_replaces_only_its_part(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text("# Results\n\nkept text\n")
