@@ -145,6 +145,18 @@ RUNS: Dict[str, dict] = {
         "rows": {"stage3": "joint fine-tune, LM in bf16, cache rows at most 8 steps old + "
                            "refresh 64/step"},
     },
+    "frozen_bf16": {  # issue 22 items 1-2 on arXiv: stage 2 alone (the frozen LM + RGCN),
+        # [CLS] pinned, every LM pass in bf16: the pooling comparison's base
+        "overrides": ["stages=[2]", "baseline=false", "launch.precision=bf16",
+                      "model.pooling=cls"],
+        "rows": {"stage2": "frozen LM + RGCN ([CLS]), LM in bf16"},
+    },
+    "frozen_bf16_mean": {  # the same with the LM's own pooling (mean over real tokens)
+        "overrides": ["stages=[2]", "baseline=false", "launch.precision=bf16",
+                      "model.pooling=mean"],
+        "base": "frozen_bf16",
+        "rows": {"stage2": "frozen LM + RGCN, mean pooling, LM in bf16"},
+    },
     "joint_glem": {  # issues 22 item 4 / 25 item 5: stage 3 as GLEM's alternation from the
         # bf16 joint run's stage 2 -- 2 rounds of (LM 1 epoch of gold targets + as many of the
         # GNN's pseudo-labels at weight 0.5, re-encode, fresh GNN 30 epochs on gold + the LM's
