@@ -20,7 +20,8 @@ encoded with gradient per trainer step, texts cut to 128 tokens by the same toke
 Per row: seconds per step and per co-training epoch (GraphStorm: its last ``Epoch N take S
 seconds``; ours: stage 3's ``train_s / steps * steps_per_epoch``; neither counts validation),
 GraphStorm's epoch / the row's (``x``), peak RSS in MiB of the largest trainer process
-(GraphStorm's sampled with psutil every 0.5 s; ours: ``peak_rss_mb_max_trainer``), and
+(GraphStorm: the larger of its trainers' RSS sampled with psutil every 0.5 s and rank 0's
+``ru_maxrss``; ours: ``peak_rss_mb_max_trainer``, the trainers' ``ru_maxrss``), and
 validation/test accuracy of the model each side keeps as best on validation (``kept``).
 
     .venv/bin/python benchmarks/bench_graphstorm.py --setup    # builds /work/gs-venv, once
@@ -266,7 +267,8 @@ def run_graphstorm(args, work: Path, lm: str) -> dict:
     steps, full = per_trainer(len(split["train"])), per_trainer(num_train)
     warm = f"{args.gs_warmup_epochs} frozen-LM + " if args.gs_warmup_epochs else ""
     return {"name": "graphstorm 0.5.1 (fp32)", "epoch_s": parsed["epoch_s"][-1] / steps * full,
-            "steps": steps, "steps_per_epoch": full, "peak_rss_mb": res["peak_mb"].get("trainer"),
+            "steps": steps, "steps_per_epoch": full,
+            "peak_rss_mb": max(res["peak_mb"].get("trainer", 0), parsed.get("rank0_maxrss_mb", 0)),
             "val": parsed.get("best_val"), "test": parsed.get("best_test"),
             "kept": f"after {warm}1 co-training epoch", "wall_s": res["wall_s"],
             "peak_sum_mb": res["peak_sum_mb"], "rank0_maxrss_mb": parsed.get("rank0_maxrss_mb"),
@@ -383,7 +385,10 @@ def main(argv=None) -> int:
     print(f"benchmark wall time {time.time() - t0:.0f}s")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"tiny": args.tiny, "same": s, "rows": rows}, indent=1))
+        args.out.write_text(json.dumps({
+            "tiny": args.tiny, "same": {**s, "max_seq_len": TINY["max_seq_len"] if args.tiny
+                                        else s["max_seq_len"]},
+            "gs_warmup_epochs": args.gs_warmup_epochs, "rows": rows}, indent=1))
     return 0
 
 
