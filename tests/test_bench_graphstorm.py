@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_graphstorm as bg  # noqa: E402
+import graphstorm_side as gs  # noqa: E402
 
 GS_LOG = """\
 INFO:root:_node_lm_configs: [{'lm_type': 'bert', 'model_name': '/m', 'node_types': ['_N']}]
@@ -27,12 +28,12 @@ INFO:root:peak_RAM_mem_alloc_MB: 700.9375
 
 def test_split_ids_maps_val_to_valid_skips_unsplit_and_limits_train():
     ids, splits = [5, 6, 7, 8, 9, 10], ["train", "val", None, "test", "train", "train"]
-    assert bg.split_ids(ids, splits) == {"train": [5, 9, 10], "valid": [6], "test": [8]}
-    assert bg.split_ids(ids, splits, train_limit=2)["train"] == [5, 9]
+    assert gs.split_ids(ids, splits) == {"train": [5, 9, 10], "valid": [6], "test": [8]}
+    assert gs.split_ids(ids, splits, train_limit=2)["train"] == [5, 9]
 
 
 def test_gconstruct_input_from_the_cora_tag_keeps_its_split(tmp_path):
-    conf_path, split, classes, num_train = bg.write_gs_input(tmp_path, "/lm", tiny=False)
+    conf_path, split, classes, num_train = gs.write_gs_input(tmp_path, "/lm", tiny=False)
     t = pq.read_table(REPO / "examples/cora/tag/nodes/paper.parquet").to_pydict()
     want = {k: sorted(i for i, s in zip(t["id"], t["split"]) if s == v)
             for k, v in (("train", "train"), ("valid", "val"), ("test", "test"))}
@@ -46,12 +47,12 @@ def test_gconstruct_input_from_the_cora_tag_keeps_its_split(tmp_path):
     assert tf["feature_col"] == "text" and tf["transform"] == {
         "name": "tokenize_hf", "bert_model": "/lm", "max_seq_length": bg.SAME["max_seq_len"]}
     assert conf["edges"][0]["relation"] == ["paper", "cites", "paper"]
-    _, tiny, _, _ = bg.write_gs_input(tmp_path / "t", "/lm", tiny=True)
+    _, tiny, _, _ = gs.write_gs_input(tmp_path / "t", "/lm", tiny=True)
     assert len(tiny["train"]) == bg.TINY["train_nodes"] and tiny["test"] == split["test"]
 
 
 def test_gs_train_config_puts_the_lm_beside_gsf_with_the_same_hyperparameters():
-    c = bg.gs_train_config("/lm", 7)
+    c = gs.gs_train_config("/lm", 7)
     assert c["lm_model"]["node_lm_models"][0]["model_name"] == "/lm"
     assert c["lm_model"]["node_lm_models"][0]["node_types"] == ["_N"]
     assert "lm_model" not in c["gsf"]  # there GraphStorm silently trains without the LM
@@ -60,18 +61,18 @@ def test_gs_train_config_puts_the_lm_beside_gsf_with_the_same_hyperparameters():
     assert (h["num_epochs"], h["freeze_lm_encoder_epochs"]) == (1, 0)
     assert g["fanout"] == "10,10" and g["num_layers"] == 2
     assert c["gsf"]["node_classification"]["target_ntype"] == "_N"
-    h = bg.gs_train_config("/lm", 7, warmup_epochs=3)["gsf"]["hyperparam"]
+    h = gs.gs_train_config("/lm", 7, warmup_epochs=3)["gsf"]["hyperparam"]
     assert (h["num_epochs"], h["freeze_lm_encoder_epochs"]) == (4, 3)
 
 
 def test_parse_gs_log():
-    r = bg.parse_gs_log(GS_LOG)
+    r = gs.parse_gs_log(GS_LOG)
     assert r["epoch_s"] == [16.926, 480.5] and r["lm"]
     assert r["best_val"] == pytest.approx(0.31608133) and r["best_test"] == pytest.approx(0.30018418)
     assert r["rank0_maxrss_mb"] == 700.9375
-    r = bg.parse_gs_log(GS_LOG.replace("_node_lm_configs", "_node_feat_name"))
+    r = gs.parse_gs_log(GS_LOG.replace("_node_lm_configs", "_node_feat_name"))
     assert not r["lm"]
-    assert bg.parse_gs_log("nothing") == {"epoch_s": [], "lm": False}
+    assert gs.parse_gs_log("nothing") == {"epoch_s": [], "lm": False}
 
 
 def test_ours_overrides_carry_the_same_settings(tmp_path):
