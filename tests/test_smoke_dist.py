@@ -294,6 +294,7 @@ def test_stage3_glem_rounds_teach_the_lm_and_the_gnn_with_each_others_labels(smo
     assert s3["best_step"] == best["step"] and s3["val_acc"] == pytest.approx(best["acc"])
     assert s3["head"] == ("glem" if best["step"] else "joint")
     assert 0 < s3["train_s"] < s3["seconds"] and held_out_acc(s3) > 0.7
+    assert 0 < s3["mlp_warm"]["val_acc"] <= 1  # the LM's classifier, warmed before round 1
 
 
 def test_stage1_task_objective_tunes_the_lm_that_stage2_uses(smoke_run, tmp_path):

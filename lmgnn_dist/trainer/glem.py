@@ -9,8 +9,10 @@ The stage starts from stage 2's LMs and GNN (round 0, validated first) and runs
 1. **LM phase** (E-step): the GNN of the round before (round 1: stage 2's) labels the target
    nodes in neither the training nor the validation split, on the cache it was trained on
    (full neighbourhoods; kept at teacher probability >= ``pseudo_label_threshold``). The LMs
-   and a graph-free MLP head (one head, kept across rounds) train on batches of gold targets,
-   each joined by ``pseudo_label_ratio`` pseudo-labelled ones per gold one at loss weight
+   and a graph-free MLP head (one head, kept across rounds; before round 1 it is fit on the
+   start LMs' embeddings, ``stage2``'s settings and epochs, so the first phase does not learn
+   through a random head) train on batches of gold targets, each joined by
+   ``pseudo_label_ratio`` pseudo-labelled ones per gold one at loss weight
    ``pseudo_label_weight``, every target encoded with gradient, for stage 3's budget
    (``epochs`` / ``max_steps`` of gold targets, per phase), schedule and learning rates
    (``lm_lr``; ``gnn_lr`` is the MLP head's); the phase keeps its best validated LMs (the MLP
@@ -34,7 +36,6 @@ import math
 import time
 
 from ..config import Stage3Config
-from .builders import build_task_model
 from .evaluation import BestModel, describe, evaluate, evaluate_splits, prefixed, scalar_metrics
 from .gnn import fit_head
 from .joint import JointTrainer
@@ -50,8 +51,9 @@ class GLEMTrainer(JointTrainer):
     (LM-phase optimizer steps, all rounds), ``steps_per_epoch``, ``epochs`` (passes over the
     gold targets, all rounds), ``lm_encodings`` (summed over the LM phases, plus
     ``full_reencode``: one no-grad encode of every LM-typed node per round) and
-    ``lm_encodings_per_node_per_epoch``, ``train_s`` (seconds of the rounds, validation of
-    the LM phases and of round 0 and the final evaluation left out), ``validation_s``,
+    ``lm_encodings_per_node_per_epoch``, ``mlp_warm`` (the MLP head's val/test after its
+    warm-up), ``train_s`` (seconds of the warm-up and the rounds, validation of the LM phases
+    and of round 0 and the final evaluation left out), ``validation_s``,
     ``cache_fill_s``, ``encode_s`` (re-encoding the kept round's LMs at the end; 0 when the
     last round is kept), ``seconds``, ``peak_rss_mb_max_trainer``."""
 
@@ -69,9 +71,6 @@ class GLEMTrainer(JointTrainer):
         t0, env, task, s3 = time.time(), self.env, self.task, self.cfg.stage3
         self.s, self.graph_free = s3, False
         lms, gnn, learnable = self.build_models()  # stage 2's GNN, the start LMs
-        mlp = build_task_model(self.cfg.model, task, self.g.canonical_etypes, lms.out_dim,
-                               self.cfg.seed, True, env.device.gnn)
-        mlp.label_smoothing = s3.label_smoothing
         env.lm_cache(lms.out_dim)
         fill_s = time.time()
         env.fill_cache(lms)  # a full encode unless the job's stage 2 left the cache
@@ -84,6 +83,13 @@ class GLEMTrainer(JointTrainer):
         self.log(f"[{self.name}] GLEM round 0 (stage 2's model): "
                  + describe(task.metric_names, prefixed("val", val)))
         val_s = time.time() - val_s
+        # the LM's classifier (GLEM's LM predicts labels itself): an MLP head warmed on the
+        # start LMs' embeddings, so the first LM phase does not learn through a random head
+        mlp, warm = fit_head(self, learnable, lms.out_dim, self.cfg.stage2.epochs,
+                             f"{self.name}_glem0_mlp", salt=1, graph_free=True)
+        mlp.label_smoothing = s3.label_smoothing
+        self.log(f"[{self.name}] GLEM: the LM's MLP classifier warmed on the start LMs' "
+                 f"embeddings: val acc {warm.get('val_acc', float('nan')):.4f}")
         rounds, totals, steps, epochs, per_epoch, last = [], {}, 0, 0.0, 0, None
         for r in range(1, s3.glem_rounds + 1):
             t_lm = time.time()
@@ -133,6 +139,7 @@ class GLEMTrainer(JointTrainer):
         totals["full_reencode"] = s3.glem_rounds * n_nodes
         metrics.update(
             best_step=best.epoch, lm_step=best.epoch, head="glem" if best.epoch else "joint",
+            mlp_warm={k: v for k, v in warm.items() if k in ("val_acc", "test_acc")},
             val_history=history, rounds=rounds, steps=steps, steps_per_epoch=per_epoch,
             epochs=epochs, lm_encodings=totals,
             lm_encodings_per_node_per_epoch={k: v / n_nodes / epochs for k, v in totals.items()}

@@ -54,7 +54,7 @@ class GNNTrainer(StageTrainer):
 
 
 def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: str,
-             pseudo=None, salt: Optional[int] = None):
+             pseudo=None, salt: Optional[int] = None, graph_free: bool = False):
     """Train a fresh task head (GNN encoder + decoder, ``stage2``'s batch size, learning rate
     and weight decay) for ``epochs`` on the LM-embedding cache as it is; validate after each
     epoch and keep the best (:class:`~.run.StageRun`). ``name`` labels its progress bar,
@@ -62,14 +62,16 @@ def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: s
     re-fit, ``stage3_glem<r>_gnn`` for GLEM's). ``pseudo``: pseudo-labelled targets joining
     every batch (:class:`~.pseudo_labels.PseudoLabels`; GLEM's M-step), or None. ``salt``:
     tells its batch generators apart from other loops of the stage (default 0 for the stage's
-    own loop, 1 otherwise). Collective. Returns ``(head with the best epoch's weights,
-    metrics)``: val metrics of the best epoch, test metrics of that head (node
-    classification: with ``test_predictions``, :meth:`~.base.StageTrainer.finish`),
-    ``best_epoch`` (0-based index of the kept epoch), ``epochs``, ``steps_per_epoch``,
-    ``losses`` (mean per epoch), ``val_history``."""
+    own loop, 1 otherwise). ``graph_free``: an MLP head on each target's own embedding
+    instead (fanouts ``[0]``; GLEM's LM classifier warmed on the LM's embeddings). Collective.
+    Returns ``(head with the best epoch's weights, metrics)``: val metrics of the best epoch,
+    test metrics of that head (node classification: with ``test_predictions``,
+    :meth:`~.base.StageTrainer.finish`), ``best_epoch`` (0-based index of the kept epoch),
+    ``epochs``, ``steps_per_epoch``, ``losses`` (mean per epoch), ``val_history``."""
     s, task, env = trainer.cfg.stage2, trainer.task, trainer.env
     head = build_task_model(trainer.cfg.model, task, trainer.g.canonical_etypes, in_dim,
-                            trainer.cfg.seed, device=env.device.gnn)
+                            trainer.cfg.seed, graph_free, env.device.gnn)
+    fanouts = env.fanouts(graph_free)
     opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     steps = trainer.min_over_trainers(task.num_train_batches(s.batch_size))
     run = StageRun(trainer, epochs, range(1, epochs + 1), task.primary, {"head": head}, opt,
@@ -81,18 +83,18 @@ def fit_head(trainer: StageTrainer, learnable, in_dim: int, epochs: int, name: s
         gen = trainer.epoch_generator(epoch - 1, salt=(0 if name == trainer.name else 1)
                                       if salt is None else salt)
         for i, batch in enumerate(itertools.islice(task.train_batches(
-                env.fanouts(), s.batch_size, gen, pseudo), steps)):
+                fanouts, s.batch_size, gen, pseudo), steps)):
             h = features(batch.input_nodes)
             loss = model(batch.blocks, h, batch)
             trainer.optimizer_step(loss, opt, learnable, h)
             total += loss.item()
             run.scalars({"loss/train": loss.item()}, (epoch - 1) * steps + i + 1)
-        val = evaluate(task, head, features, "val", env.fanouts(), trainer.cfg.eval_batch_size)
+        val = evaluate(task, head, features, "val", fanouts, trainer.cfg.eval_batch_size)
         run.validated(epoch, val, head, learnable)
         run.record(epoch, total / max(1, steps), f"train loss {total / max(1, steps):.4f}  "
                    + describe(task.metric_names, prefixed("val", val)))
     run.best.restore(head, learnable)
-    test = evaluate(task, head, features, "test", env.fanouts(), trainer.cfg.eval_batch_size,
+    test = evaluate(task, head, features, "test", fanouts, trainer.cfg.eval_batch_size,
                     keep_predictions=True)
     metrics = {**prefixed("val", run.best.val), **prefixed("test", test),
                "best_epoch": run.best.epoch - 1, "epochs": epochs, "steps_per_epoch": steps,
