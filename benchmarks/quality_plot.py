@@ -44,10 +44,18 @@ def _rows(ax, part: str, rows: List[dict]) -> None:
         ax.set_xticks([])
 
 
+#: the paired-differences panel shows at most +-this many points; a comparison beyond (a cost
+#: floor's -55) is clipped at the edge and its mean written there, so it does not squash the
+#: others to a dot
+OFF_SCALE = 8.0
+
+
 def _forest(ax, part: str, results: List[dict]) -> None:
     """One line per comparison: test-accuracy difference in points, its t interval over
-    seeds (thick) and bootstrap interval over test nodes (thin, below), zero line."""
+    seeds (thick) and bootstrap interval over test nodes (thin, below), zero line; the x
+    range is clipped to +-:data:`OFF_SCALE` when a mean lies beyond it (labelled there)."""
     ys = list(range(len(results)))[::-1]
+    off = []
     for y, r in zip(ys, results):
         if r["refused"]:  # x in axes fractions: the middle of the panel
             ax.text(0.5, y, "refused (a row mixes code or copies)", ha="center", va="center",
@@ -59,6 +67,8 @@ def _forest(ax, part: str, results: List[dict]) -> None:
                     label="t 95 % over seeds")
         if not math.isnan(t["mean"]):
             ax.plot([100 * t["mean"]], [y + 0.1], "o", color="tab:blue")
+            if abs(100 * t["mean"]) > OFF_SCALE:
+                off.append((y, 100 * t["mean"]))
         if r["boot"] is not None:
             obs, lo, hi = r["boot"]
             ax.plot([100 * lo, 100 * hi], [y - 0.15] * 2, lw=1.2, color="tab:orange",
@@ -66,6 +76,12 @@ def _forest(ax, part: str, results: List[dict]) -> None:
             ax.plot([100 * obs], [y - 0.15], "|", color="tab:orange", ms=8)
     if not ax.get_lines():  # nothing drawn: centre the zero line
         ax.set_xlim(-1, 1)
+    elif off:
+        ax.set_xlim(-OFF_SCALE, OFF_SCALE)
+        for y, mean in off:
+            edge = OFF_SCALE if mean > 0 else -OFF_SCALE
+            ax.text(0.97 * edge, y + 0.35, f"{mean:+.1f} (off scale)", fontsize=7,
+                    ha="right" if mean > 0 else "left", va="center", color="tab:blue")
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(ys)
     ax.set_yticklabels([textwrap.fill(f"{r['kind']}: {r['label_a']} − {r['label_b']} "

@@ -446,6 +446,26 @@ def test_quality_png_draws_both_intervals_per_comparison():
     plt.close(fig)
 
 
+def test_a_comparison_far_off_scale_is_clipped_and_labelled_not_squashing_the_rest():
+    import matplotlib.pyplot as plt
+    import quality_plot
+
+    def res(mean, half):
+        return {"refused": False, "boot": None, "kind": "variant - base", "label_a": "a",
+                "label_b": "b", "seeds": [0, 1],
+                "test": {"mean": mean, "lo": mean - half, "hi": mean + half}}
+
+    fig, ax = plt.subplots()
+    quality_plot._forest(ax, "cora", [res(0.004, 0.003), res(-0.55, 0.05)])
+    assert ax.get_xlim() == (-quality_plot.OFF_SCALE, quality_plot.OFF_SCALE)
+    assert [x.get_text() for x in ax.texts] == ["-55.0 (off scale)"]
+    fig2, ax2 = plt.subplots()  # nothing off scale: matplotlib's own range, no label
+    quality_plot._forest(ax2, "cora", [res(0.004, 0.003), res(-0.02, 0.01)])
+    assert not ax2.texts and ax2.get_xlim()[0] > -quality_plot.OFF_SCALE
+    plt.close(fig)
+    plt.close(fig2)
+
+
 def test_seeds_on_other_kinds_of_cpu_are_not_paired_and_the_table_names_the_cpu():
     """bf16 kernels round differently on AMX and AVX512-BF16: a variant seed whose record ran
     on another kind of CPU than its base's is left out, named; the table says the kind."""
