@@ -39,6 +39,7 @@ from ..config import Stage3Config
 from .evaluation import BestModel, describe, evaluate, evaluate_splits, prefixed, scalar_metrics
 from .gnn import fit_head
 from .joint import JointTrainer
+from .joint_inputs import per_node_per_epoch
 from .pseudo_labels import make_pseudo_labels
 
 
@@ -108,8 +109,7 @@ class GLEMTrainer(JointTrainer):
             # M-step: a fresh GNN on gold + the LM's pseudo-labels, on the re-encoded cache
             self.s, self.graph_free = s3, False
             pseudo = make_pseudo_labels(self, mlp, env.fanouts(True), learnable)
-            epochs_gnn = s3.refit_epochs or self.cfg.stage2.epochs
-            gnn, last = fit_head(self, learnable, lms.out_dim, epochs_gnn,
+            gnn, last = fit_head(self, learnable, lms.out_dim, self.refit_epochs(),
                                  f"{self.name}_glem{r}_gnn", pseudo=pseudo, salt=1 + r)
             gval = {k[len("val_"):]: v for k, v in last.items() if k.startswith("val_")}
             improved = best.update(r, gval, gnn, learnable, lms)
@@ -135,15 +135,14 @@ class GLEMTrainer(JointTrainer):
             metrics = evaluate_splits(task, gnn, env.features(learnable), env.fanouts(),
                                       self.cfg.eval_batch_size)
         self.kept_head = gnn
-        n_nodes = sum(self.g.num_nodes(nt) for nt in env.encoders.lm_of)
-        totals["full_reencode"] = s3.glem_rounds * n_nodes
+        lm_types = list(env.encoders.lm_of)
+        totals["full_reencode"] = s3.glem_rounds * sum(self.g.num_nodes(nt) for nt in lm_types)
         metrics.update(
             best_step=best.epoch, lm_step=best.epoch, head="glem" if best.epoch else "joint",
             mlp_warm={k: v for k, v in warm.items() if k in ("val_acc", "test_acc")},
             val_history=history, rounds=rounds, steps=steps, steps_per_epoch=per_epoch,
             epochs=epochs, lm_encodings=totals,
-            lm_encodings_per_node_per_epoch={k: v / n_nodes / epochs for k, v in totals.items()}
-            if epochs else {},
+            lm_encodings_per_node_per_epoch=per_node_per_epoch(totals, self.g, lm_types, epochs),
             train_s=train_s, validation_s=val_s + time.time() - t_end - enc_s,
             cache_fill_s=fill_s, encode_s=enc_s, seconds=time.time() - t0)
         return self.finish(metrics, lms=lms, head=gnn, learnable=learnable)

@@ -218,6 +218,11 @@ class JointTrainer(StageTrainer):
                      f"{best.val[primary]:.4f}: keeping the {head_from} one")
         return dict(metrics, lm_step=lm_step, head=head_from, encode_s=enc_s)
 
+    def refit_epochs(self) -> int:
+        """Epochs of a GNN fit on the LMs stage 3 trained (``refit_epochs``, else
+        ``stage2.epochs``): the re-fit's, GLEM's GNN phases'."""
+        return self.cfg.stage3.refit_epochs or self.cfg.stage2.epochs
+
     def refit(self, lms, learnable, step: int):
         """Train a fresh GNN head (stage 2's settings, ``refit_epochs``) on the embeddings of
         the LMs as training left them (after ``step``; the cache is re-encoded with them first
@@ -225,8 +230,7 @@ class JointTrainer(StageTrainer):
         summary (``val_*``/``test_*``, ``best_epoch``, ``val_history`` per re-fit epoch) goes
         into the stage metrics as ``refit``."""
         self.env.fill_cache(lms, step=step)
-        epochs = self.s.refit_epochs or self.cfg.stage2.epochs
-        head, m = fit_head(self, learnable, lms.out_dim, epochs, f"{self.name}_refit")
+        head, m = fit_head(self, learnable, lms.out_dim, self.refit_epochs(), f"{self.name}_refit")
         summary = {"best_epoch": m["best_epoch"], "lm_step": step,
                    **{k: v for k, v in m.items() if k.startswith(("val_", "test_"))
                       and isinstance(v, float)}, "val_history": m["val_history"]}

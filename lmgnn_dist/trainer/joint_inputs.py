@@ -40,7 +40,7 @@ from ..data.lm_cache import CacheStats
 from ..model.joint import NodeLMs
 from ..data.sampling import select_trainable_nodes_hetero
 from ..data.subbatch import encode_pipelined
-from .base import PhaseTimer
+from .timing import PhaseTimer
 
 #: stage 3's LM-encoding counters (rows, summed over steps)
 COUNTERS = ("with_grad", "no_grad", "from_cache", "refresh")
@@ -254,11 +254,17 @@ class JointInputs:
         n_train, seen = all_reduce(torch.tensor(
             [self.env.task.num_train_targets(), self.targets_seen])).tolist()
         epochs = seen / max(1, n_train)  # passes over the training targets, partial batches counted
-        n_nodes = sum(self.g.num_nodes(nt) for nt in self.lm_types)
-        per_node_epoch = {k: v / n_nodes / epochs for k, v in counts.items()} if epochs else {}
+        per_node_epoch = per_node_per_epoch(counts, self.g, self.lm_types, epochs)
         return {"lm_encodings": counts, "epochs": epochs,
                 "lm_encodings_per_node_per_epoch": per_node_epoch, "cache": cache,
                 "time_split_s": split, "train_step_s": train_s / max(1, steps)}
+
+
+def per_node_per_epoch(counts: Dict[str, int], g, lm_types, epochs: float) -> Dict[str, float]:
+    """LM encodings per LM-encoded node (of ``g``'s ``lm_types``) per epoch of the training
+    targets: ``counts`` (kind -> encodings) / nodes / ``epochs`` (``{}`` for 0 epochs)."""
+    n_nodes = sum(g.num_nodes(nt) for nt in lm_types)
+    return {k: v / n_nodes / epochs for k, v in counts.items()} if epochs else {}
 
 
 #: ``stage3.inference_source`` -> how inference nodes get their embeddings
