@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # launch.procs
 GS_VENV = Path("/work/gs-venv")
 PIP = "{venv}/bin/pip install -q"
 SETUP = [  # run in order by --setup; {venv} = --gs-venv
@@ -129,36 +130,27 @@ def parse_gs_log(text: str) -> dict:
     return out
 
 
+def dgl_role(proc) -> str:
+    """``trainer`` / ``server`` by a process's DGL_ROLE, else ``other``."""
+    return {"client": "trainer", "server": "server"}.get(proc.environ().get("DGL_ROLE"),
+                                                         "other")
+
+
 def run_watched(cmd, log: Path, env=None, cwd=REPO) -> dict:
-    """Run ``cmd`` (output to ``log``), sampling the RSS of its process tree every 0.5 s;
-    ``rc``, ``wall_s``, ``peak_mb`` (per role: ``trainer``/``server`` by DGL_ROLE, else
-    ``other``: the largest single process) and ``peak_sum_mb`` (the tree's summed RSS)."""
-    import psutil
-    peak, total, seen = {}, 0.0, {}
+    """Run ``cmd`` (output to ``log``), sampling the RSS of its process tree every 0.5 s
+    (:class:`launch.procs.TreeMemoryMonitor`); ``rc``, ``wall_s``, ``peak_mb`` (per role:
+    ``trainer``/``server`` by DGL_ROLE, else ``other``: the largest single process) and
+    ``peak_sum_mb`` (the tree's summed RSS)."""
+    from launch.procs import TreeMemoryMonitor
+
     t0 = time.time()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        root = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            now = 0.0
-            try:
-                tree = [root] + root.children(recursive=True)
-            except psutil.Error:
-                tree = []
-            for p in tree:
-                try:
-                    if p.pid not in seen:
-                        seen[p.pid] = {"client": "trainer", "server": "server"}.get(
-                            p.environ().get("DGL_ROLE"), "other")
-                    mb = p.memory_info().rss / 2**20
-                except psutil.Error:
-                    continue
-                now += mb
-                peak[seen[p.pid]] = max(peak.get(seen[p.pid], 0.0), mb)
-            total = max(total, now)
-            time.sleep(0.5)
-    return {"rc": proc.returncode, "wall_s": time.time() - t0, "peak_mb": peak,
-            "peak_sum_mb": total}
+        with TreeMemoryMonitor(proc.pid, role_of=dgl_role) as mon:
+            proc.wait()
+    return {"rc": proc.returncode, "wall_s": time.time() - t0,
+            "peak_mb": {k: v / 2**20 for k, v in mon.peak_by_role.items()},
+            "peak_sum_mb": mon.peak_bytes / 2**20}
 
 
 def write_gs_input(work: Path, lm: str, tiny: bool):

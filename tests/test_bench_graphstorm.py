@@ -98,3 +98,16 @@ def test_rows_and_table():
     lines = bg.table([gs, ours]).splitlines()
     assert lines[2].split()[3:7] == ["30.00", "390.0", "1.00", "-"]  # s/step, s/epoch, x, RSS
     assert lines[3].split()[2:6] == ["3.00", "39.0", "10.00", "1400"]
+
+
+def test_run_watched_reports_each_roles_largest_process_and_the_tree_sum(tmp_path):
+    """The watched run's memory comes from launch.procs.TreeMemoryMonitor: a child that
+    holds ~60 MiB with DGL_ROLE=client is the trainer peak, and the tree sum covers it."""
+    code = ("import os, subprocess, sys, time; "
+            "env = dict(os.environ, DGL_ROLE='client'); "
+            "subprocess.run([sys.executable, '-c', "
+            "'import time; b = bytearray(60 * 2**20); time.sleep(1.5)'], env=env)")
+    res = gs.run_watched([sys.executable, "-c", code], tmp_path / "log.txt")
+    assert res["rc"] == 0 and set(res["peak_mb"]) == {"other", "trainer"}
+    assert 60 <= res["peak_mb"]["trainer"] < 200
+    assert res["peak_sum_mb"] >= res["peak_mb"]["trainer"]
