@@ -157,6 +157,25 @@ RUNS: Dict[str, dict] = {
         "base": "frozen_bf16",
         "rows": {"stage2": "frozen LM + RGCN, mean pooling, LM in bf16"},
     },
+    "frozen_fp32": {  # the frozen_bf16 pair in fp32, for hosts without bf16 units (AVX2 only:
+        # bf16 autocast there runs ~25x slower than fp32, measured 2026-12-06)
+        "overrides": ["stages=[2]", "baseline=false", "launch.precision=fp32",
+                      "model.pooling=cls"],
+        "rows": {"stage2": "frozen LM + RGCN ([CLS]), LM in fp32"},
+    },
+    "frozen_fp32_mean": {
+        "overrides": ["stages=[2]", "baseline=false", "launch.precision=fp32",
+                      "model.pooling=mean"],
+        "base": "frozen_fp32",
+        "rows": {"stage2": "frozen LM + RGCN, mean pooling, LM in fp32"},
+    },
+    "frozen_fp32_auto": {  # model.pooling=auto: what all-MiniLM-L6-v2's folder declares,
+        # mean + L2 normalisation; its base is mean alone, so the pair isolates the normalising
+        "overrides": ["stages=[2]", "baseline=false", "launch.precision=fp32",
+                      "model.pooling=auto"],
+        "base": "frozen_fp32_mean",
+        "rows": {"stage2": "frozen LM + RGCN, pooling auto (mean + L2 normalise), LM in fp32"},
+    },
     "joint_glem": {  # issues 22 item 4 / 25 item 5: stage 3 as GLEM's alternation from the
         # bf16 joint run's stage 2 -- 2 rounds of (LM 1 epoch of gold targets + as many of the
         # GNN's pseudo-labels at weight 0.5, re-encode, fresh GNN 30 epochs on gold + the LM's
