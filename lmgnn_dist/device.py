@@ -18,7 +18,8 @@
   ``auto`` is bf16 where the hardware computes it natively -- a CPU whose ``/proc/cpuinfo``
   flags include ``amx_bf16`` or ``avx512_bf16`` (:data:`BF16_CPU_FLAGS`), a GPU with
   ``torch.cuda.is_bf16_supported()`` -- else fp32 (:func:`auto_precision`); the choice and
-  its reason are logged with the devices. fp16 needs a gradient scaler
+  its reason are logged with the devices. An explicit ``bf16`` on a CPU without those flags
+  runs (emulated, far slower than fp32) with a warning on the console. fp16 needs a gradient scaler
   (:meth:`DevicePlan.grad_scaler`, ``torch.cuda.amp.GradScaler``), which only spans CUDA
   parameters: it is allowed when the GNN is on the GPU too, refused while it is on the CPU
   (use bf16).
@@ -57,6 +58,8 @@ class DevicePlan:
     precision: str = "fp32"
     #: why ``launch.precision=auto`` chose :attr:`precision` ("" when it was given)
     reason: str = field(default="", compare=False)
+    #: a line for the user's console when the asked precision runs slowly here ("": none)
+    warning: str = field(default="", compare=False)
 
     @property
     def autocast_dtype(self) -> Optional[torch.dtype]:
@@ -135,10 +138,21 @@ def auto_precision(device_type: str, flags: Optional[Iterable[str]] = None,
     if device_type == "cuda":
         ok = (cuda_bf16 or torch.cuda.is_bf16_supported)()
         return ("bf16", "the GPU supports bf16") if ok else ("fp32", "the GPU has no bf16")
-    have = sorted(set(cpu_flags() if flags is None else flags) & set(BF16_CPU_FLAGS))
+    have = native_bf16_flags(flags)
     if have:
         return "bf16", f"the CPU has {' and '.join(have)}"
     return "fp32", f"the CPU has neither {' nor '.join(BF16_CPU_FLAGS)}"
+
+
+def native_bf16_flags(flags: Optional[Iterable[str]] = None) -> list:
+    """The sorted :data:`BF16_CPU_FLAGS` the CPU has (``flags``, default :func:`cpu_flags`)."""
+    return sorted(set(cpu_flags() if flags is None else flags) & set(BF16_CPU_FLAGS))
+
+
+#: the console line of an explicit ``launch.precision=bf16`` on a CPU without bf16 units
+SLOW_BF16 = ("launch.precision=bf16 on a CPU without {units}: bf16 autocast is emulated here "
+             "and runs far slower than fp32 (MiniLM ~25x on an AVX2-only EPYC, measured "
+             "2026-12-06); use launch.precision=auto or fp32")
 
 
 def resolve_device(device: str = "auto", precision: str = "fp32", local_rank: int = 0,
@@ -160,6 +174,9 @@ def resolve_device(device: str = "auto", precision: str = "fp32", local_rank: in
     DeviceError naming ``launch.device`` / ``launch.precision`` / ``launch.num_trainers``:
     an unknown value, ``cuda`` without a visible GPU, fewer GPUs than trainers per machine,
     fp16 with the GNN on the CPU, or fp16 on the CPU.
+
+    An explicit ``bf16`` on a CPU without :data:`BF16_CPU_FLAGS` is allowed (the numbers are
+    bf16's) but slow: the plan's ``warning`` says so (:data:`SLOW_BF16`).
     """
     if device not in DEVICES:
         raise DeviceError(f"launch.device must be one of {list(DEVICES)}, got {device!r}")
@@ -176,7 +193,9 @@ def resolve_device(device: str = "auto", precision: str = "fp32", local_rank: in
         if precision == "fp16":
             raise DeviceError("launch.precision=fp16 needs launch.device=cuda (CPU autocast "
                               "runs bf16); use bf16 or fp32")
-        return DevicePlan(torch.device("cpu"), torch.device("cpu"), precision, reason)
+        slow = precision == "bf16" and not native_bf16_flags(flags)
+        return DevicePlan(torch.device("cpu"), torch.device("cpu"), precision, reason,
+                          SLOW_BF16.format(units=" or ".join(BF16_CPU_FLAGS)) if slow else "")
     if not cuda_available:
         raise DeviceError("launch.device=cuda but torch sees no CUDA device on this machine "
                           "(torch.cuda.is_available() is False); use launch.device=auto or cpu")

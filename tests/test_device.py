@@ -309,3 +309,18 @@ def test_stage3_inference_encodes_go_in_length_order_and_come_back_in_id_order(
     one_by_one = torch.cat([lms.encoder("paper").encode_no_grad(tokens[i:i + 1]) for i in ids])
     assert emb.dtype is torch.float32 and emb.shape == one_by_one.shape
     assert float(torch.nn.functional.cosine_similarity(emb, one_by_one).min()) > 0.9999
+
+
+@pytest.mark.parametrize("flags, warned", [
+    ({"fpu", "avx", "avx2", "fma"}, True),  # AVX2 only (AMD EPYC 7xx3): bf16 is emulated
+    ({"fpu", "avx512f", "avx512_bf16"}, False),
+    ({"amx_bf16", "amx_tile"}, False),
+])
+def test_explicit_bf16_on_a_cpu_without_bf16_units_is_run_but_warned(flags, warned):
+    plan = resolve_device("cpu", "bf16", flags=flags)
+    assert plan.precision == "bf16" and plan.reason == ""
+    assert bool(plan.warning) == warned
+    if warned:
+        assert "launch.precision=bf16" in plan.warning and "amx_bf16 or avx512_bf16" in plan.warning
+    for other in ("fp32", "auto"):  # fp32 (asked or chosen by auto) is never warned about
+        assert resolve_device("cpu", other, flags=flags).warning == ""

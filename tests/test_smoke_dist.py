@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import yaml
+from lmgnn_dist.device import native_bf16_flags
 from run_helpers import comparable, held_out_acc, tiny_config, tree_hash
 
 
@@ -496,6 +497,9 @@ def test_bf16_on_cpu_runs_every_stage_and_the_export(tmp_path, tiny_tag_dir, tin
     out = _run_pipeline(path)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "[trainer] devices: LMs on cpu in bf16" in out.stdout
+    # the console warns exactly when this CPU lacks bf16 units (bf16 is emulated, slow)
+    warned = "WARNING: launch.precision=bf16 on a CPU without" in out.stdout
+    assert warned == (not native_bf16_flags())
     st = json.loads((tmp_path / "run" / "results.json").read_text())["stages"]
     assert set(st) == {"stage1", "stage2", "stage3"}
     for name, m in st.items():

@@ -74,6 +74,8 @@ class StageEnv:
         env = cls(cfg, ctx, g, meta, make_task(cfg, g, meta), encoders, plan, groups,
                   code=code_version() if ctx.is_main else None)
         env.log(f"[trainer] devices: {plan.describe()}")
+        if plan.warning:
+            env.log(f"[trainer] WARNING: {plan.warning}", console=True)
         return env
 
     def log(self, msg: str, console: bool = False) -> None:
