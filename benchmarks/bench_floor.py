@@ -1,6 +1,6 @@
 """Floors under the quality rows (issue 22 item 2): what the frozen LM gives without training it.
 
-For one quality part (``bench_quality.PARTS``: its TAG and ``max_seq_len``) and each pooling
+For one quality part (``quality_defs.PARTS``: its TAG and ``max_seq_len``) and each pooling
 (``model.pooling``: ``cls``, ``mean``, ``auto``), the frozen pre-trained LM encodes every
 target node once (:class:`lmgnn_dist.model.lm.LMEncoder`, no DGL, no distributed job), and
 two parameter-free-graph classifiers are fit on the train nodes, their regularisation chosen on

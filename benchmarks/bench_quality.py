@@ -2,7 +2,7 @@
 
 It only orchestrates ``python -m lmgnn_dist.drivers.pipeline --config YAML KEY=VALUE ...`` runs and
 reads each run's ``<output_dir>/results.json``. A run = (part, run name, seed, overrides); its
-stages map to table rows (:data:`RUNS`). Each finished run appends one JSON line to
+stages map to table rows (:data:`quality_defs.RUNS`). Each finished run appends one JSON line to
 ``benchmarks/quality_runs.jsonl``; a run already recorded there with the same overrides is
 skipped (``--force`` reruns it, afresh). A failed run is recorded with its exit code and the
 path of its console log, and the harness goes on. A record keeps per stage its metrics, the
@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -48,215 +48,12 @@ import quality_plot  # noqa: E402
 import quality_policies as qpol  # noqa: E402
 import quality_report as qr  # noqa: E402
 import quality_targets as qt  # noqa: E402
+from quality_defs import PARTS, RUNS  # noqa: E402  (the runs and parts)
 from quality_record import (COST_KEYS, OUTPUTS, budget, host_info, reuse_stages,  # noqa: E402,F401
                             stage_entry)
 
 sys.path.insert(0, str(REPO))
 from lmgnn_dist.run.folder import claim  # noqa: E402
-
-#: run name -> overrides and rows (stage name -> row label); edit freely, labels are
-#: presentation (the report uses this table's labels for the runs it names). ``reuse``: copy
-#: the checkpoints of the stages before stage 3 from that run of the same part and seed when
-#: it has them (the pipeline then skips those stages: such runs set ``resume=true``, which
-#: ``examples/cora/pipeline.yaml`` turns off), so a stage-3 variant costs stage 3 only.
-#: ``base`` (default: ``reuse``): the run this one is a variant of (paired "variant - base"
-#: differences, :mod:`quality_paired`). ``mixed_code_ok`` / ``copies_ok``: why ``--report``
-#: may aggregate this run's rows although their seeds ran different code / copied stages
-#: (:mod:`quality_provenance`; without them such rows are refused)
-RUNS: Dict[str, dict] = {
-    "pipeline": {
-        "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task"],
-        "rows": {"stage1": "LM-only fine-tune (MLP head)", "baseline": "frozen LM + RGCN",
-                 "stage2": "task-tuned LM + RGCN (stage 2)", "stage3": "full pipeline (stage 3)"},
-    },
-    "joint_pretrained": {  # fp32: launch.precision's default until 7 Dec 2026 (now auto)
-        "overrides": ["stages=[2,3]", "baseline=false", "launch.precision=fp32"],
-        "rows": {"stage2": "frozen LM + RGCN (stage 2 of the joint run)",
-                 "stage3": "joint fine-tune from pre-trained LM"},
-    },
-    "joint_pretrained_bf16": {  # issue 25: the same run with every LM pass in bf16 autocast
-        "overrides": ["stages=[2,3]", "baseline=false", "launch.precision=bf16"],
-        "base": "joint_pretrained",
-        "rows": {"stage2": "frozen LM + RGCN (stage 2 of the joint run), LM in bf16",
-                 "stage3": "joint fine-tune from pre-trained LM, LM in bf16"},
-    },
-    "joint_head_regime": {  # issue 22 item 4: the bf16 joint run's stage 3 again, the head in
-        # its stage-2 regime (stage 2's lr and weight decay) and each group clipped on its own
-        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
-                      "stage3.gnn_lr=1e-3", "stage3.head_weight_decay=5e-4",
-                      "stage3.clip_per_group=true"],
-        "reuse": "joint_pretrained_bf16",
-        "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
-                     "seed (reuse), so joint_head_regime - joint_pretrained_bf16 compares "
-                     "stage 3 alone",
-        "rows": {"stage3": "joint fine-tune, LM in bf16, head in its stage-2 regime, "
-                           "per-group clipping"},
-    },
-    "joint_lm_aux": {  # issue 22 item 4: joint_head_regime + the auxiliary LM classifier
-        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
-                      "stage3.gnn_lr=1e-3", "stage3.head_weight_decay=5e-4",
-                      "stage3.clip_per_group=true", "stage3.lm_aux_weight=1.0"],
-        "reuse": "joint_pretrained_bf16", "base": "joint_head_regime",
-        "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
-                     "seed (reuse), so joint_lm_aux - joint_head_regime compares stage 3 alone",
-        "rows": {"stage3": "joint fine-tune, LM in bf16, head in its stage-2 regime, "
-                           "per-group clipping, auxiliary LM classifier (weight 1)"},
-    },
-    "joint_pretrained_bf16_mean": {  # issue 22 items 1-2: the bf16 joint run with the LM's
-        # own pooling (all-MiniLM-L6-v2: mean over real tokens), frozen RGCN and stage 3 alike;
-        # make demo's recipe since it met PROTOCOL.md's adoption rule on Cora (5 seeds)
-        "overrides": ["stages=[2,3]", "baseline=false", "launch.precision=bf16",
-                      "model.pooling=mean"],
-        "base": "joint_pretrained_bf16",
-        "rows": {"stage2": "frozen LM + RGCN (stage 2 of the joint run), LM in bf16, mean "
-                           "pooling",
-                 "stage3": "joint fine-tune from pre-trained LM, LM in bf16, mean pooling"},
-    },
-    "joint_lm_only_bf16": {  # issue 25 item 5's LM-only floor: stage 3 with mode lm_only
-        # (the LM + an MLP head on the targets, no graph) at the bf16 joint run's budget
-        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
-                      "stage3.mode=lm_only"],
-        "reuse": "joint_pretrained_bf16",
-        "copies_ok": "by design: the bf16 joint run's stage 2 of the same seed is copied so "
-                     "that only stage 3 runs; lm_only does not read it",
-        "rows": {"stage3": "LM-only fine-tune (MLP head), LM in bf16, the joint run's stage-3 "
-                           "budget"},
-    },
-    "joint_fresh_inputs": {  # issues 22 item 4 / 25 item 5: the bf16 joint run's stage 3
-        # again, every input node that gets no gradient re-encoded (no grad) with the current
-        # LM at each step instead of read from the stage-2 cache: no stale neighbours
-        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
-                      "stage3.inference_source=encode"],
-        "reuse": "joint_pretrained_bf16",
-        "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
-                     "seed (reuse), so joint_fresh_inputs - joint_pretrained_bf16 compares "
-                     "stage 3's input policy alone",
-        "rows": {"stage3": "joint fine-tune, LM in bf16, neighbours re-encoded every step"},
-    },
-    "joint_bounded_staleness": {  # issues 22 item 4 / 25 item 5: the cache, but a row written
-        # more than 8 steps ago is re-encoded when read, and LEADING's refresh pipeline
-        # re-encodes 64 random nodes per trainer per step (settings fixed before any run)
-        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
-                      "stage3.cache_max_staleness=8", "stage3.refresh_batch_size=64"],
-        "reuse": "joint_pretrained_bf16",
-        "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
-                     "seed (reuse), so joint_bounded_staleness - joint_pretrained_bf16 compares "
-                     "stage 3's input policy alone",
-        "rows": {"stage3": "joint fine-tune, LM in bf16, cache rows at most 8 steps old + "
-                           "refresh 64/step"},
-    },
-    "frozen_bf16": {  # issue 22 items 1-2 on arXiv: stage 2 alone (the frozen LM + RGCN),
-        # [CLS] pinned, every LM pass in bf16: the pooling comparison's base
-        "overrides": ["stages=[2]", "baseline=false", "launch.precision=bf16",
-                      "model.pooling=cls"],
-        "rows": {"stage2": "frozen LM + RGCN ([CLS]), LM in bf16"},
-    },
-    "frozen_bf16_mean": {  # the same with the LM's own pooling (mean over real tokens)
-        "overrides": ["stages=[2]", "baseline=false", "launch.precision=bf16",
-                      "model.pooling=mean"],
-        "base": "frozen_bf16",
-        "rows": {"stage2": "frozen LM + RGCN, mean pooling, LM in bf16"},
-    },
-    "frozen_fp32": {  # the frozen_bf16 pair in fp32, for hosts without bf16 units (AVX2 only:
-        # bf16 autocast there runs ~25x slower than fp32, measured 2026-12-06)
-        "overrides": ["stages=[2]", "baseline=false", "launch.precision=fp32",
-                      "model.pooling=cls"],
-        "rows": {"stage2": "frozen LM + RGCN ([CLS]), LM in fp32"},
-    },
-    "frozen_fp32_mean": {
-        "overrides": ["stages=[2]", "baseline=false", "launch.precision=fp32",
-                      "model.pooling=mean"],
-        "base": "frozen_fp32",
-        "rows": {"stage2": "frozen LM + RGCN, mean pooling, LM in fp32"},
-    },
-    "frozen_fp32_auto": {  # model.pooling=auto: what all-MiniLM-L6-v2's folder declares,
-        # mean + L2 normalisation; its base is mean alone, so the pair isolates the normalising
-        "overrides": ["stages=[2]", "baseline=false", "launch.precision=fp32",
-                      "model.pooling=auto"],
-        "base": "frozen_fp32_mean",
-        "rows": {"stage2": "frozen LM + RGCN, pooling auto (mean + L2 normalise), LM in fp32"},
-    },
-    "joint_glem": {  # issues 22 item 4 / 25 item 5: stage 3 as GLEM's alternation from the
-        # bf16 joint run's stage 2 -- 2 rounds of (LM 1 epoch of gold targets + as many of the
-        # GNN's pseudo-labels at weight 0.5, re-encode, fresh GNN 30 epochs on gold + the LM's
-        # pseudo-labels): 2 gold epochs of LM training, the joint run's budget (settings
-        # fixed before any run)
-        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
-                      "stage3.mode=glem", "stage3.glem_rounds=2", "stage3.epochs=1",
-                      "stage3.pseudo_label_weight=0.5", "stage3.pseudo_label_ratio=1.0"],
-        "reuse": "joint_pretrained_bf16",
-        "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
-                     "seed (reuse), so joint_glem - joint_pretrained_bf16 compares stage 3 "
-                     "alone",
-        "rows": {"stage3": "GLEM rounds (LM and GNN on each other's pseudo-labels), LM in "
-                           "bf16"},
-    },
-    "pipeline_pseudo": {  # the pipeline's stage 3 again, with GLEM's pseudo-labels
-        "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task", "resume=true",
-                      "stage3.pseudo_label_weight=1.0", "stage3.pseudo_label_ratio=1.0"],
-        "reuse": "pipeline",
-        "copies_ok": "by design: stage 3 starts from the pipeline run's stages of the same "
-                     "seed (reuse), so pipeline_pseudo - pipeline compares stage 3 alone",
-        "rows": {"stage3": "full pipeline, stage 3 with pseudo-labels (GLEM)"},
-    },
-    "joint_longer": {  # the joint run's stage 3 again: 2 epochs at a larger LM rate
-        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "stage3.epochs=2",
-                      "stage3.lm_lr=5e-5"],
-        "reuse": "joint_pretrained",
-        "copies_ok": "by design: stage 3 starts from the joint run's stage 2 of the same seed "
-                     "(reuse), so joint_longer - joint_pretrained compares stage 3 alone",
-        "rows": {"stage3": "joint fine-tune from pre-trained LM, 2 epochs, LM lr 5e-5"},
-    },
-    "pipeline_lp": {
-        "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=link_prediction",
-                      "stage1.epochs=null", "stage1.max_steps=40", "stage1.batch_size=8",
-                      "stage1.lm_lr=2e-5", "stage1.decoder_lr=1e-2"],
-        "base": "pipeline",
-        "rows": {"stage2": "LP-tuned LM + RGCN (stage 2)", "stage3": "full pipeline, LP stage 1"},
-    },
-}
-
-#: part -> base config, TAG folder, how to make it (None: it is in the repo), its data
-#: overrides, its budget overrides (stage epochs/steps ...; empty: the config's) and its
-#: test-set size (for the per-node MDD of records without per-node predictions, which carry
-#: their own count: arXiv-2023 split/test.csv.gz 668, its random split 6,775,
-#: examples/cora/tag 543, low-label 1000)
-PARTS: Dict[str, dict] = {
-    "arxiv": {
-        "config": "examples/arxiv2023/pipeline.yaml", "tag": "work/quality/arxiv23/tag",
-        "convert": ["-m", "partition.converters.arxiv2023", "--src", "../shared/data/arxiv_2023",
-                    "--out", "work/quality/arxiv23/tag"],
-        "data": ["data.graph_name=arxiv2023", "data.max_seq_len=32"],
-        "budget": [], "test_nodes": 668,
-    },
-    "arxiv_random": {  # issue 21 item 3: a seeded random 60/20/20 of all 33,868 labelled
-        # nodes (6,775 test: one accuracy's standard error ~0.56 points, the time split's ~1.8)
-        "config": "examples/arxiv2023/pipeline.yaml", "tag": "work/quality/arxiv23_random/tag",
-        "convert": ["-m", "partition.converters.arxiv2023", "--src", "../shared/data/arxiv_2023",
-                    "--out", "work/quality/arxiv23_random/tag", "--split", "random",
-                    "--seed", "0"],
-        "data": ["data.graph_name=arxiv2023r", "data.max_seq_len=32"],
-        "budget": [], "test_nodes": 6775,
-    },
-    "cora": {
-        "config": "examples/cora/pipeline.yaml", "tag": "examples/cora/tag", "convert": None,
-        # [CLS], what every Cora row ran before the example (make demo) took mean pooling;
-        # joint_pretrained_bf16_mean is make demo's recipe since then
-        "data": ["data.graph_name=cora", "data.max_seq_len=128", "model.pooling=cls"],
-        "budget": [], "test_nodes": 543,
-    },
-    "cora_low": {
-        "config": "examples/cora/pipeline.yaml", "tag": "work/quality/cora_low/tag",
-        "convert": ["-m", "partition.converters.tape", "--pt", "../shared/data/cora_tag/cora.pt",
-                    "--out", "work/quality/cora_low/tag", "--classes", "cora",
-                    "--split", "low_label", "--seed", "0"],
-        "data": ["data.graph_name=cora_low", "data.max_seq_len=128", "model.pooling=cls"],
-        "budget": ["stage1.epochs=10", "stage3.epochs=8", "stage3.eval_every=12"],
-        "test_nodes": 1000,
-        # 140 training nodes = 3 batches of 32 per trainer: epochs are tiny, so more of them
-        # (stage 1 LM-only: 30 steps; stage 3: 24 steps, validated after 12 and 24)
-    },
-}
 
 DEFAULT_ROOT = Path("work/quality")  # relative to the repository (portable records)
 LOG_TAIL = 20

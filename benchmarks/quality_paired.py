@@ -131,7 +131,7 @@ def test_set_sizes(records: Sequence[dict], default: Optional[Dict[str, int]] = 
                    ) -> Dict[str, Tuple[int, str]]:
     """Part -> (test nodes, where the count comes from): the per-node predictions of its
     latest record that has them, else ``default[part]`` (the split's size)."""
-    out = {p: (n, "the split's size in bench_quality.py PARTS")
+    out = {p: (n, "the split's size in quality_defs.py PARTS")
            for p, n in (default or {}).items()}
     for r in records:
         for e in r.get("stages", {}).values() if r.get("status") == "ok" else ():

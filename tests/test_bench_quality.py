@@ -340,7 +340,7 @@ def test_records_carry_per_node_correctness_and_misaligned_orders_are_refused():
     assert "n/a (no per-node records)" in md and "(543) |" in md
     at = [(stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * math.sqrt(2 * p * (1 - p) / 543)
           for p in (0.7, 0.8, 0.9)]
-    assert (f"Test set: 543 nodes (from the split's size in bench_quality.py PARTS); one seed resolves (z_{{0.975}} + z_{{0.8}})"
+    assert (f"Test set: 543 nodes (from the split's size in quality_defs.py PARTS); one seed resolves (z_{{0.975}} + z_{{0.8}})"
             f" · sqrt(2 p (1-p) / 543) = {' / '.join(f'{100 * x:.2f}' for x in at)} points") in md
     assert qpair.test_set_sizes(records, {"cora": 543}) == {"cora": (400, "the records")}
 
