@@ -295,6 +295,10 @@ def test_stage3_glem_rounds_teach_the_lm_and_the_gnn_with_each_others_labels(smo
     assert s3["best_step"] == best["step"] and s3["val_acc"] == pytest.approx(best["acc"])
     assert s3["head"] == ("glem" if best["step"] else "joint")
     assert 0 < s3["train_s"] < s3["seconds"] and held_out_acc(s3) > 0.7
+    # the phases' seconds add up to the stage's; the end re-encodes only for an earlier round
+    parts = ("train_s", "cache_fill_s", "validation_s", "encode_s")
+    assert sum(s3[k] for k in parts) == pytest.approx(s3["seconds"], abs=0.5)
+    assert (s3["encode_s"] > 0) == (s3["best_step"] < 2)
     assert 0 < s3["mlp_warm"]["val_acc"] <= 1  # the LM's classifier, warmed before round 1
 
 

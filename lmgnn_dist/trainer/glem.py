@@ -41,6 +41,7 @@ from .gnn import fit_head
 from .joint import JointTrainer
 from .joint_inputs import per_node_per_epoch
 from .pseudo_labels import make_pseudo_labels
+from .timing import PhaseTimer
 
 
 class GLEMTrainer(JointTrainer):
@@ -73,17 +74,17 @@ class GLEMTrainer(JointTrainer):
         self.s, self.graph_free = s3, False
         lms, gnn, learnable = self.build_models()  # stage 2's GNN, the start LMs
         env.lm_cache(lms.out_dim)
-        fill_s = time.time()
-        env.fill_cache(lms)  # a full encode unless the job's stage 2 left the cache
-        fill_s, val_s = time.time() - fill_s, time.time()
+        timer = PhaseTimer({"cache_fill": 0.0, "validation": 0.0, "end": 0.0, "encode": 0.0})
+        with timer("cache_fill"):
+            env.fill_cache(lms)  # a full encode unless the job's stage 2 left the cache
         best = BestModel(task.primary)
-        val = evaluate(task, gnn, env.features(learnable), "val", env.fanouts(),
-                       self.cfg.eval_batch_size)
+        with timer("validation"):
+            val = evaluate(task, gnn, env.features(learnable), "val", env.fanouts(),
+                           self.cfg.eval_batch_size)
         best.update(0, val, gnn, learnable, lms)
         history = [{"step": 0, **scalar_metrics(val)}]
         self.log(f"[{self.name}] GLEM round 0 (stage 2's model): "
                  + describe(task.metric_names, prefixed("val", val)))
-        val_s = time.time() - val_s
         # the LM's classifier (GLEM's LM predicts labels itself): an MLP head warmed on the
         # start LMs' embeddings, so the first LM phase does not learn through a random head
         mlp, warm = fit_head(self, learnable, lms.out_dim, self.cfg.stage2.epochs,
@@ -100,7 +101,7 @@ class GLEMTrainer(JointTrainer):
                                     name=f"{self.name}_glem{r}_lm")
             n_lm_pseudo = len(self.pseudo)
             lm_m = self.select(run, lms, mlp, learnable)  # best LMs, every node re-encoded
-            val_s += stats["validation_s"]
+            timer.add("validation", stats["validation_s"])
             steps, epochs, per_epoch = steps + run.done, epochs + stats["epochs"], \
                 stats["steps_per_epoch"]
             for k, v in stats["lm_encodings"].items():
@@ -124,16 +125,17 @@ class GLEMTrainer(JointTrainer):
                      f"pseudo-labels), GNN val acc {last.get('val_acc', float('nan')):.4f} "
                      f"(taught by {len(pseudo)} LM pseudo-labels)"
                      + ("  (best so far)" if improved else f"  (best: round {best.epoch})"))
-        train_s = time.time() - t0 - fill_s - val_s
-        t_end, enc_s = time.time(), 0.0
-        if best.epoch == s3.glem_rounds:  # the last round: cache and GNN hold it already
-            metrics = {k: v for k, v in last.items() if k.startswith(("val_", "test_"))}
-        else:  # an earlier round (or stage 2's model): its LMs re-encode every node
-            best.restore(gnn, learnable, lms)
-            enc = env.fill_cache(lms, step=best.epoch)
-            enc_s = enc["seconds"] if enc else 0.0
-            metrics = evaluate_splits(task, gnn, env.features(learnable), env.fanouts(),
-                                      self.cfg.eval_batch_size)
+        train_s = time.time() - t0 - timer.seconds["cache_fill"] - timer.seconds["validation"]
+        with timer("end"):  # the kept round's final evaluation (and re-encode)
+            if best.epoch == s3.glem_rounds:  # the last round: cache and GNN hold it already
+                metrics = {k: v for k, v in last.items() if k.startswith(("val_", "test_"))}
+            else:  # an earlier round (or stage 2's model): its LMs re-encode every node
+                best.restore(gnn, learnable, lms)
+                enc = env.fill_cache(lms, step=best.epoch)
+                timer.add("encode", enc["seconds"] if enc else 0.0)
+                metrics = evaluate_splits(task, gnn, env.features(learnable), env.fanouts(),
+                                          self.cfg.eval_batch_size)
+        sec = timer.seconds
         self.kept_head = gnn
         lm_types = list(env.encoders.lm_of)
         totals["full_reencode"] = s3.glem_rounds * sum(self.g.num_nodes(nt) for nt in lm_types)
@@ -143,6 +145,6 @@ class GLEMTrainer(JointTrainer):
             val_history=history, rounds=rounds, steps=steps, steps_per_epoch=per_epoch,
             epochs=epochs, lm_encodings=totals,
             lm_encodings_per_node_per_epoch=per_node_per_epoch(totals, self.g, lm_types, epochs),
-            train_s=train_s, validation_s=val_s + time.time() - t_end - enc_s,
-            cache_fill_s=fill_s, encode_s=enc_s, seconds=time.time() - t0)
+            train_s=train_s, validation_s=sec["validation"] + sec["end"] - sec["encode"],
+            cache_fill_s=sec["cache_fill"], encode_s=sec["encode"], seconds=time.time() - t0)
         return self.finish(metrics, lms=lms, head=gnn, learnable=learnable)
