@@ -11,8 +11,8 @@ from typing import Dict
 #: the checkpoints of the stages before stage 3 from that run of the same part and seed when
 #: it has them (the pipeline then skips those stages: such runs set ``resume=true``, which
 #: ``examples/cora/pipeline.yaml`` turns off), so a stage-3 variant costs stage 3 only.
-#: ``base`` (default: ``reuse``): the run this one is a variant of (paired "variant - base"
-#: differences, :mod:`quality_paired`). ``mixed_code_ok`` / ``copies_ok``: why ``--report``
+#: ``base`` (default: ``reuse``): the run this one is a variant of, or a list of such runs
+#: (paired "variant - base" differences, :mod:`quality_paired`). ``mixed_code_ok`` / ``copies_ok``: why ``--report``
 #: may aggregate this run's rows although their seeds ran different code / copied stages
 #: (:mod:`quality_provenance`; without them such rows are refused)
 RUNS: Dict[str, dict] = {
@@ -122,10 +122,11 @@ RUNS: Dict[str, dict] = {
         "rows": {"stage2": "frozen LM + RGCN, mean pooling, LM in fp32"},
     },
     "frozen_fp32_auto": {  # model.pooling=auto: what all-MiniLM-L6-v2's folder declares,
-        # mean + L2 normalisation; its base is mean alone, so the pair isolates the normalising
+        # mean + L2 normalisation; against [CLS] (the built-in default) and against mean
+        # alone (which isolates the normalising)
         "overrides": ["stages=[2]", "baseline=false", "launch.precision=fp32",
                       "model.pooling=auto"],
-        "base": "frozen_fp32_mean",
+        "base": ["frozen_fp32", "frozen_fp32_mean"],
         "rows": {"stage2": "frozen LM + RGCN, pooling auto (mean + L2 normalise), LM in fp32"},
     },
     "joint_glem": {  # issues 22 item 4 / 25 item 5: stage 3 as GLEM's alternation from the

@@ -6,8 +6,8 @@ Comparisons (:func:`comparisons`), each A - B on the same seed, from the run tab
 - ``stage 3 - stage 2`` of every run with both rows (the same record);
 - ``full pipeline - frozen``: stage 3 minus the baseline of every run with both rows (the
   same record: the same seed, partition and data);
-- ``variant - base``: every row stage a run shares with its ``base`` (or ``reuse``) run,
-  against that run's record of the same seed. A seed whose variant did not start from the
+- ``variant - base``: every row stage a run shares with its ``base`` (or ``reuse``) run --
+  or with each of them, when ``base`` is a list --, against that run's record of the same seed. A seed whose variant did not start from the
   base record's stages (a copied stage whose metrics differ from the base's) is left out and
   named.
 
@@ -32,7 +32,8 @@ Side = Tuple[str, str]  # (run, stage)
 
 
 def comparisons(runs: Dict[str, dict]) -> List[Tuple[str, Side, Side]]:
-    """``(kind, A, B)`` for the run table ``runs`` (run -> ``rows``, ``reuse``/``base``), in
+    """``(kind, A, B)`` for the run table ``runs`` (run -> ``rows``, ``reuse``/``base``; a
+    ``base`` may be a list of runs, one comparison each), in
     table order: ``stage 3 - stage 2``, ``full pipeline - frozen``, ``variant - base``."""
     out = []
     for run, spec in runs.items():
@@ -41,10 +42,11 @@ def comparisons(runs: Dict[str, dict]) -> List[Tuple[str, Side, Side]]:
             out.append(("stage 3 - stage 2", (run, "stage3"), (run, "stage2")))
         if "stage3" in rows and "baseline" in rows:
             out.append(("full pipeline - frozen", (run, "stage3"), (run, "baseline")))
-        base = spec.get("base") or spec.get("reuse")
-        for stage in rows if base in runs else ():
-            if stage in runs[base].get("rows", {}):
-                out.append(("variant - base", (run, stage), (base, stage)))
+        bases = spec.get("base") or spec.get("reuse")
+        for base in [bases] if isinstance(bases, str) else bases or []:
+            for stage in rows if base in runs else ():
+                if stage in runs[base].get("rows", {}):
+                    out.append(("variant - base", (run, stage), (base, stage)))
     return out
 
 

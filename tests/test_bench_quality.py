@@ -489,3 +489,25 @@ def test_seeds_on_other_kinds_of_cpu_are_not_paired_and_the_table_names_the_cpu(
     assert line.endswith("| abc1234 on amx + avx512_bf16 |")
     assert bq.host_info()["bf16"] in ("amx", "avx512_bf16", "none")
     assert qr.host_label({"host": {"cpus": 2}}) == "unknown"
+
+
+def test_a_run_with_several_bases_is_paired_with_each():
+    """``base`` as a list: one ``variant - base`` comparison per base run, each with its own
+    per-seed differences (frozen_fp32_auto against [CLS] and against mean pooling)."""
+    runs = {"cls": {"rows": {"stage2": "cls"}}, "mean": {"base": "cls", "rows": {"stage2": "m"}},
+            "auto": {"base": ["cls", "mean"], "rows": {"stage2": "a"}}}
+    assert qpair.comparisons(runs) == [("variant - base", ("mean", "stage2"), ("cls", "stage2")),
+                                       ("variant - base", ("auto", "stage2"), ("cls", "stage2")),
+                                       ("variant - base", ("auto", "stage2"), ("mean", "stage2"))]
+    recs = [full_rec(s, {"stage2": (val, p)}, run=run)
+            for s in range(3) for run, val, p in (("cls", 0.80, 0.70), ("mean", 0.82, 0.75),
+                                                   ("auto", 0.83, 0.80))]
+    agg = qr.aggregate(recs, {k: v["rows"] for k, v in runs.items()}, runs)
+    res = qpair.paired(recs, agg, runs)["cora"]
+    assert [(r["a"][0], r["b"][0], r["seeds"]) for r in res] == [
+        ("mean", "cls", [0, 1, 2]), ("auto", "cls", [0, 1, 2]), ("auto", "mean", [0, 1, 2])]
+    assert res[1]["val"]["mean"] == pytest.approx(0.03) and res[2]["val"]["mean"] == \
+        pytest.approx(0.01)
+    test_a = [r["stages"]["stage2"]["test_acc"] for r in recs if r["run"] == "auto"]
+    test_m = [r["stages"]["stage2"]["test_acc"] for r in recs if r["run"] == "mean"]
+    assert res[2]["test"]["mean"] == pytest.approx(np.mean(np.subtract(test_a, test_m)))
