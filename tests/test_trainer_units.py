@@ -391,8 +391,35 @@ def test_pseudo_labels_are_refused_outside_joint_node_classification():
         load_config(None, ["stage3.mode=glem"])
     cfg = load_config(None, ["stage3.mode=glem", "stage3.pseudo_label_weight=0.5"])
     assert cfg.stage3.mode == "glem" and cfg.stage3.glem_rounds == 2
+    assert cfg.stage3.glem_gnn_pseudo_weight is None
+    with pytest.raises(ConfigError, match="stage3.glem_gnn_pseudo_weight weighs GLEM's GNN "
+                       "phase and needs stage3.mode=glem, got joint"):
+        load_config(None, ["stage3.pseudo_label_weight=0.5", "stage3.glem_gnn_pseudo_weight=0"])
     with pytest.raises(ConfigError, match="pseudo_label_threshold"):
         load_config(None, ["stage3.pseudo_label_threshold=1.0"])
+
+
+@pytest.mark.parametrize("gnn_weight, expect", [(None, 0.5), (0.05, 0.05), (0.0, None)])
+def test_glem_gnn_phase_weighs_the_lms_pseudo_labels_by_its_own_key(gnn_weight, expect):
+    """``stage3.glem_gnn_pseudo_weight``: null keeps ``pseudo_label_weight`` (the LM phase's),
+    a value replaces it for the GNN phase only, 0 drops the pseudo-labels (gold alone)."""
+    from types import SimpleNamespace
+
+    from lmgnn_dist.trainer.glem import GLEMTrainer
+    from lmgnn_dist.trainer.pseudo_labels import PseudoLabels
+
+    over = ["stage3.mode=glem", "stage3.pseudo_label_weight=0.5"]
+    if gnn_weight is not None:
+        over.append(f"stage3.glem_gnn_pseudo_weight={gnn_weight}")
+    trainer = SimpleNamespace(cfg=load_config(None, over))
+    lm_labels = PseudoLabels(torch.tensor([3, 5, 8]), torch.tensor([1, 0, 2]), 0.5, 1.0)
+    got = GLEMTrainer.gnn_phase_pseudo(trainer, lm_labels)
+    if expect is None:
+        assert got is None
+    else:
+        assert got.weight == expect and got.ratio == 1.0
+        assert torch.equal(got.ids, lm_labels.ids) and torch.equal(got.labels, lm_labels.labels)
+    assert lm_labels.weight == 0.5  # the LM phase's pseudo-labels are not changed
 
 
 # ---------------------------------------------------------------------- model.pooling

@@ -96,6 +96,9 @@ class RunConfig:
                              "stage3.pseudo_label_weight > 0 (the LM and the GNN learn from "
                              f"each other's pseudo-labels), got {t.kind} / "
                              f"{self.stage3.pseudo_label_weight}")
+        if self.stage3.glem_gnn_pseudo_weight is not None and self.stage3.mode != "glem":
+            raise ValueError("stage3.glem_gnn_pseudo_weight weighs GLEM's GNN phase and needs "
+                             f"stage3.mode=glem, got {self.stage3.mode}")
         if self.stage3.lm_aux_weight > 0 and (t.kind != "node_classification"
                                                or self.stage3.mode != "joint"):
             raise ValueError("stage3.lm_aux_weight > 0 needs task.kind=node_classification "

@@ -144,6 +144,10 @@ class Stage3Config(ScheduleConfig):
         full re-encode, and a GNN fit on gold + the LM's pseudo-labels (``stage2``'s
         settings, ``refit_epochs``); node classification, ``pseudo_label_weight`` > 0).
     glem_rounds : ``mode: glem``'s rounds (each an LM phase and a GNN phase).
+    glem_gnn_pseudo_weight : ``mode: glem``: the loss weight of the LM's pseudo-labels in
+        the GNN phase (null: ``pseudo_label_weight``, which the LM phase always uses; 0: the
+        GNN trains on the gold labels alone, so no LM label of a test node teaches it).
+        GLEM's own ogbn-arxiv recipe uses 0.05 (its README: ``--gnn_pl_weight=0.05``).
     pseudo_label_weight : GLEM's pseudo-labels (node classification): the loss weight of
         target nodes outside the training and validation splits labelled by the start model
         (``glem``: by the other model of the round) (0: off; see
@@ -159,6 +163,7 @@ class Stage3Config(ScheduleConfig):
 
     mode: Literal["joint", "lm_only", "glem"] = "joint"
     glem_rounds: PosInt = 2
+    glem_gnn_pseudo_weight: Optional[NonNegFloat] = None
     batch_size: PosInt = 16
     lm_train_nodes: PosInt = 16
     lm_infer_batch_size: PosInt = 64

@@ -20,8 +20,9 @@ The stage starts from stage 2's LMs and GNN (round 0, validated first) and runs
 2. **Re-encode**: every node with those LMs, without gradient, into the LM-embedding cache.
 3. **GNN phase** (M-step): the MLP head labels the same pool from the LM's own embeddings; a
    fresh GNN encoder + decoder (``stage2``'s settings, ``stage3.refit_epochs`` or
-   ``stage2.epochs`` epochs) trains on gold + those pseudo-labels and keeps its best
-   validated epoch.
+   ``stage2.epochs`` epochs) trains on gold + those pseudo-labels (at loss weight
+   ``glem_gnn_pseudo_weight``, default ``pseudo_label_weight``; 0: gold alone) and keeps its
+   best validated epoch.
 
 The round whose GNN has the best validation metric is kept (round 0: stage 2's model, as the
 joint mode's step 0); its LMs + GNN are the stage's checkpoint and its val/test the stage's.
@@ -69,6 +70,14 @@ class GLEMTrainer(JointTrainer):
         return dataclasses.replace(s, mode="lm_only", refit_gnn=False, lm_aux_weight=0.0,
                                    lm_train_nodes=max(s.lm_train_nodes, per_batch))
 
+    def gnn_phase_pseudo(self, pseudo):
+        """The LM's pseudo-labels as the GNN phase weighs them (``glem_gnn_pseudo_weight``,
+        null: unchanged), or None when that weight is 0 (gold labels alone)."""
+        w = self.cfg.stage3.glem_gnn_pseudo_weight
+        if w is None:
+            return pseudo
+        return dataclasses.replace(pseudo, weight=w) if w > 0 else None
+
     def fit(self) -> dict:
         t0, env, task, s3 = time.time(), self.env, self.task, self.cfg.stage3
         self.s, self.graph_free = s3, False
@@ -109,7 +118,8 @@ class GLEMTrainer(JointTrainer):
             t_gnn = time.time()
             # M-step: a fresh GNN on gold + the LM's pseudo-labels, on the re-encoded cache
             self.s, self.graph_free = s3, False
-            pseudo = make_pseudo_labels(self, mlp, env.fanouts(True), learnable)
+            pseudo = self.gnn_phase_pseudo(make_pseudo_labels(self, mlp, env.fanouts(True),
+                                                              learnable))
             gnn, last = fit_head(self, learnable, lms.out_dim, self.refit_epochs(),
                                  f"{self.name}_glem{r}_gnn", pseudo=pseudo, salt=1 + r)
             gval = {k[len("val_"):]: v for k, v in last.items() if k.startswith("val_")}
@@ -118,12 +128,13 @@ class GLEMTrainer(JointTrainer):
             rounds.append({"round": r, "lm_val_acc": lm_m.get("val_acc"),
                            "lm_test_acc": lm_m.get("test_acc"), "lm_pseudo": n_lm_pseudo,
                            "gnn_val_acc": last.get("val_acc"),
-                           "gnn_test_acc": last.get("test_acc"), "gnn_pseudo": len(pseudo),
+                           "gnn_test_acc": last.get("test_acc"),
+                           "gnn_pseudo": len(pseudo) if pseudo else 0,
                            "lm_s": t_gnn - t_lm, "gnn_s": time.time() - t_gnn})
             self.log(f"[{self.name}] GLEM round {r}: LM alone val acc "
                      f"{lm_m.get('val_acc', float('nan')):.4f} (taught by {n_lm_pseudo} GNN "
                      f"pseudo-labels), GNN val acc {last.get('val_acc', float('nan')):.4f} "
-                     f"(taught by {len(pseudo)} LM pseudo-labels)"
+                     f"(taught by {len(pseudo) if pseudo else 0} LM pseudo-labels)"
                      + ("  (best so far)" if improved else f"  (best: round {best.epoch})"))
         train_s = time.time() - t0 - timer.seconds["cache_fill"] - timer.seconds["validation"]
         with timer("end"):  # the kept round's final evaluation (and re-encode)
