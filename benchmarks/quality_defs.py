@@ -6,6 +6,21 @@ from __future__ import annotations
 
 from typing import Dict
 
+def frozen_lm(precision: str, pooling: str, label: str, base=None) -> dict:
+    """A run of stage 2 alone (the frozen LM + RGCN) with ``model.pooling`` pinned and the LMs
+    in ``precision``; ``label`` is the row label's middle, between "frozen LM + RGCN" and " LM in <precision>"."""
+    spec = {"overrides": ["stages=[2]", "baseline=false", f"launch.precision={precision}",
+                          f"model.pooling={pooling}"],
+            "rows": {"stage2": f"frozen LM + RGCN{label} LM in {precision}"}}
+    return dict(spec, base=base) if base else spec
+
+
+#: joint_glem's overrides (its variants add theirs)
+GLEM = ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
+        "stage3.mode=glem", "stage3.glem_rounds=2", "stage3.epochs=1",
+        "stage3.pseudo_label_weight=0.5", "stage3.pseudo_label_ratio=1.0"]
+
+
 #: run name -> overrides and rows (stage name -> row label); edit freely, labels are
 #: presentation (the report uses this table's labels for the runs it names). ``reuse``: copy
 #: the checkpoints of the stages before stage 3 from that run of the same part and seed when
@@ -97,46 +112,23 @@ RUNS: Dict[str, dict] = {
         "rows": {"stage3": "joint fine-tune, LM in bf16, cache rows at most 8 steps old + "
                            "refresh 64/step"},
     },
-    "frozen_bf16": {  # issue 22 items 1-2 on arXiv: stage 2 alone (the frozen LM + RGCN),
-        # [CLS] pinned, every LM pass in bf16: the pooling comparison's base
-        "overrides": ["stages=[2]", "baseline=false", "launch.precision=bf16",
-                      "model.pooling=cls"],
-        "rows": {"stage2": "frozen LM + RGCN ([CLS]), LM in bf16"},
-    },
-    "frozen_bf16_mean": {  # the same with the LM's own pooling (mean over real tokens)
-        "overrides": ["stages=[2]", "baseline=false", "launch.precision=bf16",
-                      "model.pooling=mean"],
-        "base": "frozen_bf16",
-        "rows": {"stage2": "frozen LM + RGCN, mean pooling, LM in bf16"},
-    },
-    "frozen_fp32": {  # the frozen_bf16 pair in fp32, for hosts without bf16 units (AVX2 only:
-        # bf16 autocast there runs ~25x slower than fp32, measured 2026-12-06)
-        "overrides": ["stages=[2]", "baseline=false", "launch.precision=fp32",
-                      "model.pooling=cls"],
-        "rows": {"stage2": "frozen LM + RGCN ([CLS]), LM in fp32"},
-    },
-    "frozen_fp32_mean": {
-        "overrides": ["stages=[2]", "baseline=false", "launch.precision=fp32",
-                      "model.pooling=mean"],
-        "base": "frozen_fp32",
-        "rows": {"stage2": "frozen LM + RGCN, mean pooling, LM in fp32"},
-    },
-    "frozen_fp32_auto": {  # model.pooling=auto: what all-MiniLM-L6-v2's folder declares,
-        # mean + L2 normalisation; against [CLS] (the built-in default) and against mean
-        # alone (which isolates the normalising)
-        "overrides": ["stages=[2]", "baseline=false", "launch.precision=fp32",
-                      "model.pooling=auto"],
-        "base": ["frozen_fp32", "frozen_fp32_mean"],
-        "rows": {"stage2": "frozen LM + RGCN, pooling auto (mean + L2 normalise), LM in fp32"},
-    },
+    # issue 22 items 1-2: stage 2 alone (the frozen LM + RGCN), the pooling pinned, every LM
+    # pass in bf16 (the AMX host) or fp32 (for hosts without bf16 units, AVX2 only: bf16
+    # autocast there runs ~25x slower than fp32, measured 2026-12-06). auto is what
+    # all-MiniLM-L6-v2's folder declares, mean + L2 normalisation: against [CLS] (the built-in
+    # default) and against mean alone (which isolates the normalising)
+    "frozen_bf16": frozen_lm("bf16", "cls", " ([CLS]),"),
+    "frozen_bf16_mean": frozen_lm("bf16", "mean", ", mean pooling,", base="frozen_bf16"),
+    "frozen_fp32": frozen_lm("fp32", "cls", " ([CLS]),"),
+    "frozen_fp32_mean": frozen_lm("fp32", "mean", ", mean pooling,", base="frozen_fp32"),
+    "frozen_fp32_auto": frozen_lm("fp32", "auto", ", pooling auto (mean + L2 normalise),",
+                                  base=["frozen_fp32", "frozen_fp32_mean"]),
     "joint_glem": {  # issues 22 item 4 / 25 item 5: stage 3 as GLEM's alternation from the
         # bf16 joint run's stage 2 -- 2 rounds of (LM 1 epoch of gold targets + as many of the
         # GNN's pseudo-labels at weight 0.5, re-encode, fresh GNN 30 epochs on gold + the LM's
         # pseudo-labels): 2 gold epochs of LM training, the joint run's budget (settings
         # fixed before any run)
-        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
-                      "stage3.mode=glem", "stage3.glem_rounds=2", "stage3.epochs=1",
-                      "stage3.pseudo_label_weight=0.5", "stage3.pseudo_label_ratio=1.0"],
+        "overrides": GLEM,
         "reuse": "joint_pretrained_bf16",
         "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
                      "seed (reuse), so joint_glem - joint_pretrained_bf16 compares stage 3 "
@@ -148,10 +140,7 @@ RUNS: Dict[str, dict] = {
         # pseudo-labels at GLEM's own ogbn-arxiv setting (--gnn_pl_weight=0.05) instead of 0.5:
         # joint_glem's GNN fell on test on 4 of 5 Cora seeds while learning the LM's labels of
         # the test pool (settings fixed before any run; not yet run)
-        "overrides": ["stages=[2,3]", "baseline=false", "resume=true", "launch.precision=bf16",
-                      "stage3.mode=glem", "stage3.glem_rounds=2", "stage3.epochs=1",
-                      "stage3.pseudo_label_weight=0.5", "stage3.pseudo_label_ratio=1.0",
-                      "stage3.glem_gnn_pseudo_weight=0.05"],
+        "overrides": [*GLEM, "stage3.glem_gnn_pseudo_weight=0.05"],
         "reuse": "joint_pretrained_bf16", "base": ["joint_pretrained_bf16", "joint_glem"],
         "copies_ok": "by design: stage 3 starts from the bf16 joint run's stage 2 of the same "
                      "seed (reuse), so the differences compare stage 3 alone",

@@ -150,9 +150,9 @@ def native_bf16_flags(flags: Optional[Iterable[str]] = None) -> list:
 
 
 #: the console line of an explicit ``launch.precision=bf16`` on a CPU without bf16 units
-SLOW_BF16 = ("launch.precision=bf16 on a CPU without {units}: bf16 autocast is emulated here "
-             "and runs far slower than fp32 (MiniLM ~25x on an AVX2-only EPYC, measured "
-             "2026-12-06); use launch.precision=auto or fp32")
+SLOW_BF16 = (f"launch.precision=bf16 on a CPU without {' or '.join(BF16_CPU_FLAGS)}: bf16 "
+             "autocast is emulated here and runs far slower than fp32 (MiniLM ~25x on an "
+             "AVX2-only EPYC, measured 2026-12-06); use launch.precision=auto or fp32")
 
 
 def resolve_device(device: str = "auto", precision: str = "fp32", local_rank: int = 0,
@@ -195,7 +195,7 @@ def resolve_device(device: str = "auto", precision: str = "fp32", local_rank: in
                               "runs bf16); use bf16 or fp32")
         slow = precision == "bf16" and not native_bf16_flags(flags)
         return DevicePlan(torch.device("cpu"), torch.device("cpu"), precision, reason,
-                          SLOW_BF16.format(units=" or ".join(BF16_CPU_FLAGS)) if slow else "")
+                          SLOW_BF16 if slow else "")
     if not cuda_available:
         raise DeviceError("launch.device=cuda but torch sees no CUDA device on this machine "
                           "(torch.cuda.is_available() is False); use launch.device=auto or cpu")

@@ -83,7 +83,7 @@ class GLEMTrainer(JointTrainer):
         self.s, self.graph_free = s3, False
         lms, gnn, learnable = self.build_models()  # stage 2's GNN, the start LMs
         env.lm_cache(lms.out_dim)
-        timer = PhaseTimer({"cache_fill": 0.0, "validation": 0.0, "end": 0.0, "encode": 0.0})
+        timer = PhaseTimer({"cache_fill": 0.0, "validation": 0.0, "encode": 0.0})
         with timer("cache_fill"):
             env.fill_cache(lms)  # a full encode unless the job's stage 2 left the cache
         best = BestModel(task.primary)
@@ -120,6 +120,7 @@ class GLEMTrainer(JointTrainer):
             self.s, self.graph_free = s3, False
             pseudo = self.gnn_phase_pseudo(make_pseudo_labels(self, mlp, env.fanouts(True),
                                                               learnable))
+            n_gnn_pseudo = len(pseudo) if pseudo else 0
             gnn, last = fit_head(self, learnable, lms.out_dim, self.refit_epochs(),
                                  f"{self.name}_glem{r}_gnn", pseudo=pseudo, salt=1 + r)
             gval = {k[len("val_"):]: v for k, v in last.items() if k.startswith("val_")}
@@ -129,21 +130,21 @@ class GLEMTrainer(JointTrainer):
                            "lm_test_acc": lm_m.get("test_acc"), "lm_pseudo": n_lm_pseudo,
                            "gnn_val_acc": last.get("val_acc"),
                            "gnn_test_acc": last.get("test_acc"),
-                           "gnn_pseudo": len(pseudo) if pseudo else 0,
+                           "gnn_pseudo": n_gnn_pseudo,
                            "lm_s": t_gnn - t_lm, "gnn_s": time.time() - t_gnn})
             self.log(f"[{self.name}] GLEM round {r}: LM alone val acc "
                      f"{lm_m.get('val_acc', float('nan')):.4f} (taught by {n_lm_pseudo} GNN "
                      f"pseudo-labels), GNN val acc {last.get('val_acc', float('nan')):.4f} "
-                     f"(taught by {len(pseudo) if pseudo else 0} LM pseudo-labels)"
+                     f"(taught by {n_gnn_pseudo} LM pseudo-labels)"
                      + ("  (best so far)" if improved else f"  (best: round {best.epoch})"))
         train_s = time.time() - t0 - timer.seconds["cache_fill"] - timer.seconds["validation"]
-        with timer("end"):  # the kept round's final evaluation (and re-encode)
-            if best.epoch == s3.glem_rounds:  # the last round: cache and GNN hold it already
-                metrics = {k: v for k, v in last.items() if k.startswith(("val_", "test_"))}
-            else:  # an earlier round (or stage 2's model): its LMs re-encode every node
-                best.restore(gnn, learnable, lms)
-                enc = env.fill_cache(lms, step=best.epoch)
-                timer.add("encode", enc["seconds"] if enc else 0.0)
+        if best.epoch == s3.glem_rounds:  # the last round: cache and GNN hold it already
+            metrics = {k: v for k, v in last.items() if k.startswith(("val_", "test_"))}
+        else:  # an earlier round (or stage 2's model): its LMs re-encode every node
+            best.restore(gnn, learnable, lms)
+            with timer("encode"):
+                env.fill_cache(lms, step=best.epoch)
+            with timer("validation"):
                 metrics = evaluate_splits(task, gnn, env.features(learnable), env.fanouts(),
                                           self.cfg.eval_batch_size)
         sec = timer.seconds
@@ -156,6 +157,6 @@ class GLEMTrainer(JointTrainer):
             val_history=history, rounds=rounds, steps=steps, steps_per_epoch=per_epoch,
             epochs=epochs, lm_encodings=totals,
             lm_encodings_per_node_per_epoch=per_node_per_epoch(totals, self.g, lm_types, epochs),
-            train_s=train_s, validation_s=sec["validation"] + sec["end"] - sec["encode"],
+            train_s=train_s, validation_s=sec["validation"],
             cache_fill_s=sec["cache_fill"], encode_s=sec["encode"], seconds=time.time() - t0)
         return self.finish(metrics, lms=lms, head=gnn, learnable=learnable)
