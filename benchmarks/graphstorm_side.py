@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # launch.procs
+sys.path.insert(0, str(REPO))  # launch.memory
 GS_VENV = Path("/work/gs-venv")
 PIP = "{venv}/bin/pip install -q"
 SETUP = [  # run in order by --setup; {venv} = --gs-venv
@@ -138,10 +138,10 @@ def dgl_role(proc) -> str:
 
 def run_watched(cmd, log: Path, env=None, cwd=REPO) -> dict:
     """Run ``cmd`` (output to ``log``), sampling the RSS of its process tree every 0.5 s
-    (:class:`launch.procs.TreeMemoryMonitor`); ``rc``, ``wall_s``, ``peak_mb`` (per role:
+    (:class:`launch.memory.TreeMemoryMonitor`); ``rc``, ``wall_s``, ``peak_mb`` (per role:
     ``trainer``/``server`` by DGL_ROLE, else ``other``: the largest single process) and
     ``peak_sum_mb`` (the tree's summed RSS)."""
-    from launch.procs import TreeMemoryMonitor
+    from launch.memory import TreeMemoryMonitor
 
     t0 = time.time()
     with open(log, "w") as fh:

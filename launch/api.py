@@ -19,10 +19,12 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from launch.hosts import (Host, LaunchError, check_partition_matches, check_port_free,
                           read_ip_config, write_debug_ip_config)
-from launch.procs import (EXCEPTION_EXIT_CODE, JobWatch, Proc, ProcessOutput, ProcSpec,
-                          join_streams, process_specs, start_process, stop_processes)
+from launch.output import ProcessOutput
+from launch.procs import (Proc, ProcSpec, join_streams, process_specs, start_process,
+                          stop_processes)
 from launch.remote import (REMOTE_KILL_GRACE_S, check_env_key, preflight_remote,
                            remote_command, ssh_argv)
+from launch.watch import EXCEPTION_EXIT_CODE, JobWatch
 
 #: name of the ip-config :meth:`Machines.resolve` writes for loopback debug machines
 DEBUG_IP_CONFIG = "ip_config_debug.txt"
@@ -80,7 +82,7 @@ class LaunchSpec:
     env : extra environment of every process (keys checked: :func:`~launch.remote.check_env_key`).
     log_dir : every process's output also goes to ``<log_dir>/<process>.log``.
     quiet : console shows only the lines the trainers mark for the user, error lines and the
-        launcher's own (:class:`~launch.procs.ProcessOutput`).
+        launcher's own (:class:`~launch.output.ProcessOutput`).
     """
 
     machines: Machines
@@ -100,7 +102,7 @@ class LaunchSpec:
 class Launcher:
     """Starts, streams and supervises the processes of one distributed job (loopback hosts as
     local subprocesses, other hosts over ssh); the supervision itself is
-    :mod:`launch.procs`'s, shared with the Ray driver's actors."""
+    :mod:`launch.procs`'s and :mod:`launch.watch`'s, shared with the Ray driver's actors."""
 
     hosts: List[Host]
     part_config: str

@@ -17,7 +17,7 @@ machine, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), the same environment contrac
 ``ssh`` (``--ssh-port``, ``--ssh-user``, ``--ssh-opt``). Each process's output is streamed with
 a ``[server-m.s]``/``[trainer-r]`` prefix (``--log-dir``: also into ``<dir>/<process>.log``;
 ``--quiet``: on the console only what the trainers mark for the user, error lines and the
-launcher's own, see :class:`launch.procs.ProcessOutput`). If any process fails, the others are stopped (their
+launcher's own, see :class:`launch.output.ProcessOutput`). If any process fails, the others are stopped (their
 whole process groups) and the launcher exits with that process's code; Ctrl-C does the same.
 
 Remote hosts: nothing is copied. Before anything starts, one ``ssh`` call per remote host

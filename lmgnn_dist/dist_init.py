@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Optional
 
 # a job process that raised an exception other than a lost connection exits with this code;
 # the drivers do not retry it (a bug or bad input repeats on every attempt)
-from launch.procs import EXCEPTION_EXIT_CODE
+from launch.watch import EXCEPTION_EXIT_CODE
 if TYPE_CHECKING:
     import torch
 

@@ -1,11 +1,11 @@
 """What a stage shows while it runs: one progress bar on the console and TensorBoard scalars.
 
 Job processes log with Python :mod:`logging` (logger ``lmgnn_dist``, one line per record on
-stdout, set up by :func:`setup_logging`). The launcher (:class:`launch.procs.ProcessOutput`)
+stdout, set up by :func:`setup_logging`). The launcher (:class:`launch.output.ProcessOutput`)
 writes every line to ``<output_dir>/logs/<process>.log`` and shows on the console only the
 lines marked for the user: records logged with ``extra={"console": True}`` (the
-:data:`~launch.procs.CONSOLE_MARK` prefix) and progress-bar refreshes
-(:data:`~launch.procs.BAR_MARK`). A process whose stdout is a terminal (started by hand)
+:data:`~launch.output.CONSOLE_MARK` prefix) and progress-bar refreshes
+(:data:`~launch.output.BAR_MARK`). A process whose stdout is a terminal (started by hand)
 prints plain lines and a plain ``tqdm`` bar instead.
 
 :class:`StageMonitor` is created in each trainer's ``fit()`` and fed one call per loop
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from launch.procs import BAR_MARK, CONSOLE_MARK
+from launch.output import BAR_MARK, CONSOLE_MARK
 
 LOGGER = logging.getLogger("lmgnn_dist")
 

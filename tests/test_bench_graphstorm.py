@@ -101,7 +101,7 @@ def test_rows_and_table():
 
 
 def test_run_watched_reports_each_roles_largest_process_and_the_tree_sum(tmp_path):
-    """The watched run's memory comes from launch.procs.TreeMemoryMonitor: a child that
+    """The watched run's memory comes from launch.memory.TreeMemoryMonitor: a child that
     holds ~60 MiB with DGL_ROLE=client is the trainer peak, and the tree sum covers it."""
     code = ("import os, subprocess, sys, time; "
             "env = dict(os.environ, DGL_ROLE='client'); "

@@ -208,7 +208,7 @@ class _Stream:
 
 @pytest.mark.parametrize("tty", [False, True])
 def test_process_output_filters_the_console_and_logs_everything(tmp_path, tty):
-    from launch.procs import BAR_MARK, CONSOLE_MARK, ProcessOutput
+    from launch.output import BAR_MARK, CONSOLE_MARK, ProcessOutput
 
     stream = _Stream(tty)
     out = ProcessOutput(str(tmp_path / "logs"), verbose=False, stream=stream)

@@ -419,3 +419,20 @@ def test_bad_launcher_files_give_one_line_and_start_nothing(tmp_path, capsys, ca
     rc = main([*where, "--part-config", part, "--workspace", str(tmp_path), "--", "true"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_procs_still_exports_the_names_that_moved_out():
+    """launch/procs.py was split (output, watch, memory); the old import path still works."""
+    import importlib
+
+    import launch.procs
+
+    moved = {"launch.output": ["CONSOLE_MARK", "BAR_MARK", "BAR_EVERY_S", "ProcessOutput"],
+             "launch.watch": ["NO_RETRY_EXIT_CODES", "EXCEPTION_EXIT_CODE", "NO_RETRY_REASONS",
+                              "Outcome", "JobWatch", "run_with_restarts"],
+             "launch.memory": ["TreeMemoryMonitor"]}
+    for home, names in moved.items():
+        mod = importlib.import_module(home)
+        for name in names:
+            assert getattr(launch.procs, name) is getattr(mod, name), (home, name)
+            assert name in launch.procs.__all__

@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from launch.procs import run_with_restarts
+from launch.watch import run_with_restarts
 from lmgnn_dist.run.runplan import clean_stale_checkpoints
 
 from run_helpers import comparable, own_processes, tiny_config
@@ -194,7 +194,7 @@ def test_exit_code_of_tells_lost_peers_from_exceptions():
 def test_trainer_exception_stops_the_job_once_with_its_last_line(tmp_path):
     """A process that raises ends the job with code 3 and the launcher names its last line;
     when a process was killed by a signal, that death is what the job reports."""
-    from launch.procs import JobWatch
+    from launch.watch import JobWatch
 
     script = tmp_path / "boom.py"
     script.write_text("import os, time\nfrom lmgnn_dist.dist_init import run_and_exit\n"

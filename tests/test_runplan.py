@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from launch.procs import JobWatch
+from launch.watch import JobWatch
 from lmgnn_dist.run.checkpoint import write_stage
 from lmgnn_dist.config import load_config
 from lmgnn_dist.run.runplan import PlanError, RunPlan

@@ -20,7 +20,7 @@ then writes their combined task table (:func:`~lmgnn_dist.drivers.results.format
 
 Fault tolerance: if the distributed job fails (a process dies or exits non-zero) it is started
 again, every process afresh (new ports, new shared-memory namespace), at most
-``launch.max_restarts`` times (:func:`launch.procs.run_with_restarts`). Trainers always run
+``launch.max_restarts`` times (:func:`launch.watch.run_with_restarts`). Trainers always run
 with ``--resume``, so stages whose checkpoint is complete are not run again; the failed stage
 continues after its last progress checkpoint (``checkpoint_every``), or starts from its
 beginning without one. Exit code 2 (bad input) is never retried.
@@ -33,7 +33,8 @@ import time
 from typing import List, Optional, Sequence, Tuple
 
 from launch.api import LaunchSpec, Machines, SSHSettings, launch
-from launch.procs import TreeMemoryMonitor, run_with_restarts
+from launch.memory import TreeMemoryMonitor
+from launch.watch import run_with_restarts
 
 from ..config import ConfigError, RunConfig, load_config
 from .results import format_task_table, task_rows, write_results

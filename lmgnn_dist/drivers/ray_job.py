@@ -37,7 +37,7 @@ class MachineActor:
     (each in its own process group, killed if the actor dies), collects their output lines and
     exit codes, and stops them on request (:func:`launch.procs.stop_processes`): the
     launcher's own process code. Every method returns at once; the driver polls and decides
-    with :class:`launch.procs.JobWatch`. The methods run on the actor's main thread (a
+    with :class:`launch.watch.JobWatch`. The methods run on the actor's main thread (a
     non-threaded actor), which is what ``PR_SET_PDEATHSIG`` ties the children's lifetime to.
     """
 
@@ -67,7 +67,8 @@ class MachineActor:
 
     def start(self, specs: List[dict], command: List[str], cwd: str) -> int:
         """Start this machine's processes (``specs``: dicts of a ``ProcSpec``); returns how many."""
-        from launch.procs import TreeMemoryMonitor, start_process
+        from launch.memory import TreeMemoryMonitor
+        from launch.procs import start_process
 
         self._mem = TreeMemoryMonitor(os.getpid()).__enter__()
         for spec in specs:
@@ -133,10 +134,10 @@ class StageJob:
     def __init__(self, cfg: RunConfig, name: str, command: List[str], part_config: str,
                  placement_timeout_s: float = 300.0, server_grace_s: float = 60.0,
                  output=None):
-        from launch.procs import ProcessOutput
+        from launch.output import ProcessOutput
 
         self.cfg, self.name, self.command, self.part_config = cfg, name, command, part_config
-        #: the processes' lines: log files + console filter (:class:`launch.procs.ProcessOutput`)
+        #: the processes' lines: log files + console filter (:class:`launch.output.ProcessOutput`)
         self.output = output if output is not None else ProcessOutput()
         self.placement_timeout_s, self.server_grace_s = placement_timeout_s, server_grace_s
         self.pg = None
@@ -232,8 +233,8 @@ class StageJob:
 
     def _supervise(self) -> int:
         """Until every trainer ended 0 (then the servers, with a grace period) or one failed
-        (:class:`launch.procs.JobWatch`, the launcher's rule)."""
-        from launch.procs import JobWatch
+        (:class:`launch.watch.JobWatch`, the launcher's rule)."""
+        from launch.watch import JobWatch
 
         watch = JobWatch(self.server_grace_s)
         while True:

@@ -56,7 +56,8 @@ def run_pipeline(cfg: RunConfig, placement_timeout_s: float = 300.0,
     """Prepare the run (:func:`~lmgnn_dist.drivers.prepare.prepare_run`), then run every stage still
     to run as its own job with restarts; returns the exit code (0: ``results.json``
     written)."""
-    from launch.procs import ProcessOutput, run_with_restarts
+    from launch.output import ProcessOutput
+    from launch.watch import run_with_restarts
 
     from .prepare import prepare_run
     from .results import write_results
