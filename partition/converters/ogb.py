@@ -64,14 +64,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import builtins
-import importlib
 import os
-import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
-from unittest import mock
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -80,241 +75,19 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_path, write_parquet_atomic
 from ..tag import SPLIT_CODE, TAG, EdgeTable, NodeTable
 from ..tag_write import write_tag
+from .ogb_local import DATASETS, check_files, dataset_dir, load_offline, required_files
+from .ogb_text import (
+    NO_TEXT,
+    class_names,
+    join_title_abstract,
+    node_texts,
+    read_asin_titles,
+    read_mapping,
+    read_titleabs,
+)
 
-#: placeholder text of a node that has no text in the text file (flagged ``has_text=false``).
-NO_TEXT = "[no text]"
-
-#: per dataset: node type, relation, node-id mapping file, label-name mapping file, default
-#: text files (relative to ``<root>`` / to the dataset folder ``{ds}``).
-DATASETS: Dict[str, dict] = {
-    "ogbn-arxiv": {
-        "kind": "node", "ntype": "paper", "etype": "cites",
-        "mapping": "nodeidx2paperid.csv.gz", "label_names": "labelidx2arxivcategeory.csv.gz",
-        "text_defaults": ["titleabs.tsv", "{ds}/titleabs.tsv"], "text_kind": "titleabs",
-    },
-    "ogbn-products": {
-        "kind": "node", "ntype": "product", "etype": "copurchased",
-        "mapping": "nodeidx2asin.csv.gz", "label_names": "labelidx2productcategory.csv.gz",
-        "text_defaults": ["{ds}/asin2title.tsv", "{ds}/asin2title.csv"], "text_kind": "asin_title",
-    },
-    "ogbl-citation2": {
-        "kind": "link", "ntype": "paper", "etype": "cites",
-        "mapping": "nodeidx2paperid.csv.gz", "label_names": None,
-        "text_defaults": ["titleabs.tsv", "{ds}/titleabs.tsv"], "text_kind": "titleabs",
-    },
-}
-
-
-def _import_ogb():
-    """``import ogb`` without its PyPI version check: ``ogb/version.py`` (and ``outdated`` on
-    its own import) start threads querying pypi.org, a network call that offline may hang until
-    a timeout. While ogb is first imported, ``outdated`` is made unimportable (ogb then skips
-    the check, as it does when the package is not installed); the entry is restored after."""
-    if "ogb" not in sys.modules and "outdated" not in sys.modules:
-        sys.modules["outdated"] = None  # type: ignore[assignment]  # -> ImportError in ogb
-        try:
-            return importlib.import_module("ogb")
-        finally:
-            del sys.modules["outdated"]
-    return importlib.import_module("ogb")
-
-
-def _meta_info(name: str):
-    """ogb's own master.csv row for ``name`` (version, split kind, additional node files)."""
-    import pandas as pd
-
-    sub = "nodeproppred" if DATASETS[name]["kind"] == "node" else "linkproppred"
-    ogb = _import_ogb()  # local: only this converter needs ogb
-    master = pd.read_csv(os.path.join(os.path.dirname(ogb.__file__), sub, "master.csv"),
-                         index_col=0, keep_default_na=False)
-    return master[name]
-
-
-def dataset_dir(name: str, ogb_root: os.PathLike) -> Path:
-    """The folder ogb reads ``name`` from: ``<root>/<name with _>_dgl`` if it exists, else
-    ``<root>/<name with _>`` (the same rule as ogb's loaders)."""
-    base = Path(ogb_root) / "_".join(name.split("-"))
-    dgl_dir = base.with_name(base.name + "_dgl")
-    return dgl_dir if dgl_dir.exists() else base
-
-
-def required_files(name: str, ogb_root: os.PathLike,
-                   text_file: Optional[os.PathLike] = None) -> List[Tuple[str, List[Path]]]:
-    """What ``convert_ogb(name, ogb_root)`` needs: a list of ``(description, alternatives)``;
-    an entry is satisfied when any one of its alternative paths exists.
-
-    Raises ValueError for an unsupported ``name``.
-    """
-    if name not in DATASETS:
-        raise ValueError(f"unsupported dataset {name!r}; expected one of {sorted(DATASETS)}")
-    spec, info = DATASETS[name], _meta_info(name)
-    ds = dataset_dir(name, ogb_root)
-    raw, split = ds / "raw", ds / "split" / info["split"]
-    processed = ds / "processed" / "dgl_data_processed"
-    need: List[Tuple[str, List[Path]]] = [
-        ("ogb release marker (ships in OGB's zip; ogb asks interactively without it)",
-         [ds / f"RELEASE_v{info['version']}.txt"]),
-    ]
-    raw_files = ["edge.csv.gz", "num-node-list.csv.gz", "num-edge-list.csv.gz"]
-    if spec["kind"] == "node":
-        raw_files.append("node-label.csv.gz")
-    if info["additional node files"] != "None":
-        raw_files += [f"{f}.csv.gz" for f in info["additional node files"].split(",")]
-    for f in raw_files:
-        need.append(("raw graph file, or ogb's processed file instead",
-                     [raw / f, processed]))
-    ext = "csv.gz" if spec["kind"] == "node" else "pt"
-    for part in ("train", "valid", "test"):
-        need.append((f"official {info['split']!r} split", [split / f"{part}.{ext}",
-                                                           split / "split_dict.pt"]))
-    need.append(("node-id mapping", [ds / "mapping" / spec["mapping"]]))
-    if text_file is not None:
-        need.append(("text file (--text-file)", [Path(text_file)]))
-    else:
-        defaults = [Path(ogb_root) / d.format(ds=ds.name) for d in spec["text_defaults"]]
-        need.append(("text file (or pass --text-file)", defaults))
-    return need
-
-
-def check_files(name: str, ogb_root: os.PathLike, text_file: Optional[os.PathLike] = None) -> Path:
-    """Check every file :func:`convert_ogb` needs before ogb is touched (so it never downloads
-    or prompts); return the text file to use.
-
-    Raises
-    ------
-    FileNotFoundError
-        One error listing the whole expected layout, each missing entry marked ``MISSING``.
-    """
-    need = required_files(name, ogb_root, text_file)
-    missing = [(what, alts) for what, alts in need if not any(p.exists() for p in alts)]
-    if missing:
-        lines = [f"{name}: dataset files missing under --ogb-root {ogb_root} (nothing is "
-                 "downloaded; put the unzipped OGB release and the text file there):"]
-        for what, alts in need:
-            mark = "MISSING" if (what, alts) in missing else "ok     "
-            lines.append(f"  {mark} {' or '.join(str(p) for p in alts)}   [{what}]")
-        raise FileNotFoundError("\n".join(lines))
-    return next(p for p in need[-1][1] if p.exists())
-
-
-@contextmanager
-def _offline_ogb(kind: str) -> Iterator[None]:
-    """Make ogb unable to download or to wait on ``input()`` (both raise instead)."""
-    def refuse(*args, **kwargs):
-        raise RuntimeError(f"ogb tried to prompt/download ({args[:1]}); the local OGB files are "
-                           "incomplete or from another release (see check_files)")
-
-    module = "ogb.nodeproppred.dataset_dgl" if kind == "node" else "ogb.linkproppred.dataset_dgl"
-    with mock.patch(f"{module}.decide_download", refuse), \
-            mock.patch(f"{module}.download_url", refuse), \
-            mock.patch.object(builtins, "input", refuse):
-        yield
-
-
-def join_title_abstract(title: str, abstract: str) -> str:
-    """``title + ". " + abstract`` after stripping both; only the non-empty one if the other
-    is empty; ``""`` if both are."""
-    title, abstract = title.strip(), abstract.strip()
-    if title and abstract:
-        return f"{title}. {abstract}"
-    return title or abstract
-
-
-def read_titleabs(path: os.PathLike, wanted: Optional[set] = None) -> Dict[int, str]:
-    """Read a ``paper id <TAB> title <TAB> abstract`` file into ``{paper id: text}``.
-
-    A first row whose id field is not an integer is taken as a header and skipped; tabs after
-    the second are kept in the abstract; ``wanted`` (paper ids) limits what is kept in memory.
-
-    Raises ValueError naming the line for a non-integer id (after the first line) or a line
-    without a tab.
-    """
-    texts: Dict[int, str] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t", 2)
-            try:
-                pid = int(fields[0])
-            except ValueError:
-                if lineno == 1:
-                    continue  # header row
-                raise ValueError(f"{path}: line {lineno}: paper id {fields[0]!r} is not an integer")
-            if len(fields) < 2:
-                raise ValueError(f"{path}: line {lineno}: expected 'paper id<TAB>title<TAB>abstract'")
-            if wanted is not None and pid not in wanted:
-                continue
-            texts[pid] = join_title_abstract(fields[1], fields[2] if len(fields) > 2 else "")
-    return texts
-
-
-def read_asin_titles(path: os.PathLike) -> Dict[str, str]:
-    """Read a CSV (TSV if the name ends in ``.tsv``) with header columns ``asin``, ``title``.
-
-    Raises ValueError naming the file if either column is missing.
-    """
-    import csv
-
-    import pandas as pd
-
-    tsv = str(path).endswith(".tsv")
-    df = pd.read_csv(path, sep="\t" if tsv else ",", dtype=str, keep_default_na=False,
-                     quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-    missing = [c for c in ("asin", "title") if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)} "
-                         "(expected a header row with 'asin' and 'title')")
-    return {a.strip(): t.strip() for a, t in zip(df["asin"], df["title"])}
-
-
-def _read_mapping(path: Path, n: int) -> np.ndarray:
-    """``mapping/nodeidx2*.csv.gz`` (header ``node idx,<key>``) -> keys in node order."""
-    import pandas as pd
-
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if df.shape[1] < 2:
-        raise ValueError(f"{path}: expected columns 'node idx,<id>'; found {list(df.columns)}")
-    idx = df.iloc[:, 0].astype(np.int64).to_numpy()
-    if len(idx) != n or not np.array_equal(np.sort(idx), np.arange(n)):
-        raise ValueError(f"{path}: node idx column must be a permutation of 0..{n - 1} "
-                         f"(the graph has {n} nodes); found {len(idx)} rows")
-    keys = np.empty(n, dtype=object)
-    keys[idx] = df.iloc[:, 1].str.strip().to_numpy()
-    return keys
-
-
-def _class_names(path: Path, num_classes: int) -> List[str]:
-    """``mapping/labelidx2*.csv.gz`` -> names by label idx; ``0..C-1`` if absent."""
-    import pandas as pd
-
-    if not path.exists():
-        return [str(c) for c in range(num_classes)]
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    names = [str(c) for c in range(num_classes)]
-    for i, v in zip(df.iloc[:, 0].astype(int), df.iloc[:, 1]):
-        if 0 <= i < num_classes:
-            names[i] = v.strip()
-    return names
-
-
-def _node_texts(keys: np.ndarray, text_kind: str, text_path: Path) -> Tuple[List[str], np.ndarray]:
-    if text_kind == "titleabs":
-        ids = np.array([int(k) for k in keys], dtype=np.int64)
-        table = read_titleabs(text_path, wanted=set(ids.tolist()))
-        found = [table.get(int(k), "") for k in ids]
-    else:
-        table = read_asin_titles(text_path)
-        found = [table.get(k, "") for k in keys]
-    has_text = np.array([bool(t.strip()) for t in found], dtype=bool)
-    return [t if h else NO_TEXT for t, h in zip(found, has_text)], has_text
-
-
-def _add_has_text(node_parquet: Path, has_text: np.ndarray) -> None:
-    table = pq.read_table(node_parquet)
-    table = table.append_column("has_text", pa.array(has_text, pa.bool_()))
-    write_parquet_atomic(table, node_parquet)
+#: the official split's part names -> the TAG's split names
+_PARTS = (("train", "train"), ("valid", "val"), ("test", "test"))
 
 
 def convert_ogb(name: str, ogb_root: os.PathLike, out_dir: os.PathLike,
@@ -345,23 +118,11 @@ def convert_ogb(name: str, ogb_root: os.PathLike, out_dir: os.PathLike,
     spec = DATASETS[name]
     text_path = check_files(name, ogb_root, text_file)
     ds = dataset_dir(name, ogb_root)
-    with _offline_ogb(spec["kind"]):
-        if spec["kind"] == "node":
-            from ogb.nodeproppred import DglNodePropPredDataset
-
-            dataset = DglNodePropPredDataset(name=name, root=str(ogb_root))
-            graph, labels = dataset[0]
-            split_idx = dataset.get_idx_split()
-        else:
-            from ogb.linkproppred import DglLinkPropPredDataset
-
-            dataset = DglLinkPropPredDataset(name=name, root=str(ogb_root))
-            graph = dataset[0]
-            edge_split = dataset.get_edge_split()
+    dataset, graph, labels, official_split = load_offline(name, ogb_root)
 
     n = int(graph.num_nodes())
-    keys = _read_mapping(ds / "mapping" / spec["mapping"], n)
-    texts, has_text = _node_texts(keys, spec["text_kind"], text_path)
+    keys = read_mapping(ds / "mapping" / spec["mapping"], n)
+    texts, has_text = node_texts(keys, spec["text_kind"], text_path)
     ntype = spec["ntype"]
     cetype = (ntype, spec["etype"], ntype)
     counts: Dict[str, int] = {"nodes": n}
@@ -373,33 +134,15 @@ def convert_ogb(name: str, ogb_root: os.PathLike, out_dir: os.PathLike,
     }
 
     if spec["kind"] == "node":
-        y = labels.reshape(-1).numpy()
-        label = np.where(np.isnan(y), -1, y).astype(np.int64) if y.dtype.kind == "f" else y.astype(np.int64)
-        codes = np.zeros(n, dtype=np.int8)
-        for part, code_name in (("train", "train"), ("valid", "val"), ("test", "test")):
-            idx = split_idx[part].numpy().astype(np.int64)
-            if (codes[idx] != 0).any():
-                raise ValueError(f"{name}: split {part!r} overlaps another split")
-            codes[idx] = SPLIT_CODE[code_name]
-            counts[code_name] = int(len(idx))
-        classes = _class_names(ds / "mapping" / spec["label_names"], int(dataset.num_classes))
+        label = _node_labels(labels)
+        codes = _node_split(name, n, official_split, counts)
+        classes = class_names(ds / "mapping" / spec["label_names"], int(dataset.num_classes))
         src, dst = (t.numpy().astype(np.int64) for t in graph.edges())
         nodes = NodeTable(ntype, np.arange(n, dtype=np.int64), texts, label, codes, classes)
         edges = EdgeTable(cetype, src, dst)
         meta["split"] = {"kind": f"ogb official ({dataset.meta_info['split']})"}
     else:
-        parts, negatives = [], {}
-        for part, code_name in (("train", "train"), ("valid", "val"), ("test", "test")):
-            d = edge_split[part]
-            s = np.asarray(d["source_node"]).astype(np.int64)
-            t = np.asarray(d["target_node"]).astype(np.int64)
-            parts.append((s, t, np.full(len(s), SPLIT_CODE[code_name], dtype=np.int8)))
-            counts[code_name] = int(len(s))
-            if part != "train" and "target_node_neg" in d:
-                negatives[f"{part}_source_node"] = s
-                negatives[f"{part}_target_node_neg"] = np.asarray(d["target_node_neg"]).astype(np.int64)
-                counts[f"negatives_{part}"] = int(len(s))
-        src, dst, codes = (np.concatenate(c) for c in zip(*parts))
+        src, dst, codes, negatives = _edge_split(official_split, counts)
         nodes = NodeTable(ntype, np.arange(n, dtype=np.int64), texts)
         edges = EdgeTable(cetype, src, dst, split=codes)
         counts["graph_edges"] = int(graph.num_edges())
@@ -418,6 +161,53 @@ def convert_ogb(name: str, ogb_root: os.PathLike, out_dir: os.PathLike,
     return counts
 
 
+def _node_labels(labels) -> np.ndarray:
+    """ogb's ``[N, 1]`` label tensor -> int64 ``[N]`` (a float NaN, i.e. no label, -> -1)."""
+    y = labels.reshape(-1).numpy()
+    if y.dtype.kind == "f":
+        return np.where(np.isnan(y), -1, y).astype(np.int64)
+    return y.astype(np.int64)
+
+
+def _node_split(name: str, n: int, split_idx: dict, counts: Dict[str, int]) -> np.ndarray:
+    """``get_idx_split()`` -> split codes ``[n]`` (0: in no split); the part sizes go into
+    ``counts``. Raises ValueError if two parts share a node."""
+    codes = np.zeros(n, dtype=np.int8)
+    for part, code_name in _PARTS:
+        idx = split_idx[part].numpy().astype(np.int64)
+        if (codes[idx] != 0).any():
+            raise ValueError(f"{name}: split {part!r} overlaps another split")
+        codes[idx] = SPLIT_CODE[code_name]
+        counts[code_name] = int(len(idx))
+    return codes
+
+
+def _edge_split(edge_split: dict, counts: Dict[str, int]
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
+    """``get_edge_split()`` -> ``(src, dst, split codes, negatives)``: the train, valid and test
+    positive edges in that order, and the valid/test negatives (source nodes and their negative
+    targets) where given; the part sizes and negative counts go into ``counts``."""
+    parts, negatives = [], {}
+    for part, code_name in _PARTS:
+        d = edge_split[part]
+        s = np.asarray(d["source_node"]).astype(np.int64)
+        t = np.asarray(d["target_node"]).astype(np.int64)
+        parts.append((s, t, np.full(len(s), SPLIT_CODE[code_name], dtype=np.int8)))
+        counts[code_name] = int(len(s))
+        if part != "train" and "target_node_neg" in d:
+            negatives[f"{part}_source_node"] = s
+            negatives[f"{part}_target_node_neg"] = np.asarray(d["target_node_neg"]).astype(np.int64)
+            counts[f"negatives_{part}"] = int(len(s))
+    src, dst, codes = (np.concatenate(c) for c in zip(*parts))
+    return src, dst, codes, negatives
+
+
+def _add_has_text(node_parquet: Path, has_text: np.ndarray) -> None:
+    table = pq.read_table(node_parquet)
+    table = table.append_column("has_text", pa.array(has_text, pa.bool_()))
+    write_parquet_atomic(table, node_parquet)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--name", required=True, choices=sorted(DATASETS))
@@ -429,6 +219,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     counts = convert_ogb(args.name, args.ogb_root, args.out, args.text_file)
     print(f"wrote {args.out}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
+
+__all__: List[str] = [
+    "NO_TEXT", "DATASETS", "dataset_dir", "required_files", "check_files",
+    "join_title_abstract", "read_titleabs", "read_asin_titles", "convert_ogb", "main",
+]
 
 if __name__ == "__main__":
     main()

@@ -57,17 +57,23 @@ import argparse
 import json
 import os
 import re
-import warnings
-import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import pyarrow as pa
 
 from ..atomic import write_json_atomic, write_parquet_atomic
-from ..tag import SPLITS
-from ..tag_write import random_split, split_strings
+from .stackexchange_dump import html_to_text
+from .stackexchange_graph import (
+    NODE_TYPES,
+    RELATIONS,
+    build_edges,
+    edge_tables,
+    node_tables,
+    rel_name,
+    reverse_relation,
+)
+from .stackexchange_records import read_comments, read_links, read_posts, read_tags, read_users
 
 DEFAULT_SITE = "quantumcomputing.stackexchange.com"
 LICENSE = (
@@ -79,112 +85,6 @@ LICENSE = (
 ACCEPTED_CLASSES = ["not_accepted", "accepted"]
 QUESTION_CLASSES = ["no_accepted_answer", "has_accepted_answer"]
 LINK_CLASSES = ["linked", "duplicate"]
-_LINK_TYPE = {1: 0, 3: 1}  # PostLinks.LinkTypeId -> label
-_TAG_RE = re.compile(r"<([^<>]+)>")
-_BLANK_LINES_RE = re.compile(r"\n{3,}")
-_TRAILING_WS_RE = re.compile(r"[ \t\r\f\v]+\n")
-
-#: canonical relations in output order: (src_ntype, etype, dst_ntype)
-RELATIONS: List[Tuple[str, str, str]] = [
-    ("question", "has_answer", "answer"),
-    ("question", "tagged", "tag"),
-    ("user", "asks", "question"),
-    ("user", "answers", "answer"),
-    ("user", "writes", "comment"),
-    ("question", "links", "question"),
-    ("comment", "comments_on", "question"),
-    ("comment", "comments_on", "answer"),
-]
-NODE_TYPES = ["question", "answer", "tag", "user", "comment"]
-
-
-def reverse_relation(rel: Tuple[str, str, str]) -> Tuple[str, str, str]:
-    """``("question", "tagged", "tag") -> ("tag", "rev_tagged", "question")``."""
-    return (rel[2], "rev_" + rel[1], rel[0])
-
-
-def rel_name(rel: Tuple[str, str, str]) -> str:
-    """``("question", "tagged", "tag") -> "question__tagged__tag"``."""
-    return "__".join(rel)
-
-
-# --------------------------------------------------------------------------------- reading
-def _iter_rows(path: Path, verbose: bool) -> Iterator[Tuple[int, Dict[str, str]]]:
-    """Stream ``(row_number, attributes)`` for each ``<row>`` of a dump file.
-
-    Raises FileNotFoundError naming the file, ValueError naming file and line on bad XML.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"Stack Exchange dump file not found: {path}")
-    n = 0
-    try:
-        for _event, elem in ET.iterparse(str(path), events=("end",)):
-            if elem.tag == "row":
-                yield n, dict(elem.attrib)
-                n += 1
-                elem.clear()
-    except ET.ParseError as exc:
-        line, col = exc.position
-        raise ValueError(f"{path}: malformed XML at line {line}, column {col}: {exc}") from exc
-    if verbose:
-        print(f"[stackexchange] read {path.name}: {n} rows", flush=True)
-
-
-def _int(row: Dict[str, str], key: str, path: Path, rowno: int) -> Optional[int]:
-    """Integer attribute or None when absent; ValueError naming file/row when not an int."""
-    value = row.get(key)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(
-            f"{path}: row {rowno} (Id={row.get('Id')!r}) has non-integer {key}={value!r}"
-        ) from None
-
-
-def _require(row: Dict[str, str], key: str, path: Path, rowno: int) -> int:
-    value = _int(row, key, path, rowno)
-    if value is None:
-        raise ValueError(f"{path}: row {rowno} (Id={row.get('Id')!r}) lacks the {key} attribute")
-    return value
-
-
-def _normalise(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
-    text = _TRAILING_WS_RE.sub("\n", text)
-    return _BLANK_LINES_RE.sub("\n\n", text).strip()
-
-
-def html_to_text(html: Optional[str]) -> str:
-    """Plain text of an HTML fragment (tags removed, entities unescaped, blank runs collapsed).
-
-    Uses BeautifulSoup with the stdlib ``html.parser`` backend.
-    """
-    if not html:
-        return ""
-    try:
-        from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the Stack Exchange converter needs BeautifulSoup: pip install 'beautifulsoup4>=4.12'"
-        ) from exc
-
-    with warnings.catch_warnings():
-        # a body that is just a URL or a file-like name is still text, not a locator
-        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
-        text = BeautifulSoup(html, "html.parser").get_text()
-    return _normalise(text)
-
-
-# --------------------------------------------------------------------------------- writing
-def _edge_arrays(pairs: Dict[Tuple[int, int], int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sorted ``(src, dst, value)`` arrays of a ``{(src, dst): value}`` dict."""
-    keys = sorted(pairs)
-    src = np.array([k[0] for k in keys], dtype=np.int64)
-    dst = np.array([k[1] for k in keys], dtype=np.int64)
-    val = np.array([pairs[k] for k in keys], dtype=np.int64)
-    return src, dst, val
 
 
 # ------------------------------------------------------------------------------ conversion
@@ -247,223 +147,82 @@ def convert_stackexchange(
     log: Callable[[str], None] = (lambda m: print(f"[stackexchange] {m}", flush=True)) if verbose \
         else (lambda m: None)
 
-    def check_new(table: dict, key: int, path: Path, rowno: int) -> None:
-        if key in table:
-            raise ValueError(f"{path}: row {rowno} repeats Id={key}")
-
-    # ---- Posts.xml: questions, answers, tag-wiki excerpts
-    questions: Dict[int, dict] = {}
-    answers: Dict[int, dict] = {}
-    excerpts: Dict[int, str] = {}  # PostTypeId 4 bodies, by post id
-    path = files["Posts"]
-    for rowno, row in _iter_rows(path, verbose):
-        pid = _require(row, "Id", path, rowno)
-        ptype = _require(row, "PostTypeId", path, rowno)
-        if ptype == 1:
-            check_new(questions, pid, path, rowno)
-            title = _normalise(row.get("Title", ""))
-            body = html_to_text(row.get("Body"))
-            questions[pid] = {
-                "text": "\n".join(t for t in (title, body) if t),
-                "owner": _int(row, "OwnerUserId", path, rowno),
-                "accepted": _int(row, "AcceptedAnswerId", path, rowno),
-                "tags": _TAG_RE.findall(row.get("Tags", "")),
-            }
-        elif ptype == 2:
-            check_new(answers, pid, path, rowno)
-            answers[pid] = {
-                "text": html_to_text(row.get("Body")),
-                "owner": _int(row, "OwnerUserId", path, rowno),
-                "parent": _int(row, "ParentId", path, rowno),
-            }
-        elif ptype == 4:
-            excerpts[pid] = html_to_text(row.get("Body"))
-
-    # ---- Tags.xml
-    tags: Dict[int, str] = {}
-    tag_by_name: Dict[str, int] = {}
-    path = files["Tags"]
-    for rowno, row in _iter_rows(path, verbose):
-        tid = _require(row, "Id", path, rowno)
-        check_new(tags, tid, path, rowno)
-        tname = _normalise(row.get("TagName", ""))
-        if not tname:
-            raise ValueError(f"{path}: row {rowno} (Id={tid}) has an empty TagName")
-        excerpt = excerpts.get(_int(row, "ExcerptPostId", path, rowno) or -1, "")
-        tags[tid] = f"{tname}\n{excerpt}" if excerpt else tname
-        tag_by_name[tname] = tid
-
-    # ---- Comments.xml (only comments on a question or an answer become nodes)
-    comments: Dict[int, dict] = {}
-    dropped_nodes: Dict[str, int] = {"comment": 0}
-    dropped: Dict[str, int] = {rel_name(r): 0 for r in RELATIONS}
-    # comments whose PostId is neither a question nor an answer (deleted post, tag wiki):
-    # neither the comment node nor its comments_on edge can be built
-    dropped["comment__comments_on__post"] = 0
-    path = files["Comments"]
-    for rowno, row in _iter_rows(path, verbose):
-        cid = _require(row, "Id", path, rowno)
-        check_new(comments, cid, path, rowno)
-        post = _int(row, "PostId", path, rowno)
-        text = _normalise(row.get("Text", ""))
-        if post in questions:
-            target = "question"
-        elif post in answers:
-            target = "answer"
-        else:  # comment on a deleted post or on a tag wiki: no node, no edge
-            dropped_nodes["comment"] += 1
-            dropped["comment__comments_on__post"] += 1
-            continue
-        if not text:
-            dropped_nodes["comment"] += 1
-            continue
-        comments[cid] = {"text": text, "post": post, "target": target,
-                         "user": _int(row, "UserId", path, rowno)}
-
-    # ---- Users.xml (kept: askers/answerers of kept posts, writers of kept comments)
+    # ---- records, file by file (only comments on a kept question/answer are kept; users:
+    # askers/answerers of kept posts, writers of kept comments)
+    questions, answers, excerpts = read_posts(files["Posts"], verbose)
+    tags, tag_by_name = read_tags(files["Tags"], excerpts, verbose)
+    comments, on_no_post, empty_comments = read_comments(files["Comments"], questions, answers,
+                                                         verbose)
     active = {p["owner"] for p in questions.values()} | {p["owner"] for p in answers.values()}
     active |= {c["user"] for c in comments.values()}
-    users: Dict[int, str] = {}
-    seen_users: set = set()
-    path = files["Users"]
-    for rowno, row in _iter_rows(path, verbose):
-        uid = _require(row, "Id", path, rowno)
-        if uid in seen_users:
-            raise ValueError(f"{path}: row {rowno} repeats Id={uid}")
-        seen_users.add(uid)
-        if uid not in active:
-            continue
-        display = _normalise(row.get("DisplayName", "")) or f"user{uid}"
-        about = html_to_text(row.get("AboutMe"))
-        users[uid] = f"{display}\n{about}" if about else display
-    users_in_dump = len(seen_users)
-    dropped_nodes["user"] = users_in_dump - len(users)
+    users, users_in_dump = read_users(files["Users"], active, verbose)
+    links, link_rows, unresolved_links, merged = read_links(files["PostLinks"], questions, verbose)
 
-    # ---- PostLinks.xml
-    links: Dict[Tuple[int, int], int] = {}
-    link_rows = 0
-    merged = 0
-    path = files["PostLinks"]
-    for rowno, row in _iter_rows(path, verbose):
-        src = _require(row, "PostId", path, rowno)
-        dst = _require(row, "RelatedPostId", path, rowno)
-        ltype = _require(row, "LinkTypeId", path, rowno)
-        link_rows += 1
-        if src not in questions or dst not in questions or ltype not in _LINK_TYPE:
-            dropped["question__links__question"] += 1
-            continue
-        label = _LINK_TYPE[ltype]
-        if (src, dst) in links:
-            merged += 1
-            label = max(label, links[(src, dst)])  # "duplicate" wins over "linked"
-        links[(src, dst)] = label
+    # ---- edges and tables
+    edges, dropped, accepted_unresolved = build_edges(questions, answers, tag_by_name, users,
+                                                      comments, links)
+    dropped["question__links__question"] += unresolved_links
+    # comments whose PostId is neither a question nor an answer (deleted post, tag wiki):
+    # neither the comment node nor its comments_on edge can be built
+    dropped["comment__comments_on__post"] = on_no_post
+    dropped_nodes = {"comment": on_no_post + empty_comments, "user": users_in_dump - len(users)}
+    node_records = {"question": questions, "answer": answers, "tag": tags, "user": users,
+                    "comment": comments}
+    nodes, split_sizes = node_tables(node_records, edges[RELATIONS[0]], split, seed)
+    edge_tabs, edge_split_sizes = edge_tables(edges, split, seed)
+    split_sizes.update(edge_split_sizes)
 
-    # ---- edges (pairs -> label or 0)
-    edges: Dict[Tuple[str, str, str], Dict[Tuple[int, int], int]] = {r: {} for r in RELATIONS}
-    accepted_unresolved = 0
-    for aid, a in sorted(answers.items()):
-        q = questions.get(a["parent"]) if a["parent"] is not None else None
-        if q is None:
-            dropped["question__has_answer__answer"] += 1
-            continue
-        edges[RELATIONS[0]][(a["parent"], aid)] = int(q["accepted"] == aid)
-    for qid, q in questions.items():
-        if q["accepted"] is not None and (qid, q["accepted"]) not in edges[RELATIONS[0]]:
-            accepted_unresolved += 1
-        for tname in q["tags"]:
-            tid = tag_by_name.get(tname)
-            if tid is None:
-                dropped["question__tagged__tag"] += 1
-            else:
-                edges[RELATIONS[1]][(qid, tid)] = 0
-        if q["owner"] in users:
-            edges[RELATIONS[2]][(q["owner"], qid)] = 0
-        else:
-            dropped["user__asks__question"] += 1
-    for aid, a in answers.items():
-        if a["owner"] in users:
-            edges[RELATIONS[3]][(a["owner"], aid)] = 0
-        else:
-            dropped["user__answers__answer"] += 1
-    for cid, c in comments.items():
-        if c["user"] in users:
-            edges[RELATIONS[4]][(c["user"], cid)] = 0
-        else:
-            dropped["user__writes__comment"] += 1
-        rel = RELATIONS[6] if c["target"] == "question" else RELATIONS[7]
-        edges[rel][(cid, c["post"])] = 0
-    edges[RELATIONS[5]] = links
-
-    # ---- tables
-    node_texts = {"question": questions, "answer": answers, "tag": tags, "user": users,
-                  "comment": comments}
-    node_tables: Dict[str, pa.Table] = {}
-    split_sizes: Dict[str, Dict[str, int]] = {}
-    for ntype in NODE_TYPES:
-        ids = sorted(node_texts[ntype])
-        texts = [v if isinstance(v, str) else v["text"] for v in
-                 (node_texts[ntype][i] for i in ids)]
-        for i, t in zip(ids, texts):
-            if not t.strip():
-                raise ValueError(f"{ntype} id {i}: empty text after conversion")
-        cols = {"id": pa.array(ids, pa.int64()), "text": pa.array(texts, pa.string())}
-        if ntype == "question":
-            answered = {q for (q, _a), y in edges[RELATIONS[0]].items() if y == 1}
-            cols["label"] = pa.array([int(i in answered) for i in ids], pa.int64())
-            codes = random_split(len(ids), split, seed)
-            cols["split"] = split_strings(codes)
-            split_sizes["question"] = {s: int((codes == i + 1).sum()) for i, s in enumerate(SPLITS)}
-        node_tables[ntype] = pa.table(cols)
-
-    edge_tables: Dict[str, pa.Table] = {}
-    for rel in RELATIONS:
-        src, dst, val = _edge_arrays(edges[rel])
-        cols = {"src": pa.array(src, pa.int64()), "dst": pa.array(dst, pa.int64())}
-        if rel in (RELATIONS[0], RELATIONS[5]):
-            cols["label"] = pa.array(val, pa.int64())
-        if rel in (RELATIONS[0], RELATIONS[1]):  # edge classification / link prediction
-            codes = random_split(len(src), split, seed + 1 + RELATIONS.index(rel))
-            cols["split"] = split_strings(codes)
-            split_sizes[rel_name(rel)] = {s: int((codes == i + 1).sum())
-                                          for i, s in enumerate(SPLITS)}
-        edge_tables[rel_name(rel)] = pa.table(cols)
-        edge_tables[rel_name(reverse_relation(rel))] = pa.table(
-            {"src": pa.array(dst, pa.int64()), "dst": pa.array(src, pa.int64())})
-
-    # ---- refuse to leave foreign tables next to ours (read_tag would load them)
-    wanted = {out / "nodes" / f"{n}.parquet" for n in node_tables}
-    wanted |= {out / "edges" / f"{e}.parquet" for e in edge_tables}
-    stale = sorted(str(p) for sub in ("nodes", "edges") for p in (out / sub).glob("*.parquet")
-                   if p not in wanted)
-    if stale:
-        raise ValueError(f"{out}: holds Parquet tables this conversion does not write: {stale}; "
-                         "remove them or choose an empty output folder")
-
-    for ntype, table in node_tables.items():
-        write_parquet_atomic(table, out / "nodes" / f"{ntype}.parquet", compression="zstd")
-        log(f"wrote nodes/{ntype}.parquet: {table.num_rows} rows")
-    for ename, table in edge_tables.items():
-        write_parquet_atomic(table, out / "edges" / f"{ename}.parquet", compression="zstd")
-        log(f"wrote edges/{ename}.parquet: {table.num_rows} rows")
-
-    accepted = int(sum(edges[RELATIONS[0]].values()))
+    _refuse_stale(out, nodes, edge_tabs)
+    _write_tables(out, nodes, edge_tabs, log)
     counts: Dict[str, object] = {
-        "nodes": {n: t.num_rows for n, t in node_tables.items()},
-        "edges": {e: t.num_rows for e, t in edge_tables.items()},
+        "nodes": {n: t.num_rows for n, t in nodes.items()},
+        "edges": {e: t.num_rows for e, t in edge_tabs.items()},
         "dropped": dropped,
         "dropped_nodes": dropped_nodes,
-        "accepted": accepted,
+        "accepted": int(sum(edges[RELATIONS[0]].values())),
         "accepted_unresolved": accepted_unresolved,
         "link_rows": link_rows,
         "link_pairs_merged": merged,
         "users_in_dump": users_in_dump,
         "split": split_sizes,
     }
+    write_json_atomic(out / "metadata.json",
+                      _metadata(counts, nodes, edge_tabs, seed, split, site, name, source))
+    log("wrote metadata.json; dropped unresolved edges: "
+        + ", ".join(f"{k}={v}" for k, v in dropped.items()))
+    return counts
+
+
+def _refuse_stale(out: Path, nodes: Dict[str, pa.Table], edge_tabs: Dict[str, pa.Table]) -> None:
+    """Refuse to leave foreign tables next to ours (read_tag would load them)."""
+    wanted = {out / "nodes" / f"{n}.parquet" for n in nodes}
+    wanted |= {out / "edges" / f"{e}.parquet" for e in edge_tabs}
+    stale = sorted(str(p) for sub in ("nodes", "edges") for p in (out / sub).glob("*.parquet")
+                   if p not in wanted)
+    if stale:
+        raise ValueError(f"{out}: holds Parquet tables this conversion does not write: {stale}; "
+                         "remove them or choose an empty output folder")
+
+
+def _write_tables(out: Path, nodes: Dict[str, pa.Table], edge_tabs: Dict[str, pa.Table],
+                  log: Callable[[str], None]) -> None:
+    for ntype, table in nodes.items():
+        write_parquet_atomic(table, out / "nodes" / f"{ntype}.parquet", compression="zstd")
+        log(f"wrote nodes/{ntype}.parquet: {table.num_rows} rows")
+    for ename, table in edge_tabs.items():
+        write_parquet_atomic(table, out / "edges" / f"{ename}.parquet", compression="zstd")
+        log(f"wrote edges/{ename}.parquet: {table.num_rows} rows")
+
+
+def _metadata(counts: Dict[str, object], nodes: Dict[str, pa.Table],
+              edge_tabs: Dict[str, pa.Table], seed: int, split: Tuple[float, ...], site: str,
+              name: Optional[str], source: Optional[str]) -> Dict[str, object]:
+    """``metadata.json`` of the converted TAG (see :func:`convert_stackexchange`)."""
     tag_name = name or re.sub(r"\W+", "_", site.removesuffix(".com")).strip("_").lower()
     meta = {
         "name": tag_name,
-        "node_types": {n: {} for n in node_tables},
-        "edge_types": {e: {} for e in edge_tables},
+        "node_types": {n: {} for n in nodes},
+        "edge_types": {e: {} for e in edge_tabs},
         "source": source or (
             f"Stack Exchange data dump of {site} (Posts, Users, Tags, Comments, PostLinks XML), "
             "converted by partition.converters.stackexchange"
@@ -479,10 +238,7 @@ def convert_stackexchange(
     meta["node_types"]["question"] = {"classes": QUESTION_CLASSES}
     meta["edge_types"][rel_name(RELATIONS[0])] = {"classes": ACCEPTED_CLASSES}
     meta["edge_types"][rel_name(RELATIONS[5])] = {"classes": LINK_CLASSES}
-    write_json_atomic(out / "metadata.json", meta)
-    log("wrote metadata.json; dropped unresolved edges: "
-        + ", ".join(f"{k}={v}" for k, v in dropped.items()))
-    return counts
+    return meta
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -505,6 +261,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(json.dumps(counts, indent=2))
     return 0
 
+
+__all__: List[str] = [
+    "DEFAULT_SITE", "LICENSE", "ACCEPTED_CLASSES", "QUESTION_CLASSES", "LINK_CLASSES",
+    "RELATIONS", "NODE_TYPES", "reverse_relation", "rel_name", "html_to_text",
+    "convert_stackexchange", "main",
+]
 
 if __name__ == "__main__":
     raise SystemExit(main())
