@@ -2,8 +2,9 @@
 
 - :func:`block_sparse_attention` / :func:`block_sparse_mask`: block-diagonal + global-token
   attention for no-grad encoding of low-degree inference nodes (DyLGNN Algorithm 2);
-  PyTorch reference on CPU, Triton kernel on CUDA (``kernels.triton_block_sparse``, imported
-  lazily).
+  PyTorch reference on CPU (``kernels.torch_block_sparse``), Triton kernel on CUDA
+  (``kernels.triton_block_sparse``, imported lazily); the pattern and its inputs in
+  ``kernels.block_sparse_pattern``, the op in ``kernels.block_sparse``.
 - :func:`sparse_attention_enabled`: context manager that switches a Hugging Face BERT encoder
   to that op under ``torch.no_grad()`` (``kernels.bert_sparse``).
 """

@@ -31,7 +31,8 @@ from typing import Iterator, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .block_sparse import _check_block_size, _check_global_tokens, block_sparse_attention
+from .block_sparse import block_sparse_attention
+from .block_sparse_pattern import _check_block_size, _check_global_tokens
 
 _UNSUPPORTED = object()  # marker: this attention mask cannot be a key padding mask
 
