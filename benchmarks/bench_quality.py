@@ -48,7 +48,7 @@ import quality_plot  # noqa: E402
 import quality_policies as qpol  # noqa: E402
 import quality_report as qr  # noqa: E402
 import quality_targets as qt  # noqa: E402
-from quality_defs import PARTS, RUNS  # noqa: E402  (the runs and parts)
+from quality_defs import PARTS, RUNS, defined_overrides  # noqa: E402  (the runs and parts)
 from quality_record import (COST_KEYS, OUTPUTS, budget, host_info, reuse_stages,  # noqa: E402,F401
                             stage_entry)
 
@@ -188,7 +188,7 @@ def report(args) -> int:
     sizes = qpair.test_set_sizes(records, {p: v["test_nodes"] for p, v in PARTS.items()})
     paired = qpair.paired(records, agg, RUNS, {p: n for p, (n, _) in sizes.items()})
     asked = len(args.seeds) if args.seeds_given else None
-    text = qr.format_markdown(records, agg, asked)
+    text = qr.format_markdown(records, agg, asked, defined=defined_overrides)
     text += "\n".join(qpair.markdown(paired, {p: sizes[p] for p in agg if p in sizes})) + "\n"
     text += "\n".join(qt.markdown(qt.check(agg, asked, paired=paired))) + "\n"
     policies = qpol.table(records, agg, paired)

@@ -260,3 +260,12 @@ PARTS: Dict[str, dict] = {
         # (stage 1 LM-only: 30 steps; stage 3: 24 steps, validated after 12 and 24)
     },
 }
+
+
+def defined_overrides(part: str, run: str):
+    """The overrides a run of ``part`` gets from this table (the part's data and budget, the
+    run's own), without paths and seed; None for a part or run no longer defined."""
+    if part not in PARTS or run not in RUNS:
+        return None
+    return [*PARTS[part]["data"], *RUNS[run]["overrides"], *PARTS[part]["budget"]]
+

@@ -21,7 +21,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from quality_record import host_label
 
@@ -182,9 +182,30 @@ def _pm(ms: Optional[Tuple[float, float]], digits: int = 4) -> str:
     return f"{ms[0]:.{digits}f} ± {std}"
 
 
-def _budgets(records: Sequence[dict], part: str) -> List[str]:
+#: overrides that name where a run reads and writes, not what it computes
+PATH_KEYS = ("data.tag_path", "data.part_dir", *PER_SEED_KEYS)
+
+
+def extra_overrides(rec: dict, defined: Optional[Callable[[str, str], Optional[Sequence[str]]]]
+                    ) -> List[str]:
+    """The record's overrides that its run's definition does not give (``--set`` ones, or a
+    definition changed since the run): ``rec["overrides"]`` minus ``defined(part, run)`` (the
+    part's and the run's overrides) and the path/seed keys. Empty without ``defined`` or when
+    it knows the run no more (returns None)."""
+    known = defined(rec["part"], rec["run"]) if defined else None
+    if known is None:
+        return []
+    known = set(known)
+    return [o for o in rec.get("overrides", [])
+            if o not in known and o.split("=", 1)[0] not in PATH_KEYS]
+
+
+def _budgets(records: Sequence[dict], part: str,
+             defined: Optional[Callable[[str, str], Sequence[str]]] = None) -> List[str]:
     """``"<run>: key=value, ..."`` per distinct budget of the part's successful runs that
-    count (the latest of each run and seed)."""
+    count (the latest of each run and seed), followed by ``"; beyond the run's definition:
+    ..."`` when the records carry overrides their run's definition lacks
+    (:func:`extra_overrides`: ``--set``, e.g. ``launch.precision=bf16``)."""
     latest = {}
     for r in records:
         if r.get("part") == part and r.get("status") == "ok":
@@ -193,6 +214,8 @@ def _budgets(records: Sequence[dict], part: str) -> List[str]:
     for r in latest.values():
         if r.get("budget"):
             text = f"{r['run']}: " + ", ".join(f"{k}={v}" for k, v in sorted(r["budget"].items()))
+            extra = extra_overrides(r, defined)
+            text += f"; beyond the run's definition: {', '.join(extra)}" if extra else ""
             if text not in seen:
                 seen.append(text)
     return seen
@@ -205,11 +228,15 @@ def still_failing(records: Sequence[dict]) -> List[dict]:
 
 
 def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
-                    seeds_asked: Optional[int] = None, f1_parts: Sequence[str] = ("arxiv", "arxiv_random")) -> str:
+                    seeds_asked: Optional[int] = None,
+                    f1_parts: Sequence[str] = ("arxiv", "arxiv_random"),
+                    defined: Optional[Callable[[str, str], Sequence[str]]] = None) -> str:
     """``QUALITY.md``: a header (budget, hardware, statistics, partial rows), then per part a
     table with one row per label: val/test accuracy (and macro-F1 for ``f1_parts``) as
     ``mean ± sample std``, seeds, mean stage time, commits. A row with fewer seeds than
-    ``seeds_asked`` (default: the most any row of that part has) is marked *partial*."""
+    ``seeds_asked`` (default: the most any row of that part has) is marked *partial*.
+    ``defined(part, run)``: the overrides a run's definition gives (the budget lines then name
+    any a record has beyond them, :func:`extra_overrides`)."""
     hosts = sorted({f"{h.get('cpus', '?')}-core CPU ({h.get('machine', '?')}"
                     + (f", {h['cpu']}, bf16 on {h['bf16']}" if "bf16" in h else "") + ")"
                     for h in (r.get("host") for r in records) if h})
@@ -238,7 +265,7 @@ def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
         asked = seeds_asked or max(r["n"] for r in rows)
         f1 = part in f1_parts
         lines += [f"## {part}", ""]
-        lines += [f"- budget of {b}" for b in _budgets(records, part)] + [""]
+        lines += [f"- budget of {b}" for b in _budgets(records, part, defined)] + [""]
         head = ["row", "val acc", "test acc"] + (["val macro-F1", "test macro-F1"] if f1 else [])
         head += ["seeds", "stage time (s)", "commits"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -511,3 +511,26 @@ def test_a_run_with_several_bases_is_paired_with_each():
     test_a = [r["stages"]["stage2"]["test_acc"] for r in recs if r["run"] == "auto"]
     test_m = [r["stages"]["stage2"]["test_acc"] for r in recs if r["run"] == "mean"]
     assert res[2]["test"]["mean"] == pytest.approx(np.mean(np.subtract(test_a, test_m)))
+
+
+def test_budget_lines_name_overrides_beyond_the_runs_definition():
+    """A run started with ``--set`` (or whose definition changed since) says so in its budget
+    line; paths and seed never count, and an undefined run shows nothing extra."""
+    base = ["data.tag_path=t", "data.part_dir=p", "output_dir=o/seed0", "seed=0", "stages=[2]"]
+    plain = dict(rec(0, 0.5, 0.5), overrides=base, budget={"stage2.epochs": 20})
+    extra = dict(rec(1, 0.5, 0.5), overrides=[*base, "launch.precision=bf16"],
+                 budget={"stage2.epochs": 20})
+    defined = {("arxiv", "pipeline"): ["stages=[2]"]}.get
+
+    def lookup(part, run):
+        return defined((part, run))
+
+    assert qr.extra_overrides(plain, lookup) == []
+    assert qr.extra_overrides(extra, lookup) == ["launch.precision=bf16"]
+    assert qr.extra_overrides(extra, None) == []
+    assert qr.extra_overrides(dict(extra, run="gone"), lookup) == []
+    md = qr.format_markdown([plain, extra], qr.aggregate([plain, extra], ROWS), defined=lookup)
+    lines = [l for l in md.splitlines() if l.startswith("- budget of pipeline")]
+    assert lines == ["- budget of pipeline: stage2.epochs=20",
+                     "- budget of pipeline: stage2.epochs=20; beyond the run's definition: "
+                     "launch.precision=bf16"], lines
