@@ -268,4 +268,3 @@ def defined_overrides(part: str, run: str):
     if part not in PARTS or run not in RUNS:
         return None
     return [*PARTS[part]["data"], *RUNS[run]["overrides"], *PARTS[part]["budget"]]
-

@@ -201,7 +201,8 @@ def extra_overrides(rec: dict, defined: Optional[Callable[[str, str], Optional[S
 
 
 def _budgets(records: Sequence[dict], part: str,
-             defined: Optional[Callable[[str, str], Sequence[str]]] = None) -> List[str]:
+             defined: Optional[Callable[[str, str], Optional[Sequence[str]]]] = None
+             ) -> List[str]:
     """``"<run>: key=value, ..."`` per distinct budget of the part's successful runs that
     count (the latest of each run and seed), followed by ``"; beyond the run's definition:
     ..."`` when the records carry overrides their run's definition lacks
@@ -230,7 +231,8 @@ def still_failing(records: Sequence[dict]) -> List[dict]:
 def format_markdown(records: Sequence[dict], agg: Dict[str, List[dict]],
                     seeds_asked: Optional[int] = None,
                     f1_parts: Sequence[str] = ("arxiv", "arxiv_random"),
-                    defined: Optional[Callable[[str, str], Sequence[str]]] = None) -> str:
+                    defined: Optional[Callable[[str, str], Optional[Sequence[str]]]] = None
+                    ) -> str:
     """``QUALITY.md``: a header (budget, hardware, statistics, partial rows), then per part a
     table with one row per label: val/test accuracy (and macro-F1 for ``f1_parts``) as
     ``mean ± sample std``, seeds, mean stage time, commits. A row with fewer seeds than
