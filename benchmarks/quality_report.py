@@ -207,12 +207,10 @@ def _budgets(records: Sequence[dict], part: str,
     count (the latest of each run and seed), followed by ``"; beyond the run's definition:
     ..."`` when the records carry overrides their run's definition lacks
     (:func:`extra_overrides`: ``--set``, e.g. ``launch.precision=bf16``)."""
-    latest = {}
-    for r in records:
-        if r.get("part") == part and r.get("status") == "ok":
-            latest[(r["run"], int(r["seed"]))] = r
     seen = []
-    for r in latest.values():
+    for (rpart, _, _), r in latest_ok(records).items():
+        if rpart != part:
+            continue
         if r.get("budget"):
             text = f"{r['run']}: " + ", ".join(f"{k}={v}" for k, v in sorted(r["budget"].items()))
             extra = extra_overrides(r, defined)
