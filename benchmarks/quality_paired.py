@@ -9,7 +9,10 @@ Comparisons (:func:`comparisons`), each A - B on the same seed, from the run tab
 - ``variant - base``: every row stage a run shares with its ``base`` (or ``reuse``) run --
   or with each of them, when ``base`` is a list --, against that run's record of the same seed. A seed whose variant did not start from the
   base record's stages (a copied stage whose metrics differ from the base's) is left out and
-  named.
+  named;
+- ``against another run``: each ``(stage, other run, other stage)`` of a run's ``against``
+  list, a row against another run's row of the same seed (issue 22: a pipeline's stage 3
+  against the tuned frozen LM + RGCN, a stage-2-only run).
 
 A seed whose two records ran on different kinds of CPU (:func:`quality_record.host_label`:
 AMX, AVX512-BF16, ...) is left out and named too: their bf16 kernels round differently.
@@ -34,7 +37,8 @@ Side = Tuple[str, str]  # (run, stage)
 def comparisons(runs: Dict[str, dict]) -> List[Tuple[str, Side, Side]]:
     """``(kind, A, B)`` for the run table ``runs`` (run -> ``rows``, ``reuse``/``base``; a
     ``base`` may be a list of runs, one comparison each), in
-    table order: ``stage 3 - stage 2``, ``full pipeline - frozen``, ``variant - base``."""
+    table order: ``stage 3 - stage 2``, ``full pipeline - frozen``, ``variant - base``,
+    ``against another run``."""
     out = []
     for run, spec in runs.items():
         rows = spec.get("rows", {})
@@ -47,6 +51,9 @@ def comparisons(runs: Dict[str, dict]) -> List[Tuple[str, Side, Side]]:
             for stage in rows if base in runs else ():
                 if stage in runs[base].get("rows", {}):
                     out.append(("variant - base", (run, stage), (base, stage)))
+        for stage, other, other_stage in spec.get("against", ()):
+            if stage in rows and other_stage in runs.get(other, {}).get("rows", {}):
+                out.append(("against another run", (run, stage), (other, other_stage)))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Issue 12's targets, checked on the aggregated rows of ``QUALITY.md`` (mean test accuracy
+"""Issues 12's and 22's targets, checked on the aggregated rows of ``QUALITY.md`` (mean test accuracy
 over the seeds each row has; a check on rows with fewer seeds than asked is provisional).
 
 Each target compares two row labels of a part: ``a - b`` against a threshold.
@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
+from quality_defs import RUNS, TUNED_FROZEN
+
 FROZEN = "frozen LM + RGCN"
 LM_ONLY = "LM-only fine-tune (MLP head)"
 STAGE2 = "task-tuned LM + RGCN (stage 2)"
 FULL = "full pipeline (stage 3)"
 JOINT2 = "frozen LM + RGCN (stage 2 of the joint run)"
 JOINT3 = "joint fine-tune from pre-trained LM"
+#: issue 22's baseline, the tuned frozen LM + RGCN (mean pooling), and the stage-3 rows of the
+#: pipelines paired against it (``quality_defs.AGAINST_TUNED``)
+TUNED = RUNS[TUNED_FROZEN]["rows"]["stage2"]
+PIPELINES = [RUNS[r]["rows"]["stage3"] for r in ("pipeline", "pipeline_mean", "pipeline_s1long")]
 
 #: (what, a, b, threshold, strict, parts): holds when mean test acc a - b >= threshold
 #: (> with ``strict``); ``parts`` None: every part
@@ -25,6 +31,11 @@ TARGETS = [
     ("LM-only < frozen LM + RGCN", FROZEN, LM_ONLY, 0.0, True, None),
     ("frozen LM + RGCN < full pipeline", FULL, FROZEN, 0.0, True, None),
     ("(joint run) stage 3 > stage 2", JOINT3, JOINT2, 0.0, True, None),
+    # issue 22: >= +2.0 on the random split, the same sign on the time split
+    *[(f"{full} >= tuned frozen LM + RGCN + 2 points", full, TUNED, 0.02, False,
+       ("arxiv_random",)) for full in PIPELINES],
+    *[(f"{full} > tuned frozen LM + RGCN", full, TUNED, 0.0, True, ("arxiv",))
+      for full in PIPELINES],
 ]
 
 
@@ -75,7 +86,7 @@ def check(agg: Dict[str, List[dict]], seeds_asked: Optional[int] = None,
 
 def markdown(checks: List[dict]) -> List[str]:
     """The ``QUALITY.md`` section listing :func:`check`'s entries."""
-    lines = ["## Targets (issue 12), on test accuracy", "",
+    lines = ["## Targets (issues 12 and 22), on test accuracy", "",
              "`holds` from the paired t interval over seeds where the two rows are a paired "
              "comparison (`not resolved`: the interval contains the threshold, so no direction "
              "is claimed; PROTOCOL.md), else from the means alone.", ""]

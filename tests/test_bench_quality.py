@@ -534,3 +534,51 @@ def test_budget_lines_name_overrides_beyond_the_runs_definition():
     assert lines == ["- budget of pipeline: stage2.epochs=20",
                      "- budget of pipeline: stage2.epochs=20; beyond the run's definition: "
                      "launch.precision=bf16"], lines
+
+
+def test_a_row_is_paired_against_another_runs_row_by_seed():
+    """``against``: a pipeline's stage 3 against another run's stage 2 (issue 22: the tuned
+    frozen LM + RGCN, a stage-2-only run), paired by seed; an absent row gives no comparison."""
+    runs = {"pipeline": {"rows": {"stage2": "s2", "stage3": "s3"},
+                         "against": [("stage3", "tuned", "stage2"), ("stage3", "gone", "stage2")]},
+            "tuned": {"rows": {"stage2": "tuned frozen"}}}
+    assert qpair.comparisons(runs) == [
+        ("stage 3 - stage 2", ("pipeline", "stage3"), ("pipeline", "stage2")),
+        ("against another run", ("pipeline", "stage3"), ("tuned", "stage2"))]
+    recs = [full_rec(s, {"stage2": (0.80, 0.70), "stage3": (0.82, 0.78)}) for s in range(4)]
+    recs += [full_rec(s, {"stage2": (0.81, 0.74)}, run="tuned") for s in (0, 1, 2)]
+    agg = qr.aggregate(recs, {k: v["rows"] for k, v in runs.items()}, runs)
+    res = by_kind(qpair.paired(recs, agg, runs), "against another run")
+    assert res["seeds"] == [0, 1, 2] and res["label_b"] == "tuned frozen"
+    diffs = [recs[s]["stages"]["stage3"]["test_acc"] - recs[4 + s]["stages"]["stage2"]["test_acc"]
+             for s in range(3)]
+    assert res["test"]["mean"] == pytest.approx(np.mean(diffs))
+    assert res["val"]["mean"] == pytest.approx(0.01)
+    assert res["boot"] is not None and res["dropped"] == []
+
+
+def test_issue_22_targets_pair_each_pipeline_against_the_tuned_frozen_row():
+    """Issue 22: every pipeline's stage 3 is paired against the tuned frozen LM + RGCN and
+    checked at +2 points on the random split and > 0 on the time split, from the interval."""
+    import quality_defs as qd
+    import quality_targets as qt
+
+    kinds = [(k, a, b) for k, a, b in qpair.comparisons(qd.RUNS) if k == "against another run"]
+    assert [a for _, a, _ in kinds] == [("pipeline", "stage3"), ("pipeline_mean", "stage3"),
+                                        ("pipeline_s1long", "stage3")]
+    assert {b for _, _, b in kinds} == {(qd.TUNED_FROZEN, "stage2")}
+
+    def row(label, test):
+        return {"label": label, "test_acc": (test, 0.01), "n": 5}
+
+    def res(a, lo, hi):
+        return {"label_a": a, "label_b": qt.TUNED,
+                "test": {"mean": (lo + hi) / 2, "lo": lo, "hi": hi, "n": 5, "sd": 0.01}}
+
+    agg = {p: [row(qt.TUNED, 0.78), row(qt.FULL, 0.80)] for p in ("arxiv_random", "arxiv")}
+    paired = {"arxiv_random": [res(qt.FULL, 0.019, 0.03)], "arxiv": [res(qt.FULL, 0.001, 0.04)]}
+    got = {(c["part"], c["what"]): c["holds"] for c in qt.check(agg, paired=paired)
+           if "tuned" in c["what"]}
+    assert got == {("arxiv_random", f"{qt.FULL} >= tuned frozen LM + RGCN + 2 points"):
+                   "not resolved",  # the interval's lower bound 1.9 < 2
+                   ("arxiv", f"{qt.FULL} > tuned frozen LM + RGCN"): "yes"}
