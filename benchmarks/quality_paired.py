@@ -15,7 +15,9 @@ Comparisons (:func:`comparisons`), each A - B on the same seed, from the run tab
   against the tuned frozen LM + RGCN, a stage-2-only run).
 
 A seed whose two records ran on different kinds of CPU (:func:`quality_record.host_label`:
-AMX, AVX512-BF16, ...) is left out and named too: their bf16 kernels round differently.
+AMX, AVX512-BF16, ...) is left out and named too: their bf16 kernels round differently. Such
+a comparison also gets the unpaired Welch interval over all seeds of both rows
+(:func:`quality_stats.welch_interval`), so rows measured on different hosts still compare.
 
 A comparison with a refused row (:func:`quality_provenance.refusal`) is refused too. Test
 accuracy differences get both intervals, validation ones the t interval (what a protocol
@@ -78,7 +80,9 @@ def paired(records: Sequence[dict], agg: Dict[str, List[dict]], runs: Dict[str, 
     seeds left out), ``refused`` (a line, or None), and when not refused: ``val`` and
     ``test`` (:func:`quality_stats.t_interval` in accuracy), ``boot`` ((observed, lo, hi)
     or None) with ``boot_why`` (why not), ``mdd_seeds``, ``n_test``, ``p`` (mean test
-    accuracy of both sides) and ``mdd_nodes``. ``test_nodes``: part -> test-set size to use
+    accuracy of both sides), ``mdd_nodes`` and ``welch`` (test accuracy,
+    :func:`quality_stats.welch_interval` over all seeds of both rows, where a seed was left
+    out for its CPU kind; else None). ``test_nodes``: part -> test-set size to use
     when no record carries its per-node predictions."""
     latest, prov = qr.latest_ok(records), qp.provenance(records)
     test_nodes = test_nodes or {}
@@ -89,12 +93,13 @@ def paired(records: Sequence[dict], agg: Dict[str, List[dict]], runs: Dict[str, 
             if a not in by or b not in by:
                 continue
             ra, rb = by[a], by[b]
-            pairs, dropped = [], []
+            pairs, dropped, other_cpu = [], [], False
             for seed in sorted(set(ra["seeds"]) & set(rb["seeds"])):
                 xa, xb = latest[(part, a[0], seed)], latest[(part, b[0], seed)]
                 differ = _other_start(xa, xb, a[1], prov[id(xa)], b[0]) if a[0] != b[0] else []
                 hosts = (host_label(xa), host_label(xb))
                 if hosts[0] != hosts[1]:
+                    other_cpu = True
                     dropped.append(f"seed {seed}: {a[0]} ran on CPU kind {hosts[0]}, {b[0]} "
                                    f"on {hosts[1]} (bf16 kernels differ)")
                 elif differ:
@@ -108,6 +113,9 @@ def paired(records: Sequence[dict], agg: Dict[str, List[dict]], runs: Dict[str, 
             out.setdefault(part, []).append(res)
             if not refused:
                 res.update(_numbers(pairs, test_nodes.get(part)))
+                res["welch"] = qs.welch_interval(
+                    *[[latest[(part, run, s)]["stages"][stage]["test_acc"] for s in r["seeds"]]
+                      for (run, stage), r in ((a, ra), (b, rb))]) if other_cpu else None
     return out
 
 
@@ -161,6 +169,12 @@ def _interval(t: dict) -> str:
     return f"{_pts(t['mean'])} [{_pts(t['lo'])}, {_pts(t['hi'])}]"
 
 
+def _interval_w(w: dict) -> str:
+    if math.isnan(w["lo"]):
+        return f"{_pts(w['mean'])} (n/a: a row below 2 seeds)"
+    return f"{_pts(w['mean'])} [{_pts(w['lo'])}, {_pts(w['hi'])}]"
+
+
 def markdown(results: Dict[str, List[dict]],
              sizes: Optional[Dict[str, Tuple[int, str]]] = None) -> List[str]:
     """The ``QUALITY.md`` section: per part its test set's size and what one seed of it
@@ -206,5 +220,9 @@ def markdown(results: Dict[str, List[dict]],
                          _interval(r["test"]), boot, _pts(r["mdd_seeds"], ""), nodes]
             lines.append("| " + " | ".join(cells) + " |")
             notes += [f"- {what}: {d}" for d in r["dropped"]]
+            if r.get("welch"):
+                w = r["welch"]
+                notes.append(f"- {what}: unpaired over all seeds of both rows (Welch t 95 %, "
+                             f"{w['n_a']} and {w['n_b']} seeds): test Δ {_interval_w(w)}")
         lines += [""] + notes + ([""] if notes else [])
     return lines

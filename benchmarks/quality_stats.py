@@ -5,6 +5,10 @@ nodes): ``d_s = acc_A(s) - acc_B(s)`` for each of the ``n`` seeds both have. For
 
 - **t interval over seeds** (:func:`t_interval`): ``mean(d) ± t_{0.975, n-1} · sd(d) / √n``,
   ``sd`` the sample standard deviation (ddof=1); none for ``n < 2``.
+- **Welch interval** (:func:`welch_interval`), unpaired, where seeds cannot pair (their records
+  ran on different kinds of CPU, whose bf16 kernels round differently): ``mean(a) - mean(b) ±
+  t_{0.975, ν} · sqrt(s_a²/n_a + s_b²/n_b)`` over each row's seeds, ``ν`` the Welch-Satterthwaite
+  degrees of freedom (``scipy.stats.ttest_ind(equal_var=False)``); none below 2 seeds a side.
 - **Minimum detectable difference over seeds** (:func:`mdd_seeds`), a paired two-sided t test
   at α = 0.05 with power 0.8, using the observed ``sd(d)``:
   ``MDD = (t_{1-α/2, n-1} + t_{power, n-1}) · sd(d) / √n`` (the usual normal-approximation
@@ -57,6 +61,24 @@ def t_interval(diffs: Sequence[float], level: float = LEVEL) -> Dict[str, float]
     sd = float(d.std(ddof=1))
     half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
     return {"n": n, "mean": mean, "sd": sd, "lo": mean - half, "hi": mean + half}
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL
+                   ) -> Dict[str, float]:
+    """Unpaired ``mean(a) - mean(b)`` with its Welch ``level`` t interval (``a``, ``b``: one
+    accuracy per seed of each row, any seeds). Returns ``{"n_a", "n_b", "mean", "df", "lo",
+    "hi"}``; ``df``, ``lo``, ``hi`` are NaN when a side has fewer than 2 values (``mean`` too
+    when one is empty)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    out = {"n_a": len(x), "n_b": len(y), "mean": math.nan, "df": math.nan, "lo": math.nan,
+           "hi": math.nan}
+    if len(x) and len(y):
+        out["mean"] = float(x.mean() - y.mean())
+    if len(x) >= 2 and len(y) >= 2:
+        res = stats.ttest_ind(x, y, equal_var=False)
+        ci = res.confidence_interval(level)
+        out.update(df=float(res.df), lo=float(ci.low), hi=float(ci.high))
+    return out
 
 
 def mdd_seeds(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:

@@ -5,6 +5,7 @@ Each target compares two row labels of a part: ``a - b`` against a threshold.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Optional, Sequence
 
 from quality_defs import RUNS, TUNED_FROZEN
@@ -54,7 +55,9 @@ def check(agg: Dict[str, List[dict]], seeds_asked: Optional[int] = None,
     ``what``, ``diff`` (mean test acc a - b), ``n`` (the fewer seeds of the two rows),
     ``partial`` (fewer seeds than ``seeds_asked``), ``interval`` ((lo, hi) of the paired t
     interval of ``a - b`` over seeds, from ``paired`` (:func:`quality_paired.paired`), or
-    None when the two rows are not a paired comparison) and ``holds``: ``"yes"`` / ``"no"``
+    None when the two rows are not a paired comparison; where fewer than 2 seeds pair because
+    the others ran on other kinds of CPU, the comparison's unpaired Welch interval, with
+    ``unpaired`` True and " (unpaired)" after ``holds``) and ``holds``: ``"yes"`` / ``"no"``
     when the interval lies on one side of the threshold, ``"not resolved"`` when it contains
     it (PROTOCOL.md: no direction is claimed then); without an interval, ``"yes (means
     only)"`` / ``"no (means only)"``."""
@@ -69,6 +72,10 @@ def check(agg: Dict[str, List[dict]], seeds_asked: Optional[int] = None,
             res = _paired_for(paired, part, a, b)
             t = res["test"] if res else None
             interval = (t["lo"], t["hi"]) if t and t.get("n", 0) >= 2 else None
+            w = res.get("welch") if res else None
+            unpaired = interval is None and bool(w) and not math.isnan(w["lo"])
+            if unpaired:  # seeds on other kinds of CPU: the Welch interval over all seeds
+                interval = (w["lo"], w["hi"])
             if interval is None:
                 ok = diff > thr if strict else diff >= thr
                 holds = f"{'yes' if ok else 'no'} (means only)"
@@ -78,8 +85,10 @@ def check(agg: Dict[str, List[dict]], seeds_asked: Optional[int] = None,
                 holds = "no"
             else:
                 holds = "not resolved"
+            if unpaired:
+                holds += " (unpaired)"
             out.append({"part": part, "what": what, "diff": diff, "n": n, "holds": holds,
-                        "interval": interval,
+                        "interval": interval, "unpaired": unpaired,
                         "partial": seeds_asked is not None and n < seeds_asked})
     return out
 
@@ -89,14 +98,16 @@ def markdown(checks: List[dict]) -> List[str]:
     lines = ["## Targets (issues 12 and 22), on test accuracy", "",
              "`holds` from the paired t interval over seeds where the two rows are a paired "
              "comparison (`not resolved`: the interval contains the threshold, so no direction "
-             "is claimed; PROTOCOL.md), else from the means alone.", ""]
+             "is claimed; PROTOCOL.md); where the seeds cannot pair because they ran on other "
+             "kinds of CPU, from the unpaired Welch interval over all seeds of both rows "
+             "(`(Welch)`, `(unpaired)`); else from the means alone.", ""]
     if not checks:
         return lines + ["No pair of rows to compare yet.", ""]
     lines += ["| part | target | mean difference (points) | paired t 95 % | holds | seeds |",
               "|---|---|---|---|---|---|"]
     for c in checks:
         iv = (f"[{100 * c['interval'][0]:+.2f}, {100 * c['interval'][1]:+.2f}]"
-              if c["interval"] else "-")
+              + (" (Welch)" if c.get("unpaired") else "") if c["interval"] else "-")
         lines.append(f"| {c['part']} | {c['what']} | {100 * c['diff']:+.2f} | {iv} | "
                      f"{c['holds']} | {c['n']}{' (provisional)' if c['partial'] else ''} |")
     return lines + [""]

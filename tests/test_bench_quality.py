@@ -582,3 +582,49 @@ def test_issue_22_targets_pair_each_pipeline_against_the_tuned_frozen_row():
     assert got == {("arxiv_random", f"{qt.FULL} >= tuned frozen LM + RGCN + 2 points"):
                    "not resolved",  # the interval's lower bound 1.9 < 2
                    ("arxiv", f"{qt.FULL} > tuned frozen LM + RGCN"): "yes"}
+
+
+def test_welch_interval_equals_the_welch_satterthwaite_formula():
+    rng = np.random.default_rng(3)
+    a, b = 0.78 + 0.003 * rng.standard_normal(5), 0.77 + 0.006 * rng.standard_normal(4)
+    va, vb = a.var(ddof=1) / 5, b.var(ddof=1) / 4
+    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 3)
+    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
+    w = qs.welch_interval(a, b)
+    assert (w["n_a"], w["n_b"]) == (5, 4) and w["df"] == pytest.approx(df)
+    assert w["mean"] == pytest.approx(a.mean() - b.mean())
+    assert (w["lo"], w["hi"]) == pytest.approx((a.mean() - b.mean() - half,
+                                                a.mean() - b.mean() + half))
+    one = qs.welch_interval([0.7], b)
+    assert one["mean"] == pytest.approx(0.7 - b.mean()) and math.isnan(one["lo"])
+
+
+def test_rows_on_other_cpu_kinds_get_the_unpaired_welch_interval_and_targets_use_it():
+    """Seeds whose records ran on different kinds of CPU do not pair; the comparison then
+    carries the Welch interval over all seeds of both rows, which the targets fall back on."""
+    import quality_targets as qt
+
+    runs = {"pipeline": {"rows": {"stage3": qt.FULL}, "against": [("stage3", "t", "stage2")]},
+            "t": {"rows": {"stage2": qt.TUNED}}}
+    recs = [full_rec(s, {"stage3": (0.80, 0.70)}) for s in range(4)]
+    recs += [full_rec(s, {"stage2": (0.81, 0.74)}, run="t") for s in range(4)]
+    for r in recs:
+        r["part"] = "arxiv_random"
+        r["host"] = {"cpus": 2, "bf16": "amx" if r["run"] == "pipeline" or r["seed"] == 0
+                     else "avx512_bf16"}
+    agg = qr.aggregate(recs, {k: v["rows"] for k, v in runs.items()}, runs)
+    res, = qpair.paired(recs, agg, runs)["arxiv_random"]
+    assert res["seeds"] == [0] and len(res["dropped"]) == 3
+    acc = {(r["run"], r["seed"]): r["stages"][next(iter(r["stages"]))]["test_acc"] for r in recs}
+    want = qs.welch_interval([acc[("pipeline", s)] for s in range(4)],
+                             [acc[("t", s)] for s in range(4)])
+    assert res["welch"] == pytest.approx(want)
+    assert "unpaired over all seeds of both rows (Welch t 95 %, 4 and 4 seeds)" in \
+        "\n".join(qpair.markdown({"arxiv_random": [res]}))
+    c, = [c for c in qt.check(agg, paired={"arxiv_random": [res]}) if "tuned" in c["what"]]
+    assert c["unpaired"] and c["interval"] == pytest.approx((want["lo"], want["hi"]))
+    assert c["holds"] == "no (unpaired)"  # 0.70 vs 0.74 on 400 nodes: far below +2 points
+    for r in recs:
+        r["host"]["bf16"] = "amx"
+    same = qpair.paired(recs, agg, runs)["arxiv_random"][0]
+    assert same["seeds"] == [0, 1, 2, 3] and same["welch"] is None
