@@ -19,7 +19,7 @@ JOINT3 = "joint fine-tune from pre-trained LM"
 #: issue 22's baseline, the tuned frozen LM + RGCN (mean pooling), and the stage-3 rows of the
 #: pipelines paired against it (``quality_defs.AGAINST_TUNED``)
 TUNED = RUNS[TUNED_FROZEN]["rows"]["stage2"]
-PIPELINES = [RUNS[r]["rows"]["stage3"] for r in ("pipeline", "pipeline_mean", "pipeline_s1long")]
+PIPELINES = [RUNS[r]["rows"]["stage3"] for r in RUNS if "against" in RUNS[r]]
 
 #: (what, a, b, threshold, strict, parts): holds when mean test acc a - b >= threshold
 #: (> with ``strict``); ``parts`` None: every part
