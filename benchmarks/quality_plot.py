@@ -74,6 +74,11 @@ def _forest(ax, part: str, results: List[dict]) -> None:
             ax.plot([100 * lo, 100 * hi], [y - 0.15] * 2, lw=1.2, color="tab:orange",
                     label="bootstrap 95 % over test nodes")
             ax.plot([100 * obs], [y - 0.15], "|", color="tab:orange", ms=8)
+        w = r.get("welch")
+        if w and not math.isnan(w["lo"]):  # seeds on other kinds of CPU: unpaired
+            ax.plot([100 * w["lo"], 100 * w["hi"]], [y + 0.3] * 2, lw=1.2, ls="--",
+                    color="tab:green", label="Welch 95 % over all seeds (unpaired)")
+            ax.plot([100 * w["mean"]], [y + 0.3], "s", color="tab:green", ms=3)
     if not ax.get_lines():  # nothing drawn: centre the zero line
         ax.set_xlim(-1, 1)
     elif off:

@@ -627,6 +627,13 @@ def test_rows_on_other_cpu_kinds_get_the_unpaired_welch_interval_and_targets_use
     c, = [c for c in qt.check(agg, paired={"arxiv_random": [res]}) if "tuned" in c["what"]]
     assert c["unpaired"] and c["interval"] == pytest.approx((want["lo"], want["hi"]))
     assert c["holds"] == "no (unpaired)"  # 0.70 vs 0.74 on 400 nodes: far below +2 points
+    import matplotlib.pyplot as plt
+    import quality_plot
+    fig = quality_plot.draw(agg, {"arxiv_random": [res]})
+    welch, = [ln for ln in fig.axes[1].get_lines()
+              if ln.get_label() == "Welch 95 % over all seeds (unpaired)"]
+    assert list(welch.get_xdata()) == pytest.approx([100 * want["lo"], 100 * want["hi"]])
+    plt.close(fig)
     for r in recs:
         r["host"]["bf16"] = "amx"
     same = qpair.paired(recs, agg, runs)["arxiv_random"][0]
