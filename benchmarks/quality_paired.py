@@ -161,18 +161,14 @@ def _pts(x: float, sign: str = "+") -> str:
     return "n/a" if x is None or math.isnan(x) else f"{100 * x:{sign}.2f}"
 
 
-def _interval(t: dict) -> str:
-    if t["n"] == 0:
+def _interval(t: dict, why_na: str = "1 seed") -> str:
+    """``mean [lo, hi]`` in points; ``-`` for no seeds, ``mean (n/a: why_na)`` where the
+    interval is undefined (a paired ``t`` below 2 seeds, a Welch interval with a NaN bound)."""
+    if t.get("n") == 0:
         return "-"
-    if t["n"] < 2:
-        return f"{_pts(t['mean'])} (n/a: 1 seed)"
+    if t.get("n", 2) < 2 or math.isnan(t["lo"]):
+        return f"{_pts(t['mean'])} (n/a: {why_na})"
     return f"{_pts(t['mean'])} [{_pts(t['lo'])}, {_pts(t['hi'])}]"
-
-
-def _interval_w(w: dict) -> str:
-    if math.isnan(w["lo"]):
-        return f"{_pts(w['mean'])} (n/a: a row below 2 seeds)"
-    return f"{_pts(w['mean'])} [{_pts(w['lo'])}, {_pts(w['hi'])}]"
 
 
 def markdown(results: Dict[str, List[dict]],
@@ -223,6 +219,7 @@ def markdown(results: Dict[str, List[dict]],
             if r.get("welch"):
                 w = r["welch"]
                 notes.append(f"- {what}: unpaired over all seeds of both rows (Welch t 95 %, "
-                             f"{w['n_a']} and {w['n_b']} seeds): test Δ {_interval_w(w)}")
+                             f"{w['n_a']} and {w['n_b']} seeds): test Δ "
+                             f"{_interval(w, 'a row below 2 seeds')}")
         lines += [""] + notes + ([""] if notes else [])
     return lines
