@@ -564,11 +564,13 @@ def test_issue_22_targets_pair_each_pipeline_against_the_tuned_frozen_row():
     import quality_targets as qt
 
     kinds = [(k, a, b) for k, a, b in qpair.comparisons(qd.RUNS) if k == "against another run"]
-    assert [a for _, a, _ in kinds] == [("pipeline", "stage3"), ("pipeline_mean", "stage3"),
-                                        ("pipeline_mean_tuned", "stage3"),
-                                        ("pipeline_s1long", "stage3")]
-    assert qt.PIPELINES == [qd.RUNS[r]["rows"]["stage3"] for r in
-                            ("pipeline", "pipeline_mean", "pipeline_mean_tuned", "pipeline_s1long")]
+    assert [a for _, a, _ in kinds] == [
+        ("pipeline", "stage3"), ("pipeline_mean", "stage3"), ("pipeline_mean_tuned", "stage3"),
+        ("pipeline_mean_tuned", "stage2"), ("pipeline_mean_tuned_cf", "stage3"),
+        ("pipeline_mean_tuned_cf", "stage2"), ("pipeline_s1long", "stage3")]
+    assert qt.PIPELINES == [qd.RUNS[r]["rows"]["stage3"] for r in (
+        "pipeline", "pipeline_mean", "pipeline_mean_tuned", "pipeline_mean_tuned_cf",
+        "pipeline_s1long")]
     assert {b for _, _, b in kinds} == {(qd.TUNED_FROZEN, "stage2")}
 
     def row(label, test):

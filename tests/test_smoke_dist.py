@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from lmgnn_dist.device import native_bf16_flags
 from run_helpers import comparable, held_out_acc, tiny_config, tree_hash
@@ -302,22 +303,70 @@ def test_stage3_glem_rounds_teach_the_lm_and_the_gnn_with_each_others_labels(smo
     assert 0 < s3["mlp_warm"]["val_acc"] <= 1  # the LM's classifier, warmed before round 1
 
 
-def test_stage1_task_objective_tunes_the_lm_that_stage2_uses(smoke_run, tmp_path):
+TASK_STAGE1 = ("stages=[1,2]", "baseline=false", "stage1.objective=task", "stage1.max_steps=16",
+               "stage1.batch_size=4", "stage1.lm_lr=1e-3", "stage1.decoder_lr=1e-2",
+               "stage1.eval_every=4")
+
+
+@pytest.fixture(scope="module")
+def task_stage1_run(smoke_run, tmp_path_factory):
+    """Stages 1 (``objective: task``) and 2 of the smoke config: ``(output dir, stdout)``."""
+    root, path, first, _ = smoke_run
+    out_dir = tmp_path_factory.mktemp("task") / "run5"
+    out = _run_pipeline(path, f"output_dir={out_dir}", *TASK_STAGE1)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out_dir, out.stdout
+
+
+def test_stage1_task_objective_tunes_the_lm_that_stage2_uses(task_stage1_run):
     """``stage1.objective: task``: the LM fine-tuned on the labels with an MLP head (its own
     val/test metrics and kept best step), then stage 2 on that LM's embeddings."""
-    root, path, first, _ = smoke_run
-    out_dir = tmp_path / "run5"
-    out = _run_pipeline(path, f"output_dir={out_dir}", "stages=[1,2]", "baseline=false",
-                        "stage1.objective=task", "stage1.max_steps=16", "stage1.batch_size=4",
-                        "stage1.lm_lr=1e-3", "stage1.decoder_lr=1e-2", "stage1.eval_every=4")
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out_dir, stdout = task_stage1_run
     st = json.loads((out_dir / "results.json").read_text())["stages"]
     s1, s2 = st["stage1"], st["stage2"]
     assert [h["step"] for h in s1["val_history"]] == [4, 8, 12, 16]
     assert s1["val_acc"] == pytest.approx(max(h["acc"] for h in s1["val_history"]))
     assert s1["lm_encodings"]["no_grad"] == 0 and s1["lm_encodings"]["with_grad"] > 0
     assert s2["lm"] == str(out_dir / "stage1" / "lm") and held_out_acc(s2) > 0.7
-    assert "1: LM fine-tune on the task (MLP)" in out.stdout and "LP loss" not in out.stdout
+    assert "1: LM fine-tune on the task (MLP)" in stdout and "LP loss" not in stdout
+    assert "cross_fit" not in s1 and "out_of_fold" not in s2
+    assert not (out_dir / "stage1" / "oof_emb").exists()
+
+
+def test_stage1_cross_fit_feeds_stage2_out_of_fold_rows(smoke_run, task_stage1_run, tmp_path):
+    """``stage1.cross_fit_folds=2``: the stage's own LM is the plain task run's (same seed);
+    two fold LMs, each fine-tuned on the training targets outside its fold, encode their fold;
+    every training target gets exactly one out-of-fold row, and stage 2 trains on them (its
+    losses differ from the plain run's, whose stage 1 LM is the same)."""
+    _, path, _, _ = smoke_run
+    plain_dir, _ = task_stage1_run
+    out_dir = tmp_path / "run_cf"
+    out = _run_pipeline(path, f"output_dir={out_dir}", *TASK_STAGE1, "stage1.cross_fit_folds=2")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    st = json.loads((out_dir / "results.json").read_text())["stages"]
+    plain = json.loads((plain_dir / "results.json").read_text())["stages"]
+    s1, s2 = st["stage1"], st["stage2"]
+    # the stage's own LM is untouched by the folds fitted after it
+    assert s1["val_history"] == plain["stage1"]["val_history"]
+    assert s1["val_acc"] == plain["stage1"]["val_acc"]
+    cf = s1["cross_fit"]
+    n_train = cf["fold"][0]["train_targets"] + cf["fold"][0]["encoded"]
+    assert cf["folds"] == 2 and [f["fold"] for f in cf["fold"]] == [0, 1]
+    assert [f["encoded"] for f in cf["fold"]] == [n_train - f["train_targets"]
+                                                   for f in cf["fold"]]
+    assert sum(f["encoded"] for f in cf["fold"]) == n_train and min(
+        f["encoded"] for f in cf["fold"]) > 0
+    assert all(0 <= f["val_acc"] <= 1 for f in cf["fold"])
+    assert "fold 2/2: LM fine-tuned on" in out.stdout
+    rows = [torch.load(f) for f in sorted((out_dir / "stage1" / "oof_emb").glob("rank-*.pt"))]
+    assert len(rows) == 2  # one file per trainer
+    ids = torch.cat([r["ids"] for r in rows])
+    emb = torch.cat([r["emb"] for r in rows])
+    assert len(ids) == len(set(ids.tolist())) == n_train
+    assert emb.shape == (n_train, 32) and emb.dtype == torch.float32 and emb.isfinite().all()
+    assert s2["out_of_fold"] == {"rows": n_train, "folds": 2}
+    assert s2["losses"] != plain["stage2"]["losses"]  # stage 2 read the out-of-fold rows
+    assert held_out_acc(s2) > 0.5
 
 
 def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):

@@ -108,6 +108,11 @@ class RunConfig:
             if eps > 0 and t.kind != "node_classification":
                 raise ValueError(f"{key}.label_smoothing > 0 needs task.kind="
                                  f"node_classification, got {t.kind}")
+        k = self.stage1.cross_fit_folds
+        if k == 1 or (k and (self.stage1.objective != "task" or t.kind != "node_classification")):
+            raise ValueError(f"stage1.cross_fit_folds={k}: 0 (off) or >= 2 folds, with "
+                             "stage1.objective=task and task.kind=node_classification, got "
+                             f"{self.stage1.objective} / {t.kind}")
         if self.launch.debug_local and self.launch.debug_local != self.data.num_parts:
             raise ValueError(f"launch.debug_local={self.launch.debug_local} machines but "
                              f"data.num_parts={self.data.num_parts}: one partition per machine")

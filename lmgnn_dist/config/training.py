@@ -67,6 +67,13 @@ class Stage1Config(ScheduleConfig):
         smoothing ``eps`` (targets ``(1 - eps)`` on the label + ``eps / C`` everywhere;
         SimTeG fine-tunes all-MiniLM-L6-v2 with 0.3); 0: off. The MLP head's dropout is
         ``model.dropout``.
+    cross_fit_folds : ``objective: task``, node classification: 0 (off) or K >= 2 -- after
+        the stage's LMs, K more are fine-tuned alike from the configured models, LM k on the
+        training targets outside fold k (:func:`~lmgnn_dist.trainer.cross_fit.fold_of`), and
+        encodes fold k; stage 2 then trains and evaluates on these out-of-fold rows for the
+        training targets, so no training target's input embedding comes from an LM that saw
+        its label (cross-fitting, as in stacked generalisation, Wolpert 1992). Costs K - 1
+        times the stage's training more. Stage 3 starts from the stage's own LMs as without.
     (budget, schedule, clipping, validation points, early stopping: :class:`ScheduleConfig`;
     with ``objective: task`` validation is the task's metric on its val targets.)
     """
@@ -80,6 +87,7 @@ class Stage1Config(ScheduleConfig):
     decoder_lr: PosFloat = 1e-2
     weight_decay: NonNegFloat = 0.0
     label_smoothing: Fraction = 0.0
+    cross_fit_folds: NonNegInt = 0
 
 
 @section

@@ -1,6 +1,7 @@
 """The task interface: what a trainer asks of its pluggable head (see :mod:`lmgnn_dist.tasks`)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -101,6 +102,18 @@ class Task:
 
     def split_targets(self, split: str):
         raise NotImplementedError
+
+    @contextmanager
+    def restricted_split(self, split: str, ids: torch.Tensor) -> Iterator[None]:
+        """Inside the block this trainer's ``split`` targets are ``ids`` (a subset of its own,
+        e.g. the training targets outside a cross-fitting fold): batches, counts and
+        evaluation all read them. Restored on exit, also after an exception."""
+        before = self.split_targets(split)
+        self._split_cache[split] = ids
+        try:
+            yield
+        finally:
+            self._split_cache[split] = before
 
     def _cached_split(self, split: str, compute) -> torch.Tensor:
         """``compute()`` once per split: a ``node_split``/``edge_split`` reads the whole mask

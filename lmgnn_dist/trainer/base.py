@@ -256,10 +256,11 @@ class StageTrainer:
         return int(all_reduce(torch.tensor([n]), dist.ReduceOp.MIN).item())
 
     def finish(self, metrics: dict, lms: Optional[NodeLMs] = None, head=None,
-               learnable=None) -> dict:
+               learnable=None, rank_files=None) -> dict:
         """Record peak memory and the code version (``code``), write the stage checkpoint
         with the final test evaluation's per-node predictions (``metrics`` loses
-        ``test_predictions``: ``test_predictions.npz``; collective) and log one line."""
+        ``test_predictions``: ``test_predictions.npz``; collective) and ``rank_files``
+        (:func:`~.checkpoints.write_stage_checkpoint`'s), and log one line."""
         from .evaluation import describe
         from .checkpoints import write_stage_checkpoint
 
@@ -269,7 +270,7 @@ class StageTrainer:
                        variant=variant_of(self.name, self.cfg), code=self.env.code)
         predictions = metrics.pop("test_predictions", None)
         write_stage_checkpoint(self.env, self.name, metrics, lms, head, learnable, predictions,
-                               self.start.inputs)
+                               self.start.inputs, rank_files)
         names = self.task.metric_names
         scores = (describe(names, metrics, "val") + "  " + describe(names, metrics, "test")
                   if any(k.startswith("val_") for k in metrics) else

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -34,10 +34,11 @@ def _move_contents(src: Path, dst: Path) -> None:
         shutil.rmtree(src)
 
 
-def _stage_rank_files(env, name: str, learnable, rank_state: Optional[dict]) -> Path:
+def _stage_rank_files(env, name: str, learnable, rank_state: Optional[dict],
+                      rank_dir: str = "ranks") -> Path:
     """Collective: every trainer writes its share of a checkpoint -- its learnable-embedding
-    rows (``node_emb/``) and ``rank_state`` (``ranks/rank-<r>.pt``) -- into a fresh staging
-    folder ``<output_dir>/.<name>.staging``."""
+    rows (``node_emb/``) and ``rank_state`` (``<rank_dir>/rank-<r>.pt``) -- into a fresh
+    staging folder ``<output_dir>/.<name>.staging``."""
     staging = Path(env.cfg.output_dir) / f".{name}.staging"
     if env.ctx.is_main and staging.exists():
         shutil.rmtree(staging)
@@ -45,15 +46,16 @@ def _stage_rank_files(env, name: str, learnable, rank_state: Optional[dict]) -> 
     if learnable is not None:
         learnable.save(staging / "node_emb", env.ctx.rank)
     if rank_state is not None:
-        (staging / "ranks").mkdir(parents=True, exist_ok=True)
-        torch.save(rank_state, staging / "ranks" / f"rank-{env.ctx.rank}.pt")
+        (staging / rank_dir).mkdir(parents=True, exist_ok=True)
+        torch.save(rank_state, staging / rank_dir / f"rank-{env.ctx.rank}.pt")
     dist.barrier()
     return staging
 
 
 def write_stage_checkpoint(env, name: str, metrics: dict, lms=None, head=None,
                            learnable=None, predictions: Optional[dict] = None,
-                           inputs: Optional[dict] = None) -> None:
+                           inputs: Optional[dict] = None,
+                           rank_files: Optional[Tuple[str, dict]] = None) -> None:
     """Write ``<output_dir>/<name>/`` (collective) and drop the stage's progress checkpoint,
     which is obsolete once the stage is complete. ``metrics`` gains ``precision``: the LMs'
     precision as resolved (``launch.precision=auto`` -> bf16 or fp32), ``pooling`` (with
@@ -62,13 +64,15 @@ def write_stage_checkpoint(env, name: str, metrics: dict, lms=None, head=None,
     the stage was trained on (:mod:`lmgnn_dist.run.provenance`; the run plan compares it on
     resume). ``predictions`` (rank 0's; name -> numpy array, e.g. the test split's
     ``node_id``/``pred``/``label``) go into ``test_predictions.npz`` inside the temp folder,
-    so they appear with the rest."""
+    so they appear with the rest. ``rank_files``: ``(folder, this trainer's dict)``, saved as
+    ``<folder>/rank-<r>.pt`` (stage 1's out-of-fold embeddings, :mod:`.cross_fit`)."""
     metrics.setdefault("precision", env.device.precision)
     if lms is not None:
         metrics.setdefault("pooling", lms.pooling())
     if inputs is not None:
         metrics.setdefault("inputs", inputs)
-    staging = _stage_rank_files(env, name, learnable, None)
+    folder, mine = rank_files or ("ranks", None)
+    staging = _stage_rank_files(env, name, learnable, mine, folder)
     if env.ctx.is_main:
         def write_files(tmp: Path) -> None:
             if lms is not None:

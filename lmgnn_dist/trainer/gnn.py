@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from .builders import build_learnable, build_lms, build_task_model
+from .cross_fit import apply_out_of_fold
 from .evaluation import describe, evaluate, prefixed
 from ..run.stage_checkpoint import StageCheckpoint
 from .base import StageTrainer
@@ -29,7 +30,9 @@ class GNNTrainer(StageTrainer):
     scalar validation metrics of every epoch, e.g. ``[{"acc": .., "macro_f1": ..}, ...]``),
     ``lm`` (the folder or model the frozen LM came from; LM key -> that, with several LMs),
     ``pooling`` (LM key -> its resolved pooling),
-    ``encode_s``, ``seconds``, ``peak_rss_mb_max_trainer``."""
+    ``encode_s``, ``seconds``, ``peak_rss_mb_max_trainer``; ``out_of_fold`` (rows, folds)
+    when stage 1 left out-of-fold embeddings of the training targets, which then replace
+    its LMs' rows of those nodes (:func:`~.cross_fit.apply_out_of_fold`)."""
 
     def fit(self) -> dict:
         t0, env, lm_dir = time.time(), self.env, self.start.lm_dir
@@ -39,9 +42,15 @@ class GNNTrainer(StageTrainer):
         self.log(f"[{self.name}] encoded all nodes with the frozen LM in {encode_s:.1f}s"
                  if enc else f"[{self.name}] the LM-embedding cache already holds this LM's "
                  "embeddings")
+        oof = apply_out_of_fold(env, lm_dir)  # stage 1's cross-fitting, when it ran
+        if oof:
+            self.log(f"[{self.name}] {oof['rows']} training targets read out-of-fold "
+                     f"embeddings (stage 1's {oof['folds']} fold LMs)")
         learnable = build_learnable(self.g, env.encoders, lms.out_dim, self.name,
                                     self.cfg.model.embedding_lr)
         head, metrics = self.train_head(learnable, lms.out_dim)
+        if oof:
+            metrics["out_of_fold"] = oof
         sources = (StageCheckpoint(lm_dir).lm_sources(env.encoders.lm_paths) if lm_dir
                    else dict(env.encoders.lm_paths))  # LM key -> the folder it came from
         metrics.update(lm=next(iter(sources.values())) if len(sources) == 1 else sources,

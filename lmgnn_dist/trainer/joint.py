@@ -80,8 +80,18 @@ class JointTrainer(StageTrainer):
         lms, head, learnable = self.build_models()
         run, stats = self.train(lms, head, learnable)
         metrics = self.select(run, lms, head, learnable)
-        metrics.update({**run.summary(), **stats, "seconds": time.time() - t0})
-        return self.finish(metrics, lms=lms, head=self.kept_head, learnable=learnable)
+        metrics.update({**run.summary(), **stats})
+        kept, rank_files = self.kept_head, self.after_training(metrics)
+        metrics["seconds"] = time.time() - t0
+        return self.finish(metrics, lms=lms, head=kept, learnable=learnable,
+                           rank_files=rank_files)
+
+    def after_training(self, metrics: dict):
+        """Work after the kept model is chosen and before the checkpoint is written (may add
+        to ``metrics``); returns ``(folder, this trainer's dict)`` for the checkpoint
+        (:func:`~.checkpoints.write_stage_checkpoint`'s ``rank_files``) or None. Stage 1's
+        cross-fitting (:class:`~.task_lm.TaskLMTrainer`); nothing here."""
+        return None
 
     def train(self, lms, head, learnable, teacher=None, name: Optional[str] = None):
         """The stage's optimizer steps under :attr:`s` (``settings()``; graph-free when
