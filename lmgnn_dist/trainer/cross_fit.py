@@ -11,7 +11,9 @@ without it) splits the training targets into K folds (:func:`fold_of`), fine-tun
 the configured models on the other K - 1 folds with the stage's own recipe (budget, schedule,
 validation, best step kept) and encodes fold k with it. Validation, test and unlabelled nodes
 keep the stage's own LMs' rows (trained on every training target), and stage 3 starts from
-those LMs as without cross-fitting.
+those LMs as without cross-fitting. An export (``lmgnn-embed``) encodes every node with the
+checkpoint's LMs: out-of-fold rows are a training device, and at inference the LM has seen
+the training labels anyway.
 
 Files: ``<stage1>/oof_emb/rank-<r>.pt`` per trainer: ``{"ntype", "ids": int64 [n_r] graph
 ids, "emb": float32 [n_r, D], "folds": K}``; :func:`apply_out_of_fold` writes them over the
