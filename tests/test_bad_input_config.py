@@ -55,7 +55,8 @@ CASES = {
     "int for bool": (["baseline=1"], "baseline: expected bool, got 1"),
     "section a value": (["model=3"], "model: expected a mapping, got 3"),
     "unknown key": (["stage1.max_step=1"], "stage1: unknown key(s) ['max_step']; known: "
-                    "['batch_size', 'clip_per_group', 'decoder_lr', 'epochs', 'eval_every', "
+                    "['batch_size', 'clip_per_group', 'cross_fit_folds', 'decoder_lr', 'epochs', "
+                    "'eval_every', "
                     "'label_smoothing', 'lm_lr', 'max_grad_norm', 'max_steps', 'num_negatives', "
                     "'objective', 'patience', "
                     "'schedule', 'val_edges', 'val_negatives', 'warmup_ratio', 'weight_decay']"),
