@@ -231,6 +231,19 @@ RUNS: Dict[str, dict] = {
                            "out-of-fold rows"},
         "against": AGAINST_TUNED_S2,
     },
+    "pipeline_cf": {  # issue 22 item 3: the pipeline with stage 1 cross-fitted
+        # (stage1.cross_fit_folds=2; see pipeline_mean_tuned_cf) -- aimed at Cora low-label,
+        # whose task-tuned LM fits its 140 training labels and whose stage 2 falls below the
+        # frozen LM + RGCN; its own baseline keeps full pipeline - frozen paired within the
+        # record. Fixed 2026-12-07 before any run
+        "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task",
+                      "stage1.cross_fit_folds=2"],
+        "base": "pipeline",
+        "rows": {"stage1": "LM-only fine-tune (MLP head), cross-fitted",
+                 "baseline": "frozen LM + RGCN (baseline of the cross-fitted run)",
+                 "stage2": "task-tuned LM (out-of-fold rows) + RGCN (stage 2)",
+                 "stage3": "full pipeline (stage 3), stage 2 on out-of-fold rows"},
+    },
     "pipeline_s1long": {  # issue 22 item 3: a real task-tuned stage 1 -- up to 8 epochs
         # (SimTeG: ~10) with label smoothing 0.3 (SimTeG's for all-MiniLM-L6-v2), linear
         # warm-up 10 % + decay (the schedule's default), the head's dropout model.dropout,
