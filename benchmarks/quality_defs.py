@@ -1,10 +1,13 @@
 """The quality benchmark's table of runs (:data:`RUNS`: a variant of the pipeline's config,
 its rows and provenance rules) and parts (:data:`PARTS`: a data set, its config, converter,
-data and budget overrides, test-set size). Data only; :mod:`bench_quality` runs them.
+data and budget overrides, test-set size; defined in :mod:`quality_parts`). Data only; :mod:`bench_quality` runs them.
 """
 from __future__ import annotations
 
 from typing import Dict
+
+from quality_parts import PARTS  # the parts the runs are made on (re-exported)
+
 
 def frozen_lm(precision: str, pooling: str, label: str, base=None) -> dict:
     """A run of stage 2 alone (the frozen LM + RGCN) with ``model.pooling`` pinned and the LMs
@@ -281,48 +284,6 @@ RUNS: Dict[str, dict] = {
                       "stage1.lm_lr=2e-5", "stage1.decoder_lr=1e-2"],
         "base": "pipeline",
         "rows": {"stage2": "LP-tuned LM + RGCN (stage 2)", "stage3": "full pipeline, LP stage 1"},
-    },
-}
-
-#: part -> base config, TAG folder, how to make it (None: it is in the repo), its data
-#: overrides, its budget overrides (stage epochs/steps ...; empty: the config's) and its
-#: test-set size (for the per-node MDD of records without per-node predictions, which carry
-#: their own count: arXiv-2023 split/test.csv.gz 668, its random split 6,775,
-#: examples/cora/tag 543, low-label 1000)
-PARTS: Dict[str, dict] = {
-    "arxiv": {
-        "config": "examples/arxiv2023/pipeline.yaml", "tag": "work/quality/arxiv23/tag",
-        "convert": ["-m", "partition.converters.arxiv2023", "--src", "../shared/data/arxiv_2023",
-                    "--out", "work/quality/arxiv23/tag"],
-        "data": ["data.graph_name=arxiv2023", "data.max_seq_len=32"],
-        "budget": [], "test_nodes": 668,
-    },
-    "arxiv_random": {  # issue 21 item 3: a seeded random 60/20/20 of all 33,868 labelled
-        # nodes (6,775 test: one accuracy's standard error ~0.56 points, the time split's ~1.8)
-        "config": "examples/arxiv2023/pipeline.yaml", "tag": "work/quality/arxiv23_random/tag",
-        "convert": ["-m", "partition.converters.arxiv2023", "--src", "../shared/data/arxiv_2023",
-                    "--out", "work/quality/arxiv23_random/tag", "--split", "random",
-                    "--seed", "0"],
-        "data": ["data.graph_name=arxiv2023r", "data.max_seq_len=32"],
-        "budget": [], "test_nodes": 6775,
-    },
-    "cora": {
-        "config": "examples/cora/pipeline.yaml", "tag": "examples/cora/tag", "convert": None,
-        # [CLS], what every Cora row ran before the example (make demo) took mean pooling;
-        # joint_pretrained_bf16_mean is make demo's recipe since then
-        "data": ["data.graph_name=cora", "data.max_seq_len=128", "model.pooling=cls"],
-        "budget": [], "test_nodes": 543,
-    },
-    "cora_low": {
-        "config": "examples/cora/pipeline.yaml", "tag": "work/quality/cora_low/tag",
-        "convert": ["-m", "partition.converters.tape", "--pt", "../shared/data/cora_tag/cora.pt",
-                    "--out", "work/quality/cora_low/tag", "--classes", "cora",
-                    "--split", "low_label", "--seed", "0"],
-        "data": ["data.graph_name=cora_low", "data.max_seq_len=128", "model.pooling=cls"],
-        "budget": ["stage1.epochs=10", "stage3.epochs=8", "stage3.eval_every=12"],
-        "test_nodes": 1000,
-        # 140 training nodes = 3 batches of 32 per trainer: epochs are tiny, so more of them
-        # (stage 1 LM-only: 30 steps; stage 3: 24 steps, validated after 12 and 24)
     },
 }
 
