@@ -1,6 +1,7 @@
 """The quality benchmark's table of runs (:data:`RUNS`: a variant of the pipeline's config,
 its rows and provenance rules) and parts (:data:`PARTS`: a data set, its config, converter,
-data and budget overrides, test-set size; defined in :mod:`quality_parts`). Data only; :mod:`bench_quality` runs them.
+data and budget overrides, test-set size; defined in :mod:`quality_parts`). Data only;
+:mod:`bench_quality` runs them.
 """
 from __future__ import annotations
 
