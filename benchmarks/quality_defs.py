@@ -7,34 +7,8 @@ from __future__ import annotations
 
 from typing import Dict
 
+from quality_frozen import frozen_lm, frozen_search  # stage-2-only run specs
 from quality_parts import PARTS  # the parts the runs are made on (re-exported)
-
-
-def frozen_lm(precision: str, pooling: str, label: str, base=None) -> dict:
-    """A run of stage 2 alone (the frozen LM + RGCN) with ``model.pooling`` pinned and the LMs
-    in ``precision``; ``label`` is the row label's middle, between "frozen LM + RGCN" and " LM in <precision>"."""
-    spec = {"overrides": ["stages=[2]", "baseline=false", f"launch.precision={precision}",
-                          f"model.pooling={pooling}"],
-            "rows": {"stage2": f"frozen LM + RGCN{label} LM in {precision}"}}
-    return dict(spec, base=base) if base else spec
-
-
-def frozen_search(lrs=(1e-3, 3e-3), dropouts=(0.5, 0.2), epochs: int = 60) -> Dict[str, dict]:
-    """Issue 22 item 2's recipe search of the frozen LM + RGCN (bf16, mean pooling): one
-    stage-2-only run per (``stage2.lr``, ``model.dropout``), each ``epochs`` long, each a
-    variant of ``frozen_bf16_mean``. (Adam at a constant rate and batches seeded per epoch: the
-    first 20 epochs of the lr 1e-3 / dropout 0.5 run should repeat ``frozen_bf16_mean``'s --
-    check its ``val_history`` before reading shorter budgets off the longer runs.)
-    A recipe is picked on validation only, then run over the part's seeds (PROTOCOL.md)."""
-    out = {}
-    for lr in lrs:
-        for p in dropouts:
-            spec = frozen_lm("bf16", "mean", f", mean pooling, {epochs} epochs, lr {lr:g}, "
-                             f"dropout {p:g},", base="frozen_bf16_mean")
-            spec["overrides"] += [f"stage2.epochs={epochs}", f"stage2.lr={lr:g}",
-                                  f"model.dropout={p:g}"]
-            out[f"frozen_search_lr{lr:g}_do{p:g}"] = spec
-    return out
 
 
 #: issue 22's tuned frozen LM + RGCN: the point of :func:`frozen_search` with the best
@@ -233,6 +207,22 @@ RUNS: Dict[str, dict] = {
                            "the tuned recipe",
                  "stage3": "full pipeline (stage 3), mean pooling, stage 2 tuned on "
                            "out-of-fold rows"},
+        "against": AGAINST_TUNED_S2,
+    },
+    "pipeline_mean_tuned_lora": {  # issue 22 item 3: pipeline_mean_tuned with the LMs of
+        # stages 1 and 3 fine-tuned through LoRA adapters (model.lora: r = alpha = 8 on query
+        # and value, dropout 0.1) -- SimTeG's way of keeping the embeddings a GNN reads near
+        # the pre-trained ones -- at the LoRA paper's RoBERTa-base rate, 10x full
+        # fine-tuning's: stage 1 5e-4, stage 3 2e-4. Fixed 2026-12-07 before any run
+        "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=task",
+                      "launch.precision=bf16", "model.pooling=mean", "stage2.epochs=60",
+                      "stage2.lr=0.001", "model.dropout=0.2", "model.lora.rank=8",
+                      "model.lora.alpha=8", "model.lora.dropout=0.1", "stage1.lm_lr=5e-4",
+                      "stage3.lm_lr=2e-4"],
+        "base": "pipeline_mean_tuned",
+        "rows": {"stage1": "LM-only fine-tune (MLP head), mean pooling, LoRA r 8",
+                 "stage2": "LoRA-tuned LM + RGCN (stage 2), mean pooling, the tuned recipe",
+                 "stage3": "full pipeline (stage 3), LoRA r 8, stage 2 tuned"},
         "against": AGAINST_TUNED_S2,
     },
     "pipeline_cf": {  # issue 22 item 3: the pipeline with stage 1 cross-fitted

@@ -29,8 +29,8 @@ CASES = {
                                    "(model.gnn=rgat concatenates the heads to hidden_size)"),
     "unknown model key": (["model.heads=2"], "model: unknown key(s) ['heads']; known: "
                           "['dropout', 'embedding_lr', 'encoders', 'fanouts', 'gnn', "
-                          "'hidden_size', 'lm', 'lm_gradient_checkpointing', 'num_heads', "
-                          "'num_layers', 'pooling', 'sparse_attention']"),
+                          "'hidden_size', 'lm', 'lm_gradient_checkpointing', 'lora', "
+                          "'num_heads', 'num_layers', 'pooling', 'sparse_attention']"),
     "pooling": (["model.pooling=max"], "model.pooling must be one of 'auto', 'cls' or 'mean', "
                 "got 'max'"),
     "num parts 0": (["data.num_parts=0"], "data.num_parts must be > 0, got 0"),

@@ -567,10 +567,11 @@ def test_issue_22_targets_pair_each_pipeline_against_the_tuned_frozen_row():
     assert [a for _, a, _ in kinds] == [
         ("pipeline", "stage3"), ("pipeline_mean", "stage3"), ("pipeline_mean_tuned", "stage3"),
         ("pipeline_mean_tuned", "stage2"), ("pipeline_mean_tuned_cf", "stage3"),
-        ("pipeline_mean_tuned_cf", "stage2"), ("pipeline_s1long", "stage3")]
+        ("pipeline_mean_tuned_cf", "stage2"), ("pipeline_mean_tuned_lora", "stage3"),
+        ("pipeline_mean_tuned_lora", "stage2"), ("pipeline_s1long", "stage3")]
     assert qt.PIPELINES == [qd.RUNS[r]["rows"]["stage3"] for r in (
         "pipeline", "pipeline_mean", "pipeline_mean_tuned", "pipeline_mean_tuned_cf",
-        "pipeline_s1long")]
+        "pipeline_mean_tuned_lora", "pipeline_s1long")]
     assert {b for _, _, b in kinds} == {(qd.TUNED_FROZEN, "stage2")}
 
     def row(label, test):

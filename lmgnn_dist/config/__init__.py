@@ -34,12 +34,12 @@ from .loading import (apply_overrides, dump_config, from_dict, load_config, read
                       to_yaml)
 from .run import RunConfig
 from .sections import (EVAL_METRICS, GNN_KINDS, POOLING_KINDS, TASK_KINDS, DataConfig,
-                       ModelConfig, SparseAttentionConfig, TaskConfig)
+                       LoraSettings, ModelConfig, SparseAttentionConfig, TaskConfig)
 from .training import LaunchConfig, Stage1Config, Stage2Config, Stage3Config
 
 __all__ = [
     "ConfigError", "RunConfig", "DataConfig", "TaskConfig", "ModelConfig",
-    "SparseAttentionConfig", "Stage1Config", "Stage2Config", "Stage3Config", "LaunchConfig",
+    "SparseAttentionConfig", "LoraSettings", "Stage1Config", "Stage2Config", "Stage3Config", "LaunchConfig",
     "TASK_KINDS", "GNN_KINDS", "POOLING_KINDS", "EVAL_METRICS", "load_config", "dump_config",
     "to_dict", "to_yaml",
     "from_dict", "read_yaml", "apply_overrides",

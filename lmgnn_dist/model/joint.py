@@ -71,11 +71,19 @@ class NodeLMs(nn.Module):
         records as ``pooling`` in its metrics."""
         return {key: str(lm.pooling) for key, lm in self.lms.items()}
 
+    def lora(self) -> Dict[str, dict]:
+        """LM key -> ``{"rank", "trainable", "total"}`` (LoRA rank, trained and all parameter
+        counts) for each LM carrying LoRA adapters (:mod:`~.lora`); empty when none does."""
+        return {key: {"rank": lm.lora_rank,
+                      "trainable": sum(p.numel() for p in lm.parameters() if p.requires_grad),
+                      "total": sum(p.numel() for p in lm.parameters())}
+                for key, lm in self.lms.items() if lm.lora_rank}
+
     def weights_key(self) -> str:
         """Which LM weights these are: SHA-1 over every LM's architecture (its config),
         pooling and tensors (parameters and buffers, in ``state_dict`` order), plus the
         node-type map.
-        Equal for equal weights wherever they were loaded from; the LM-embedding cache is
+        Equal for equal weights wherever they were loaded from (LoRA adapters count merged); the LM-embedding cache is
         keyed by it (as GraphStorm keys its cache by model name + weight hash). Hashing
         MiniLM's 22.7M parameters takes ~0.1-0.3 s on one CPU core."""
         import hashlib
@@ -83,14 +91,14 @@ class NodeLMs(nn.Module):
 
         h = hashlib.sha1(json.dumps(self.lm_of, sort_keys=True).encode())
         for key in sorted(self.lms):
-            lm = self.lms[key]
+            lm, plain = self.lms[key], self.lms[key].plain_lm()  # LoRA merged
             h.update(key.encode())
-            arch = {k: v for k, v in lm.lm.config.to_dict().items()
+            arch = {k: v for k, v in plain.config.to_dict().items()
                     if not k.startswith("_") and k != "transformers_version"}
             h.update(json.dumps(arch, sort_keys=True, default=str).encode())
             h.update(repr(lm.sparse).encode())
             h.update(str(lm.pooling).encode())
-            for name, t in lm.lm.state_dict().items():
+            for name, t in plain.state_dict().items():
                 h.update(name.encode())
                 h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
         return h.hexdigest()

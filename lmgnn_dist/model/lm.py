@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..device import CPU, DevicePlan
+from .lora import apply_lora, merged
 from .pooling import Pooling, pool, resolve_pooling, write_pooling_files
 
 
@@ -98,6 +99,10 @@ class LMEncoder(nn.Module):
     ``sparse``: a ``SparseAttentionConfig`` enabling block-sparse attention for the rows that
     :meth:`encode_no_grad` is told to encode sparsely (low-degree inference nodes).
 
+    ``lora``: ``model.lora`` settings (rank >= 1: the LM is adapted with LoRA,
+    :func:`~.lora.apply_lora`, and only the adapters train; None or rank 0: every weight
+    trains). :meth:`save_pretrained` writes the adapters merged into the weights.
+
     ``device``: a :class:`~lmgnn_dist.device.DevicePlan`. The LM lives on ``device.lm`` and
     runs under its autocast precision; token ids are moved there, and the float32 pooled
     embeddings are returned on ``device.gnn`` (with autograd across the move: the gradient
@@ -112,7 +117,7 @@ class LMEncoder(nn.Module):
 
     def __init__(self, name_or_path: str, pad_token_id: int = 0, sparse=None,
                  device: DevicePlan = CPU, gradient_checkpointing: bool = False,
-                 pooling: str = "cls"):
+                 pooling: str = "cls", lora=None):
         super().__init__()
         #: block-sparse settings (``SparseAttentionConfig``) for no-grad rows, or None
         self.sparse = sparse
@@ -142,6 +147,12 @@ class LMEncoder(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         if gradient_checkpointing:
             self.lm.gradient_checkpointing_enable()
+        #: LoRA rank of the adapters (0: none, every weight trains)
+        self.lora_rank = lora.rank if lora is not None else 0
+        if self.lora_rank:
+            if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need an input
+                self.lm.enable_input_require_grads()  # that requires grad (PEFT's advice)
+            self.lm = apply_lora(self.lm, lora)
         self._dropout_p: dict = {}
 
     @property
@@ -243,20 +254,25 @@ class LMEncoder(nn.Module):
                 emb = self._pooled(input_ids[r.to(input_ids.device)])
             out[r] = emb.cpu()  # out is a normal tensor: callers may feed it to autograd
 
+    def plain_lm(self) -> nn.Module:
+        """The Hugging Face model this encoder computes with, LoRA adapters (if any) merged
+        into a copy (:func:`~.lora.merged`)."""
+        return merged(self.lm)
+
     def save_pretrained(self, path: str, tokenizer_source: Optional[str] = None) -> None:
         """Save as a Hugging Face folder (``from_pretrained`` loads it), with the tokenizer and
         sentence-transformers' pooling files declaring :attr:`pooling`
         (:func:`~.pooling.write_pooling_files`): ``model.pooling=auto`` on the folder, and
         sentence-transformers, pool as this LM was trained."""
         os.makedirs(path, exist_ok=True)
-        pooler = self._pooler[0]
+        lm, pooler = self.plain_lm(), self._pooler[0]
         if pooler is not None:  # the complete model, as from_pretrained expects it
-            self.lm.pooler = pooler
+            lm.pooler = pooler
         try:
-            self.lm.save_pretrained(path)
+            lm.save_pretrained(path)
         finally:
             if pooler is not None:
-                self.lm.pooler = None
+                lm.pooler = None
         from transformers import AutoTokenizer
 
         from partition.tokenize import resolve_model_path

@@ -58,13 +58,14 @@ class NodeInputEncoders:
 
 
 def build_lms(encoders: NodeInputEncoders, model_cfg, stage_dir: Optional[Path] = None,
-              device: DevicePlan = CPU) -> NodeLMs:
+              device: DevicePlan = CPU, trains: bool = False) -> NodeLMs:
     """The run's LMs, each from where the stage checkpoint ``stage_dir`` says it starts
     (:meth:`~lmgnn_dist.run.stage_checkpoint.StageCheckpoint.lm_sources`: the stage's own
     ``lm*/`` folder, else stage 1's, else the configured model), or the configured models
     (``model.lm`` / ``model.encoders``) without one; placed and run as ``device`` says (with
     ``model.lm_gradient_checkpointing``), each pooling as ``model.pooling`` says (``auto``:
-    resolved from that LM's own folder).
+    resolved from that LM's own folder). ``trains``: the stage trains the LMs, which then
+    carry ``model.lora``'s adapters when its rank is >= 1 (:mod:`lmgnn_dist.model.lora`).
 
     Raises ConfigError (``model.pooling=auto``) naming the file and key of a folder whose
     declared pooling is not supported."""
@@ -76,7 +77,8 @@ def build_lms(encoders: NodeInputEncoders, model_cfg, stage_dir: Optional[Path] 
         lms[key] = LMEncoder(path, encoders.pad_id, sparse=sparse if sparse.enabled else None,
                              device=device,
                              gradient_checkpointing=model_cfg.lm_gradient_checkpointing,
-                             pooling=model_cfg.pooling)
+                             pooling=model_cfg.pooling,
+                             lora=model_cfg.lora if trains else None)
     return NodeLMs(lms, encoders.lm_of)
 
 

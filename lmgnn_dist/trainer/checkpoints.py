@@ -60,7 +60,8 @@ def write_stage_checkpoint(env, name: str, metrics: dict, lms=None, head=None,
     which is obsolete once the stage is complete. ``metrics`` gains ``precision``: the LMs'
     precision as resolved (``launch.precision=auto`` -> bf16 or fp32), ``pooling`` (with
     ``lms``; a stage that saves none records its own): LM key -> the resolved pooling
-    (:meth:`~lmgnn_dist.model.joint.NodeLMs.pooling`), and ``inputs``: what
+    (:meth:`~lmgnn_dist.model.joint.NodeLMs.pooling`), ``lora`` (LMs with LoRA adapters:
+    :meth:`~lmgnn_dist.model.joint.NodeLMs.lora`), and ``inputs``: what
     the stage was trained on (:mod:`lmgnn_dist.run.provenance`; the run plan compares it on
     resume). ``predictions`` (rank 0's; name -> numpy array, e.g. the test split's
     ``node_id``/``pred``/``label``) go into ``test_predictions.npz`` inside the temp folder,
@@ -69,6 +70,8 @@ def write_stage_checkpoint(env, name: str, metrics: dict, lms=None, head=None,
     metrics.setdefault("precision", env.device.precision)
     if lms is not None:
         metrics.setdefault("pooling", lms.pooling())
+        if lms.lora():
+            metrics.setdefault("lora", lms.lora())
     if inputs is not None:
         metrics.setdefault("inputs", inputs)
     folder, mine = rank_files or ("ranks", None)

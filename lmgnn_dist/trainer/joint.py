@@ -164,7 +164,8 @@ class JointTrainer(StageTrainer):
         + decoder; a fresh MLP head when graph-free) and the learnable embeddings (stage
         2's rows) the stage starts from."""
         env = self.env
-        lms = build_lms(env.encoders, self.cfg.model, self.start.lm_dir, env.device)
+        lms = build_lms(env.encoders, self.cfg.model, self.start.lm_dir, env.device,
+                        trains=True)
         head = build_task_model(self.cfg.model, self.task, self.g.canonical_etypes,
                                 lms.out_dim, self.cfg.seed, self.graph_free, env.device.gnn)
         learnable = build_learnable(self.g, env.encoders, lms.out_dim, self.name,

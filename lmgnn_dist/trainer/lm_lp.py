@@ -50,7 +50,7 @@ class LMLinkPredictionTrainer(StageTrainer):
 
     def fit(self) -> dict:
         s, t0 = self.cfg.stage1, time.time()
-        lms = build_lms(self.env.encoders, self.cfg.model, device=self.env.device)
+        lms = build_lms(self.env.encoders, self.cfg.model, device=self.env.device, trains=True)
         relations = self.relations()
         model = LMLinkPredictor(lms, relations)
         model.decoder.to(self.env.device.gnn)
