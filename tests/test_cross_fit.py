@@ -56,3 +56,44 @@ def test_config_refuses_one_fold_and_objectives_without_training_targets(overrid
         load_config(None, overrides)
     assert load_config(None, ["stage1.objective=task",
                               "stage1.cross_fit_folds=3"]).stage1.cross_fit_folds == 3
+
+
+class _Cache:
+    """Records writes and fences (an LM-embedding cache stand-in)."""
+
+    def __init__(self):
+        self.writes, self.fenced, self.filled_by = [], [], "stage-1 LM"
+
+    def write(self, ntype, ids, emb, step):
+        self.writes.append((ntype, ids.tolist(), emb.clone(), step))
+
+    def fence(self, ntype, ids):
+        self.fenced.append((ntype, ids.tolist()))
+
+
+def test_each_trainer_applies_its_share_of_the_out_of_fold_files(tmp_path, one_process_group):
+    """Trainer r of w reads files r, r + w, ... only (memory ~ N_train / w per trainer); 3
+    files written by 3 trainers, read by trainer 1 of 2: the second file alone, fenced, and
+    the cache no longer claims one LM's encode. (One process: the all-reduced counts are this
+    trainer's.)"""
+    from types import SimpleNamespace
+
+    from lmgnn_dist.trainer.cross_fit import OOF_DIR, apply_out_of_fold
+
+    folder = tmp_path / OOF_DIR
+    folder.mkdir()
+    parts = [{"ntype": "paper", "ids": torch.arange(3 * r, 3 * r + 2 + r),
+              "emb": torch.full((2 + r, 4), float(r)), "folds": 2} for r in range(3)]
+    for r, part in enumerate(parts):
+        torch.save(part, folder / f"rank-{r}.pt")
+    cache = _Cache()
+    env = SimpleNamespace(ctx=SimpleNamespace(rank=1, world_size=2), cache=cache)
+    assert apply_out_of_fold(env, tmp_path, step=5) == {"rows": 3, "folds": 2}
+    (ntype, ids, emb, step), = cache.writes
+    assert (ntype, ids, step) == ("paper", [3, 4, 5], 5) and torch.equal(emb, parts[1]["emb"])
+    assert cache.fenced == [("paper", [3, 4, 5])] and cache.filled_by is None
+    assert apply_out_of_fold(env, tmp_path / "elsewhere") is None  # no oof_emb/: nothing done
+    for f in folder.iterdir():
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match="no rank-\\*.pt files"):
+        apply_out_of_fold(env, tmp_path)

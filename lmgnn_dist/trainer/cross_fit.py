@@ -84,25 +84,32 @@ def cross_fit(trainer) -> Tuple[dict, Tuple[str, dict]]:
 
 def apply_out_of_fold(env, lm_dir: Optional[Path], step: int = 0) -> Optional[dict]:
     """When the stage-1 checkpoint ``lm_dir`` holds out-of-fold rows (``oof_emb/``), write
-    them over the LM-embedding cache: every trainer reads all the files (any number of
-    trainers wrote them) and writes rows ``rank::world_size`` of them. Collective, called
-    after the cache is filled; every trainer's :attr:`~lmgnn_dist.data.lm_cache.
-    LMEmbeddingCache.filled_by` is cleared (the cache no longer holds one LM's encode, so
-    stage 3 re-encodes with its LMs). Returns ``{"rows": training targets overwritten,
-    "folds": K}``, or None without such rows (nothing done, not collective then: every
-    trainer sees the same folder)."""
+    them over the LM-embedding cache: trainer ``r`` of ``world_size`` reads files
+    ``r, r + world_size, ...`` of the sorted ``rank-*.pt`` (any number of trainers wrote
+    them) and writes their rows, so each holds about ``N_train / world_size`` rows in memory
+    (the KV store puts rows of other partitions on their servers). Collective, called after
+    the cache is filled; every trainer's :attr:`~lmgnn_dist.data.lm_cache.LMEmbeddingCache.
+    filled_by` is cleared (the cache no longer holds one LM's encode, so stage 3 re-encodes
+    with its LMs). Returns ``{"rows": training targets overwritten (all trainers), "folds":
+    K}``, or None without such rows (nothing done, not collective then: every trainer sees
+    the same folder).
+
+    Raises FileNotFoundError naming the folder when it holds no ``rank-*.pt`` file."""
     folder = Path(lm_dir) / OOF_DIR if lm_dir is not None else None
     if folder is None or not folder.is_dir():
         return None
-    parts = [torch.load(f, map_location="cpu") for f in sorted(folder.glob("rank-*.pt"))]
-    if not parts:
+    files = sorted(folder.glob("rank-*.pt"))
+    if not files:
         raise FileNotFoundError(f"{folder}: no rank-*.pt files (an incomplete stage-1 "
                                 "checkpoint?)")
-    ntype, ids = parts[0]["ntype"], torch.cat([p["ids"] for p in parts])
-    emb = torch.cat([p["emb"] for p in parts])
     r, w, cache = env.ctx.rank, env.ctx.world_size, env.cache
-    cache.write(ntype, ids[r::w], emb[r::w], step)
-    cache.fence(ntype, ids[r::w])
+    rows, folds = 0, 0
+    for path in files[r::w]:
+        part = torch.load(path, map_location="cpu")
+        cache.write(part["ntype"], part["ids"], part["emb"], step)
+        cache.fence(part["ntype"], part["ids"])
+        rows, folds = rows + len(part["ids"]), max(folds, int(part["folds"]))
     cache.filled_by = None
-    dist.barrier()
-    return {"rows": int(len(ids)), "folds": int(parts[0]["folds"])}
+    rows = int(all_reduce(torch.tensor([rows])).item())  # also: every trainer's rows fenced
+    folds = int(all_reduce(torch.tensor([folds]), dist.ReduceOp.MAX).item())
+    return {"rows": rows, "folds": folds}
