@@ -238,6 +238,18 @@ RUNS: Dict[str, dict] = {
                  "stage2": "task-tuned LM (out-of-fold rows) + RGCN (stage 2)",
                  "stage3": "full pipeline (stage 3), stage 2 on out-of-fold rows"},
     },
+    "pipeline_lora": {  # issue 22 item 3: the pipeline with pipeline_mean_tuned_lora's LoRA
+        # (aimed at Cora low-label, whose task-tuned LM fits its 140 labels); its own baseline
+        # pairs full pipeline - frozen within the record. Fixed 2026-12-07 before any run
+        "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task",
+                      "model.lora.rank=8", "model.lora.alpha=8", "model.lora.dropout=0.1",
+                      "stage1.lm_lr=5e-4", "stage3.lm_lr=2e-4"],
+        "base": "pipeline",
+        "rows": {"stage1": "LM-only fine-tune (MLP head), LoRA r 8",
+                 "baseline": "frozen LM + RGCN (baseline of the LoRA run)",
+                 "stage2": "LoRA-tuned LM + RGCN (stage 2)",
+                 "stage3": "full pipeline (stage 3), LoRA r 8"},
+    },
     "pipeline_s1long": {  # issue 22 item 3: a real task-tuned stage 1 -- up to 8 epochs
         # (SimTeG: ~10) with label smoothing 0.3 (SimTeG's for all-MiniLM-L6-v2), linear
         # warm-up 10 % + decay (the schedule's default), the head's dropout model.dropout,
