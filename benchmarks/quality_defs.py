@@ -176,15 +176,17 @@ RUNS: Dict[str, dict] = {
     "pipeline_mean_tuned": {  # issue 22 items 2, 3: pipeline_mean with stage 2 at the tuned
         # frozen recipe (TUNED_FROZEN: 60 epochs, lr 1e-3, dropout 0.2 -- model.dropout is also
         # the stage-1 head's and stage 3's GNN's); stage 1 stays 2 epochs (pipeline_s1long's
-        # longer stage 1 made stage 2 worse, seed 0). Fixed 2026-12-07 before any run. No
-        # baseline of its own (changed 2026-12-07, still before any run): it would train exactly
-        # TUNED_FROZEN's run again (~12 min a seed); full pipeline - tuned frozen is ``against``,
-        # paired by seed where both ran on one kind of CPU (~30 min a seed on arXiv's random
-        # split in bf16)
+        # longer stage 1 made stage 2 worse, seed 0). Fixed 2026-12-07 before any run; no
+        # baseline (it would re-train TUNED_FROZEN exactly): ``against`` pairs with it by seed
+        # on one kind of CPU (~45 min a seed on arXiv's random split in bf16)
         "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=task",
                       "launch.precision=bf16", "model.pooling=mean", "stage2.epochs=60",
                       "stage2.lr=0.001", "model.dropout=0.2"],
         "base": "pipeline_mean",
+        "mixed_code_ok": "its seeds' commits differ only in code this recipe does not take "
+                         "(cross-fitting, LoRA: off): the recipe on Cora at reduced budgets "
+                         "(bench_reproducibility.py, seed 1) gave identical losses, histories "
+                         "and metrics in every stage at 796fa01, 61e861f and 1597814",
         "rows": {"stage1": "LM-only fine-tune (MLP head), mean pooling, head dropout 0.2",
                  "stage2": "task-tuned LM + RGCN (stage 2), mean pooling, the tuned recipe",
                  "stage3": "full pipeline (stage 3), mean pooling, stage 2 tuned"},
