@@ -52,6 +52,24 @@ def test_adapted_lm_starts_as_loaded_and_trains_only_the_adapters(tiny_bert_dir)
     assert all((p.grad is not None) == p.requires_grad for p in lora.parameters())
 
 
+def test_adapters_train_under_gradient_checkpointing(tiny_bert_dir):
+    """Checkpointed blocks over frozen embeddings still pass the gradient to the adapters
+    (the embeddings' output is made to require grad), equal to the plain backward's."""
+    ids = _ids()
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)  # the same adapter initialisation both times
+        lm = LMEncoder(str(tiny_bert_dir), 0, pooling="mean", lora=LORA,
+                       gradient_checkpointing=checkpointing)
+        lm.set_dropout(False)
+        lm(ids).pow(2).sum().backward()
+        grads.append({n: p.grad for n, p in lm.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 8
+    for name, g in grads[0].items():
+        assert g is not None and torch.allclose(g, grads[1][name], atol=1e-6), name
+    assert any(g.abs().sum() > 0 for g in grads[1].values())
+
+
 def test_saved_lm_is_the_merged_plain_model(tiny_bert_dir, tmp_path):
     ids = _ids()
     lora = LMEncoder(str(tiny_bert_dir), 0, pooling="mean", lora=LORA)

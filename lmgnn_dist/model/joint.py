@@ -83,9 +83,10 @@ class NodeLMs(nn.Module):
         """Which LM weights these are: SHA-1 over every LM's architecture (its config),
         pooling and tensors (parameters and buffers, in ``state_dict`` order), plus the
         node-type map.
-        Equal for equal weights wherever they were loaded from (LoRA adapters count merged); the LM-embedding cache is
-        keyed by it (as GraphStorm keys its cache by model name + weight hash). Hashing
-        MiniLM's 22.7M parameters takes ~0.1-0.3 s on one CPU core."""
+        Equal for equal weights wherever they were loaded from (LoRA adapters count merged);
+        the LM-embedding cache is keyed by it (as GraphStorm keys its cache by model name +
+        weight hash). Hashing MiniLM's 22.7M parameters takes ~0.1-0.3 s on one CPU core
+        (plus ~0.3 s to merge a copy of an adapted LM)."""
         import hashlib
         import json
 
