@@ -8,7 +8,8 @@ from typing import Dict
 
 def frozen_lm(precision: str, pooling: str, label: str, base=None) -> dict:
     """A run of stage 2 alone (the frozen LM + RGCN) with ``model.pooling`` pinned and the LMs
-    in ``precision``; ``label`` is the row label's middle, between "frozen LM + RGCN" and " LM in <precision>"."""
+    in ``precision``; ``label`` is the row label's middle, between "frozen LM + RGCN" and
+    " LM in <precision>"."""
     spec = {"overrides": ["stages=[2]", "baseline=false", f"launch.precision={precision}",
                           f"model.pooling={pooling}"],
             "rows": {"stage2": f"frozen LM + RGCN{label} LM in {precision}"}}

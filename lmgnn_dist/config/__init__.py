@@ -39,7 +39,8 @@ from .training import LaunchConfig, Stage1Config, Stage2Config, Stage3Config
 
 __all__ = [
     "ConfigError", "RunConfig", "DataConfig", "TaskConfig", "ModelConfig",
-    "SparseAttentionConfig", "LoraSettings", "Stage1Config", "Stage2Config", "Stage3Config", "LaunchConfig",
+    "SparseAttentionConfig", "LoraSettings", "Stage1Config", "Stage2Config", "Stage3Config",
+    "LaunchConfig",
     "TASK_KINDS", "GNN_KINDS", "POOLING_KINDS", "EVAL_METRICS", "load_config", "dump_config",
     "to_dict", "to_yaml",
     "from_dict", "read_yaml", "apply_overrides",

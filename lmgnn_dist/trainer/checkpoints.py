@@ -70,8 +70,9 @@ def write_stage_checkpoint(env, name: str, metrics: dict, lms=None, head=None,
     metrics.setdefault("precision", env.device.precision)
     if lms is not None:
         metrics.setdefault("pooling", lms.pooling())
-        if lms.lora():
-            metrics.setdefault("lora", lms.lora())
+        lora = lms.lora()
+        if lora:
+            metrics.setdefault("lora", lora)
     if inputs is not None:
         metrics.setdefault("inputs", inputs)
     folder, mine = rank_files or ("ranks", None)
