@@ -255,9 +255,9 @@ class LMEncoder(nn.Module):
             out[r] = emb.cpu()  # out is a normal tensor: callers may feed it to autograd
 
     def plain_lm(self) -> nn.Module:
-        """The Hugging Face model this encoder computes with, LoRA adapters (if any) merged
-        into a copy (:func:`~.lora.merged`)."""
-        return merged(self.lm)
+        """The Hugging Face model this encoder computes with: the LM itself, or with LoRA
+        adapters a copy with them merged (:func:`~.lora.merged`)."""
+        return merged(self.lm) if self.lora_rank else self.lm
 
     def save_pretrained(self, path: str, tokenizer_source: Optional[str] = None) -> None:
         """Save as a Hugging Face folder (``from_pretrained`` loads it), with the tokenizer and
