@@ -116,6 +116,31 @@ def test_bad_lora_settings_are_one_line_naming_the_key(override, line):
     assert str(info.value) == f"<overrides>: {line}"
 
 
+def test_missing_target_modules_are_refused_before_start(tiny_bert_dir):
+    """A ``target_modules`` name the LM does not have -- even beside one it has, which PEFT
+    alone would accept, adapting that one only -- or a module PEFT cannot adapt is one line
+    naming the key and the LM, from the driver's checks (no weights loaded), not PEFT's error
+    from inside a trainer; names it has (PEFT's suffix match) pass, and with LoRA off nothing
+    is asked."""
+    from lmgnn_dist.drivers.prepare import check_model_paths
+
+    def cfg(*overrides):
+        return load_config(None, [f"model.lm={tiny_bert_dir}", *overrides])
+
+    with pytest.raises(ConfigError) as info:
+        check_model_paths(cfg("model.lora.rank=4", "model.lora.target_modules=[query, qurey]"))
+    assert str(info.value) == (
+        f"model.lora.target_modules=['query', 'qurey'] for model.lm ({tiny_bert_dir}): "
+        "no module named ['qurey'] (or ending in '.' + name) in BertModel")
+    with pytest.raises(ConfigError) as info:  # matched, but not a layer PEFT adapts
+        check_model_paths(cfg("model.lora.rank=4", "model.lora.target_modules=[encoder]"))
+    assert str(info.value).startswith(
+        f"model.lora.target_modules=['encoder'] for model.lm ({tiny_bert_dir}): Target module ")
+    check_model_paths(cfg("model.lora.rank=4", "model.lora.target_modules=[query, key, dense]"))
+    check_model_paths(cfg("model.lora.rank=4"))  # PEFT's default for BERT
+    check_model_paths(cfg("model.lora.rank=0", "model.lora.target_modules=[qurey]"))
+
+
 def test_lora_is_off_by_default():
     assert load_config(None, []).model.lora == LoraSettings(rank=0)
     assert load_config(None, ["model.lora.rank=8", "model.lora.target_modules=[query, key]"]

@@ -23,7 +23,9 @@ def check_model_paths(cfg: RunConfig) -> None:
     a type's own LM must use the vocabulary of ``model.lm``'s tokenizer (the partitions
     store token ids of that one), and with ``model.pooling=auto`` each LM's folder must
     declare a supported pooling (:func:`~lmgnn_dist.model.pooling.declared_pooling`; this
-    imports torch). Checked before anything starts.
+    imports torch), and with ``model.lora.rank >= 1`` each LM must have the modules
+    ``model.lora.target_modules`` names (:func:`~lmgnn_dist.model.lora.check_lora_targets`;
+    imports transformers and PEFT, ~3 s). Checked before anything starts.
 
     Raises FileNotFoundError / ConfigError naming the config key.
     """
@@ -45,6 +47,10 @@ def check_model_paths(cfg: RunConfig) -> None:
                 declared_pooling(folder)
             except ConfigError as exc:
                 raise ConfigError(f"{key} with model.pooling=auto: {exc}") from None
+        if cfg.model.lora.rank:
+            from ..model.lora import check_lora_targets
+
+            check_lora_targets(folder, cfg.model.lora, key)
     if own:
         vocab = load_tokenizer(cfg.model.lm).get_vocab()
         for key, path in own:
@@ -141,7 +147,8 @@ def output_to(path: Path):
 
 
 def check_inputs(cfg: RunConfig) -> None:
-    """Offline, in well under a second, before anything starts: every configured LM resolves
+    """Offline, in well under a second (a few with ``model.lora``), before anything starts:
+    every configured LM resolves
     (:func:`check_model_paths`), ``data.max_seq_len`` fits the LM's positions,
     ``data.tag_path`` is a folder whose files can be read, the task's target exists in the
     TAG with the columns it needs, and -- when a planned stage trains on the task (the
