@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Dict
 
 from quality_frozen import frozen_lm, frozen_search  # stage-2-only run specs
+from quality_lora import lora_search  # LoRA's stage-1 rate search
 from quality_parts import PARTS  # the parts the runs are made on (re-exported)
 
 
@@ -252,6 +253,7 @@ RUNS: Dict[str, dict] = {
                  "stage2": "LoRA-tuned LM + RGCN (stage 2)",
                  "stage3": "full pipeline (stage 3), LoRA r 8"},
     },
+    **lora_search(),  # fixed 2026-12-07 before any run
     "pipeline_s1long": {  # issue 22 item 3: a real task-tuned stage 1 -- up to 8 epochs
         # (SimTeG: ~10) with label smoothing 0.3 (SimTeG's for all-MiniLM-L6-v2), linear
         # warm-up 10 % + decay (the schedule's default), the head's dropout model.dropout,
