@@ -164,7 +164,7 @@ RUNS: Dict[str, dict] = {
     "pipeline_mean": {  # issue 22 items 1, 5: the pipeline with the LM's own pooling (mean,
         # which met PROTOCOL.md's rule on Cora (bf16) and arXiv's random split as a frozen LM);
         # its baseline pools alike, so full pipeline - frozen keeps one pooling (fixed before
-        # any run; not yet run)
+        # any run; Cora low-label seeds 0-4 at f6b30fc)
         "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task",
                       "model.pooling=mean"],
         "base": "pipeline",
@@ -258,8 +258,8 @@ RUNS: Dict[str, dict] = {
         # (SimTeG: ~10) with label smoothing 0.3 (SimTeG's for all-MiniLM-L6-v2), linear
         # warm-up 10 % + decay (the schedule's default), the head's dropout model.dropout,
         # validated once per epoch, the best epoch kept, stopped after 2 validations without
-        # a gain; then stages 2 and 3 as in the pipeline (fixed before any run; not yet run:
-        # ~35 min of stage 1 per arXiv random-split seed in bf16 on the AMX host)
+        # a gain; then stages 2 and 3 as in the pipeline (fixed before any run; arXiv random
+        # seed 0 only: ~35 min of stage 1 in bf16 on the AMX host)
         "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task",
                       "stage1.epochs=8", "stage1.label_smoothing=0.3", "stage1.patience=2"],
         "base": "pipeline",
