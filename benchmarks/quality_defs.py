@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Dict
 
 from quality_frozen import frozen_lm, frozen_search  # stage-2-only run specs
-from quality_lora import lora_search  # LoRA's stage-1 rate search
+from quality_lora import LORA, lora_search  # LoRA's adapters, its stage-1 rate search
 from quality_parts import PARTS  # the parts the runs are made on (re-exported)
 
 
@@ -219,8 +219,7 @@ RUNS: Dict[str, dict] = {
         # fine-tuning's: stage 1 5e-4, stage 3 2e-4. Fixed 2026-12-07 before any run
         "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=task",
                       "launch.precision=bf16", "model.pooling=mean", "stage2.epochs=60",
-                      "stage2.lr=0.001", "model.dropout=0.2", "model.lora.rank=8",
-                      "model.lora.alpha=8", "model.lora.dropout=0.1", "stage1.lm_lr=5e-4",
+                      "stage2.lr=0.001", "model.dropout=0.2", *LORA, "stage1.lm_lr=5e-4",
                       "stage3.lm_lr=2e-4"],
         "base": "pipeline_mean_tuned",
         "rows": {"stage1": "LM-only fine-tune (MLP head), mean pooling, LoRA r 8",
@@ -245,8 +244,7 @@ RUNS: Dict[str, dict] = {
         # (aimed at Cora low-label, whose task-tuned LM fits its 140 labels); its own baseline
         # pairs full pipeline - frozen within the record. Fixed 2026-12-07 before any run
         "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=task",
-                      "model.lora.rank=8", "model.lora.alpha=8", "model.lora.dropout=0.1",
-                      "stage1.lm_lr=5e-4", "stage3.lm_lr=2e-4"],
+                      *LORA, "stage1.lm_lr=5e-4", "stage3.lm_lr=2e-4"],
         "base": "pipeline",
         "rows": {"stage1": "LM-only fine-tune (MLP head), LoRA r 8",
                  "baseline": "frozen LM + RGCN (baseline of the LoRA run)",

@@ -43,9 +43,9 @@ def apply_lora(model: nn.Module, settings) -> nn.Module:
 
     Raises ImportError naming the ``peft`` package when it is not installed, and ValueError
     (PEFT's ``NoMatchingPeftModuleError``) when no target module exists in ``model``, a
-    matched module is not a layer PEFT adapts, or, with empty ``target_modules``, PEFT has no default for the architecture
-    (:func:`check_lora_targets` asks this, and that every name matches, before a run
-    starts)."""
+    matched module is not a layer PEFT adapts, or, with empty ``target_modules``, PEFT has no
+    default for the architecture (:func:`check_lora_targets` asks this, and that every name
+    matches, before a run starts)."""
     peft = _import_peft(settings.rank)
     targets = list(settings.target_modules) or None
     config = peft.LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
@@ -83,9 +83,9 @@ def check_lora_targets(folder, settings, key: str = "model.lm") -> None:
 
     names = [n for n, _ in skeleton.named_modules()]
     where = f"model.lora.target_modules={list(settings.target_modules)} for {key} ({folder})"
-    missing = [t for t in settings.target_modules
-               if not any(check_target_module_exists(peft.LoraConfig(target_modules=[t]), n)
-                          for n in names)]
+    one_name = {t: peft.LoraConfig(target_modules=[t]) for t in settings.target_modules}
+    missing = [t for t, cfg in one_name.items()
+               if not any(check_target_module_exists(cfg, n) for n in names)]
     if missing:
         raise ConfigError(f"{where}: no module named {missing} (or ending in '.' + name) in "
                           f"{type(skeleton).__name__}")
