@@ -48,7 +48,7 @@ import quality_plot  # noqa: E402
 import quality_policies as qpol  # noqa: E402
 import quality_report as qr  # noqa: E402
 import quality_targets as qt  # noqa: E402
-from quality_defs import PARTS, RUNS, defined_overrides  # noqa: E402  (the runs and parts)
+from quality_defs import PARTS, RUNS, defined_overrides, run_budget  # noqa: E402  (runs, parts)
 from quality_record import (COST_KEYS, OUTPUTS, budget, host_info, reuse_stages,  # noqa: E402,F401
                             stage_entry)
 
@@ -66,7 +66,8 @@ def log(msg: str) -> None:
 
 def run_overrides(part: str, run: str, seed: int, root: Path, extra: List[str]) -> List[str]:
     """The exact ``KEY=VALUE`` list of a run: the part's data, output/partition folders and
-    seed, the run's own, the part's budget, then ``extra`` (``--set``; later ones win). A run
+    seed, the run's own, its budget (:func:`quality_defs.run_budget`), then ``extra``
+    (``--set``; later ones win). A run
     with ``extra`` gets its own output folder ``<run>+<hash of extra>`` (else the pipeline
     would resume the plain run's finished stages)."""
     p = PARTS[part]
@@ -74,7 +75,7 @@ def run_overrides(part: str, run: str, seed: int, root: Path, extra: List[str]) 
         run, hashlib.sha1(" ".join(extra).encode()).hexdigest()[:8])
     return [f"data.tag_path={p['tag']}", f"data.part_dir={root / part / 'parts'}",
             *p["data"], f"output_dir={root / part / folder / f'seed{seed}'}", f"seed={seed}",
-            *RUNS[run]["overrides"], *p["budget"], *extra]
+            *RUNS[run]["overrides"], *run_budget(part, run), *extra]
 
 
 def command(part: str, overrides: List[str]) -> List[str]:

@@ -214,6 +214,27 @@ def test_reuse_copies_only_finished_stages_the_run_lacks(tmp_path):
         assert not run.get("reuse") or "resume=true" in run["overrides"]
 
 
+def test_run_budget_replaces_the_parts_entries_of_its_keys(tmp_path):
+    import quality_defs as qd
+
+    # the part's task-objective stage-1 budget (10 epochs) must not reach a link-prediction
+    # stage 1, whose epochs count passes over the edges
+    ov = bq.run_overrides("cora_low", "pipeline_lp_mean", 0, tmp_path, [])
+    s1 = [o for o in ov if o.startswith("stage1.epochs=")]
+    assert s1 == ["stage1.epochs=0.5"]
+    assert "stage3.epochs=8" in ov and "stage3.eval_every=12" in ov  # the part's other keys
+    assert ov[-3:] == ["stage3.epochs=8", "stage3.eval_every=12", "stage1.epochs=0.5"]
+    assert qd.run_budget("cora", "pipeline_lp_mean") == ["stage1.epochs=0.5"]
+    # a run without its own budget keeps the part's, in the part's order
+    assert qd.run_budget("cora_low", "pipeline_mean") == PARTS_BUDGET_LOW
+    assert bq.run_overrides("cora_low", "pipeline_mean", 0, tmp_path, [])[-3:] == PARTS_BUDGET_LOW
+    assert qd.defined_overrides("cora_low", "pipeline_lp")[-2:] == [
+        "stage1.epochs=null", "stage1.max_steps=40"]
+
+
+PARTS_BUDGET_LOW = ["stage1.epochs=10", "stage3.epochs=8", "stage3.eval_every=12"]
+
+
 def test_set_overrides_get_their_own_output_folder(tmp_path):
     plain = bq.run_overrides("cora", "pipeline", 1, tmp_path, [])
     varied = bq.run_overrides("cora", "pipeline", 1, tmp_path, ["stage3.lm_lr=1e-4"])
