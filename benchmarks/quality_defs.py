@@ -9,6 +9,7 @@ from typing import Dict
 
 from quality_frozen import frozen_lm, frozen_search  # stage-2-only run specs
 from quality_lora import LORA, lora_search  # LoRA's adapters, its stage-1 rate search
+from quality_lp import LP_RUNS  # the pipelines with a link-prediction stage 1
 from quality_parts import PARTS  # the parts the runs are made on (re-exported)
 
 
@@ -284,29 +285,7 @@ RUNS: Dict[str, dict] = {
                      "(reuse), so joint_longer - joint_pretrained compares stage 3 alone",
         "rows": {"stage3": "joint fine-tune from pre-trained LM, 2 epochs, LM lr 5e-5"},
     },
-    "pipeline_lp": {  # LM-GNN's graph-aware stage 1 at a token budget (40 steps of 8 edges)
-        "overrides": ["stages=[1,2,3]", "baseline=false", "stage1.objective=link_prediction",
-                      "stage1.batch_size=8", "stage1.lm_lr=2e-5", "stage1.decoder_lr=1e-2"],
-        "budget": ["stage1.epochs=null", "stage1.max_steps=40"],
-        "base": "pipeline",
-        "rows": {"stage2": "LP-tuned LM + RGCN (stage 2)", "stage3": "full pipeline, LP stage 1"},
-    },
-    "pipeline_lp_mean": {  # issue 22 item 3: pipeline_mean with LM-GNN's graph-aware stage 1
-        # (link prediction on the citation edges, DistMult, joint negatives; no label seen)
-        # at a real budget in place of the task-tuned one: half an epoch of each trainer's
-        # edges (Cora: ~78 steps of 32 positive edges, 4 negatives each, from 32 shared
-        # nodes), stage 1's LM rate as in pipeline_mean (5e-5), held-out MRR every 20 steps,
-        # the best LMs kept; stages 2-3 and the frozen baseline as in pipeline_mean (fixed
-        # before any run; the budget is what 2 cores afford in ~10 min a seed)
-        "overrides": ["stages=[1,2,3]", "baseline=true", "stage1.objective=link_prediction",
-                      "model.pooling=mean", "stage1.batch_size=32", "stage1.lm_lr=5e-5",
-                      "stage1.eval_every=20"],
-        "budget": ["stage1.epochs=0.5"],
-        "base": "pipeline_mean",
-        "rows": {"baseline": "frozen LM + RGCN, mean pooling (baseline of the LP run)",
-                 "stage2": "LP-tuned LM + RGCN (stage 2), mean pooling",
-                 "stage3": "full pipeline (stage 3), LP stage 1, mean pooling"},
-    },
+    **LP_RUNS,  # pipeline_lp, pipeline_lp_mean: the graph-aware stage 1
 }
 
 
