@@ -18,8 +18,16 @@ deterministic (a convex problem, no sampling), so there is one number per row, n
 seeds. Embeddings are kept in ``<work>/<part>/emb_<pooling>_<precision>.npy`` (reused when
 the TAG, LM and settings match their ``.json``).
 
+``--lm NAME=FOLDER`` adds the same rows for another LM (an HF folder, e.g. a run's
+``stage1/lm``: a task- or link-prediction-tuned LM), and ``--side-by-side`` rows on the
+pre-trained and that LM's embeddings concatenated, ``[X_pre, X_NAME]`` (``2 D`` columns,
+propagated alike): would a GNN reading both beat either alone? A task-tuned LM has seen the
+train nodes' labels, so its train rows fit them better than its val/test rows -- the probe
+sees what stage 2's GNN sees.
+
     .venv/bin/python benchmarks/bench_floor.py --part cora [--pooling cls mean]
-        [--precision fp32] [--md benchmarks/QUALITY_floor.md]
+        [--precision fp32] [--lm NAME=FOLDER ...] [--side-by-side]
+        [--md benchmarks/QUALITY_floor.md]
 """
 from __future__ import annotations
 
@@ -72,7 +80,8 @@ def encode(tag, ntype: str, model: str, max_seq_len: int, pooling: str, precisio
     table = tag.nodes[ntype]
     key = {"model": model, "max_seq_len": max_seq_len, "pooling": pooling,
            "precision": precision, "n": table.num_nodes,
-           "text": hashlib.sha256("\n".join(iter_texts(table)).encode()).hexdigest()}
+           "text": hashlib.sha256("\n".join(iter_texts(table)).encode()).hexdigest(),
+           **weights_digest(model)}
     meta = cache.with_suffix(".json")
     if cache.exists() and meta.exists() and json.loads(meta.read_text()) == key:
         return np.load(cache)
@@ -90,6 +99,33 @@ def encode(tag, ntype: str, model: str, max_seq_len: int, pooling: str, precisio
     np.save(cache, x)
     meta.write_text(json.dumps(key))
     return x
+
+
+def weights_digest(model: str) -> Dict[str, str]:
+    """``{"weights": sha256}`` of a local model folder's weight files (so a re-trained LM
+    in the same folder is encoded again); ``{}`` for a hub name / alias."""
+    folder = Path(model)
+    files = sorted(f for f in folder.glob("*") if f.suffix in (".safetensors", ".bin")) \
+        if folder.is_dir() else []
+    if not files:
+        return {}
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return {"weights": h.hexdigest()}
+
+
+def parse_lms(specs) -> Dict[str, str]:
+    """``--lm NAME=FOLDER`` -> {NAME: FOLDER}. Raises SystemExit naming a bad spec: no
+    ``=``, an empty or repeated name, or a folder that does not exist."""
+    out: Dict[str, str] = {}
+    for spec in specs or []:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or name in out or not Path(folder).is_dir():
+            raise SystemExit(f"error: --lm {spec!r}: expected NAME=FOLDER with a unique NAME "
+                             "and an existing model folder")
+        out[name] = folder
+    return out
 
 
 def fit_select(x: np.ndarray, y: np.ndarray, split: np.ndarray) -> Dict[str, float]:
@@ -130,8 +166,13 @@ def main(argv=None) -> Tuple[str, dict]:
     p.add_argument("--pooling", nargs="+", default=["cls", "mean"])
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--work", default=str(REPO / "work" / "floor"))
+    p.add_argument("--lm", nargs="+", metavar="NAME=FOLDER",
+                   help="more LMs (HF folders, e.g. a run's stage1/lm) to probe alike")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="also rows on [pre-trained, LM] embeddings for each --lm")
     p.add_argument("--md", help="also write the table here (markdown)")
     args = p.parse_args(argv)
+    lms = parse_lms(args.lm)
 
     part = bq.PARTS[args.part]
     bq.ensure_tag(args.part, dry_run=False)
@@ -147,6 +188,16 @@ def main(argv=None) -> Tuple[str, dict]:
                    Path(args.work) / args.part / f"emb_{pooling}_{args.precision}.npy")
         for name, r in floors(x, a_hat, y, table.split).items():
             rows[f"{name}, {pooling} pooling"] = r
+        for lm_name, folder in lms.items():
+            x_lm = encode(tag, ntype, folder, cfg.data.max_seq_len, pooling, args.precision,
+                          Path(args.work) / args.part
+                          / f"emb_{lm_name}_{pooling}_{args.precision}.npy")
+            inputs = {lm_name: x_lm}
+            if args.side_by_side:
+                inputs[f"[pre-trained, {lm_name}]"] = np.hstack([x, x_lm])
+            for label, feats in inputs.items():
+                for name, r in floors(feats, a_hat, y, table.split).items():
+                    rows[f"{name}, {pooling} pooling, {label}"] = r
     head = (f"{args.part}: frozen {model} ({args.precision}), {cfg.data.max_seq_len} tokens; "
             f"train / val / test {[int((table.split == k).sum()) for k in (1, 2, 3)]}")
     lines = [head, "", "| row | C | val acc | test acc |", "|---|---|---|---|"]
@@ -155,7 +206,9 @@ def main(argv=None) -> Tuple[str, dict]:
     text = "\n".join(lines)
     print(text)
     if args.md:
-        Path(args.md).write_text(text + "\n")
+        from quality_report import write_atomic
+
+        write_atomic(args.md, text + "\n")
     return text, rows
 
 

