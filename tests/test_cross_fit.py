@@ -58,6 +58,15 @@ def test_config_refuses_one_fold_and_objectives_without_training_targets(overrid
                               "stage1.cross_fit_folds=3"]).stage1.cross_fit_folds == 3
 
 
+def test_config_refuses_a_head_warmup_without_the_task_objective():
+    with pytest.raises(ValueError, match=r"stage1\.head_warmup_epochs=3 warms the task head "
+                                         r"and needs stage1\.objective=task, got link_pred"):
+        load_config(None, ["stage1.head_warmup_epochs=3"])
+    cfg = load_config(None, ["stage1.objective=task", "stage1.head_warmup_epochs=3"])
+    assert cfg.stage1.head_warmup_epochs == 3
+    assert load_config(None, []).stage1.head_warmup_epochs == 0  # off by default
+
+
 class _Cache:
     """Records writes and fences (an LM-embedding cache stand-in)."""
 

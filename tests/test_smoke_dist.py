@@ -369,6 +369,31 @@ def test_stage1_cross_fit_feeds_stage2_out_of_fold_rows(smoke_run, task_stage1_r
     assert held_out_acc(s2) > 0.5
 
 
+def test_stage1_head_warmup_is_the_head_fine_tuning_starts_from(smoke_run, tmp_path):
+    """``stage1.head_warmup_epochs`` (LP-FT): with no LM step (``max_steps=0``) the stage's
+    model is the frozen LM + the warmed MLP head, so its validation accuracy is the warm-up's
+    own; without the warm-up the same run validates a random head (at or near chance on the
+    tiny graph's classes)."""
+    _, path, _, _ = smoke_run
+    runs = {}
+    for warm in (0, 4):
+        out_dir = tmp_path / f"warm{warm}"
+        out = _run_pipeline(path, f"output_dir={out_dir}", *TASK_STAGE1, "stages=[1]",
+                            "stage1.max_steps=0", f"stage1.head_warmup_epochs={warm}")
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        runs[warm] = (json.loads((out_dir / "results.json").read_text())["stages"]["stage1"],
+                      out.stdout)
+    s1, stdout = runs[4]
+    hw = s1["head_warmup"]
+    assert hw["epochs"] == 4 and 0 <= hw["best_epoch"] < 4
+    assert s1["val_acc"] == pytest.approx(hw["val_acc"])  # the warmed head, unchanged
+    assert s1["test_acc"] == pytest.approx(hw["test_acc"])
+    assert "MLP head warmed on the frozen LMs' embeddings for 4 epochs" in stdout
+    plain, _ = runs[0]
+    assert "head_warmup" not in plain
+    assert hw["val_acc"] > plain["val_acc"] + 0.1  # a fitted head against a random one
+
+
 def test_embed_layerwise_matches_minibatch_and_exports(smoke_run, tmp_path):
     import re
 

@@ -113,6 +113,10 @@ class RunConfig:
             raise ValueError(f"stage1.cross_fit_folds={k}: 0 (off) or >= 2 folds, with "
                              "stage1.objective=task and task.kind=node_classification, got "
                              f"{self.stage1.objective} / {t.kind}")
+        if self.stage1.head_warmup_epochs and self.stage1.objective != "task":
+            raise ValueError(f"stage1.head_warmup_epochs={self.stage1.head_warmup_epochs} "
+                             "warms the task head and needs stage1.objective=task, got "
+                             f"{self.stage1.objective}")
         if self.launch.debug_local and self.launch.debug_local != self.data.num_parts:
             raise ValueError(f"launch.debug_local={self.launch.debug_local} machines but "
                              f"data.num_parts={self.data.num_parts}: one partition per machine")

@@ -74,6 +74,14 @@ class Stage1Config(ScheduleConfig):
         training targets, so no training target's input embedding comes from an LM that saw
         its label (cross-fitting, as in stacked generalisation, Wolpert 1992). Costs K - 1
         times the stage's training more. Stage 3 starts from the stage's own LMs as without.
+    head_warmup_epochs : ``objective: task``: 0 (off) or E >= 1 -- before the LMs train,
+        the MLP head is fitted alone for E epochs on the frozen start LMs' embeddings
+        (stage 2's batch size, learning rate and weight decay; the epoch with the best
+        validation metric kept), so fine-tuning starts from a trained head instead of a
+        random one: LP-FT (Kumar et al., ICLR 2022, "Fine-Tuning can Distort Pretrained
+        Features and Underperform Out-of-Distribution": a random head's early gradients
+        distort the pre-trained features). Costs one full encode and E head epochs; metrics
+        ``head_warmup``. Cross-fitting's fold LMs warm their heads alike on their folds.
     (budget, schedule, clipping, validation points, early stopping: :class:`ScheduleConfig`;
     with ``objective: task`` validation is the task's metric on its val targets.)
     """
@@ -88,6 +96,7 @@ class Stage1Config(ScheduleConfig):
     weight_decay: NonNegFloat = 0.0
     label_smoothing: Fraction = 0.0
     cross_fit_folds: NonNegInt = 0
+    head_warmup_epochs: NonNegInt = 0
 
 
 @section
