@@ -9,7 +9,7 @@ from typing import Dict
 
 from quality_frozen import frozen_lm, frozen_search  # stage-2-only run specs
 from quality_lora import LORA, lora_search  # LoRA's adapters, its stage-1 rate search
-from quality_lp import LP_RUNS  # the pipelines with a link-prediction stage 1
+from quality_stage1 import STAGE1_RUNS  # link-prediction and LP-FT stage-1 pipelines
 from quality_parts import PARTS  # the parts the runs are made on (re-exported)
 
 
@@ -285,7 +285,7 @@ RUNS: Dict[str, dict] = {
                      "(reuse), so joint_longer - joint_pretrained compares stage 3 alone",
         "rows": {"stage3": "joint fine-tune from pre-trained LM, 2 epochs, LM lr 5e-5"},
     },
-    **LP_RUNS,  # pipeline_lp, pipeline_lp_mean: the graph-aware stage 1
+    **STAGE1_RUNS,  # pipeline_lp, pipeline_lp_mean, pipeline_mean_lpft
 }
 
 
