@@ -56,7 +56,7 @@ CASES = {
     "section a value": (["model=3"], "model: expected a mapping, got 3"),
     "unknown key": (["stage1.max_step=1"], "stage1: unknown key(s) ['max_step']; known: "
                     "['batch_size', 'clip_per_group', 'cross_fit_folds', 'decoder_lr', 'epochs', "
-                    "'eval_every', "
+                    "'eval_every', 'head_warmup_epochs', "
                     "'label_smoothing', 'lm_lr', 'max_grad_norm', 'max_steps', 'num_negatives', "
                     "'objective', 'patience', "
                     "'schedule', 'val_edges', 'val_negatives', 'warmup_ratio', 'weight_decay']"),
