@@ -37,8 +37,7 @@ class TaskLMTrainer(JointTrainer):
         lms, head, learnable = super().build_models()
         epochs = self.cfg.stage1.head_warmup_epochs
         if epochs:
-            self.env.lm_cache(lms.out_dim)
-            self.env.fill_cache(lms)
+            self.env.fill_cache(lms)  # makes the cache when the stage has none yet
             warm, m = fit_head(self, learnable, lms.out_dim, epochs,
                                f"{self.name}_head_warmup", salt=1, graph_free=True)
             head.load_state_dict(warm.state_dict())
